@@ -1,0 +1,192 @@
+"""Read one locale folder of a Common Voice release into a manifest DataFrame.
+
+The manifest has one row per clip with the release's own columns kept as strings, plus:
+
+    source_tsv  which TSV the row came from (`validated`, `other`, `invalidated`)
+    cv_split    `train`/`dev`/`test` when the release's own split TSVs list the clip, else ""
+    gender      normalised: `male`, `female`, `other`, `declined`, or None (blank: unlabeled)
+    gender_raw  the gender string exactly as the TSV has it
+    duration_s  from `clip_durations.tsv` when present, else NaN
+
+Releases 7 to 23 are read by header, so renamed and added columns (`accent`/`accents`,
+`variant`, `sentence_id`, `sentence_domain`) need no special case.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CorpusError
+
+log = logging.getLogger(__name__)
+
+# Self-reported gender strings of releases up to v16 and from v17 on, mapped to the one
+# vocabulary cvlabel uses. Blank is the only "unlabeled" value.
+GENDER_TABLE: dict[str, str | None] = {
+    "male": "male",
+    "male_masculine": "male",
+    "female": "female",
+    "female_feminine": "female",
+    "other": "other",
+    "intersex": "other",
+    "transgender": "other",
+    "non-binary": "other",
+    "do_not_wish_to_say": "declined",  # an explicit opt-out: never pseudo-labeled
+    "": None,
+}
+BINARY_GENDERS = ("male", "female")
+
+CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
+SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
+REQUIRED_COLUMNS = ("client_id", "path", "gender")
+MANIFEST_COLUMNS = ("path", "client_id", "source_tsv", "cv_split", "gender", "gender_raw", "duration_s")
+
+# A row's `path` must name a file inside clips/: no absolute path, drive letter or `..` part.
+_UNSAFE_PATH = re.compile(r"^(?:[/\\]|[A-Za-z]:)|(?:^|[/\\])\.\.(?:[/\\]|$)")
+
+
+def clips_dir(corpus_dir: str | Path) -> Path:
+    """The folder that every row's `path` is relative to."""
+    return Path(corpus_dir) / "clips"
+
+
+def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
+    """Read one Common Voice TSV by its header, every value a string, blanks as "".
+
+    Quoting is off: sentences contain unbalanced `"` that a CSV quote parser would use to swallow
+    the tabs and newlines of the rows after them.
+    """
+    tsv_path = Path(tsv_path)
+    if tsv_path.stat().st_size == 0:
+        log.warning("%s is empty (no header); reading it as no rows", tsv_path)
+        return pd.DataFrame(columns=list(REQUIRED_COLUMNS), dtype=object)
+    try:
+        frame = pd.read_csv(
+            tsv_path,
+            sep="\t",
+            quoting=csv.QUOTE_NONE,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            encoding="utf-8",
+            encoding_errors="replace",  # a stray non-UTF-8 byte in a sentence must not stop a run
+        )
+    except pd.errors.ParserError as exc:
+        raise CorpusError(f"{tsv_path}: not a readable tab-separated file ({_first_line(exc)})") from None
+    return frame.astype(object)
+
+
+def normalise_gender(raw: pd.Series, source: str | Path) -> pd.Series:
+    """Map self-reported gender strings to `male|female|other|declined|None`.
+
+    An unknown value is an error naming the value and the file: a new vocabulary must be added
+    to GENDER_TABLE deliberately, never guessed.
+    """
+    cleaned = raw.fillna("").astype(str).str.strip().str.lower()
+    unknown = sorted(set(cleaned.unique()) - GENDER_TABLE.keys())
+    if unknown:
+        shown = ", ".join(repr(v) for v in unknown[:5])
+        raise CorpusError(
+            f"{source}: unknown gender value {shown}; known values: "
+            + ", ".join(repr(k) for k in GENDER_TABLE if k)
+        )
+    mapped = cleaned.map(GENDER_TABLE).astype(object)
+    return mapped.where(mapped.notna(), None)
+
+
+def check_clip_paths(paths: pd.Series, source: str | Path) -> None:
+    """Refuse a `path` that is blank, absolute, or climbs out of clips/ with `..`."""
+    bad = paths.eq("") | paths.str.contains(_UNSAFE_PATH)
+    if bad.any():
+        position = int(np.flatnonzero(bad.to_numpy())[0])
+        line = position + 2  # line 1 is the header
+        raise CorpusError(
+            f"{source}, line {line}: path {paths.iloc[position]!r} is not a file name inside clips/ "
+            f"(absolute paths and '..' are refused)"
+        )
+
+
+def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> pd.DataFrame:
+    """Read the clip TSVs of one locale folder into a manifest (see the module docstring).
+
+    `tsvs` names the clip TSVs to read (without `.tsv`); missing ones are skipped, but at least
+    one must exist. A clip listed in two TSVs is kept once, from the first TSV named.
+    """
+    corpus_dir = Path(corpus_dir)
+    if not corpus_dir.is_dir():
+        raise CorpusError(f"{corpus_dir}: no such folder")
+    if not clips_dir(corpus_dir).is_dir():
+        raise CorpusError(f"{corpus_dir}: no clips/ folder; is this a Common Voice locale folder?")
+    unknown = [name for name in tsvs if name not in CLIP_TSVS]
+    if unknown:
+        raise CorpusError(f"unknown clip TSV {unknown[0]!r}; choose from {', '.join(CLIP_TSVS)}")
+
+    frames = []
+    for name in tsvs:
+        tsv_path = corpus_dir / f"{name}.tsv"
+        if not tsv_path.is_file():
+            continue
+        frame = read_tsv(tsv_path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        if missing:
+            raise CorpusError(f"{tsv_path}: missing column {missing[0]!r} (has: {', '.join(frame.columns)})")
+        check_clip_paths(frame["path"], tsv_path)
+        frame["gender_raw"] = frame["gender"]
+        frame["gender"] = normalise_gender(frame["gender_raw"], tsv_path)
+        frame["source_tsv"] = name
+        frames.append(frame)
+    if not frames:
+        raise CorpusError(f"{corpus_dir}: none of {', '.join(t + '.tsv' for t in tsvs)} found")
+
+    manifest = pd.concat(frames, ignore_index=True, sort=False)
+    gender = manifest["gender"]
+    manifest = manifest.fillna("")  # columns that only some TSVs have
+    manifest["gender"] = gender
+
+    duplicated = manifest["path"].duplicated()
+    if duplicated.any():
+        log.warning(
+            "%d rows repeat a clip already listed (first: %s); each clip is kept once",
+            int(duplicated.sum()),
+            manifest.loc[duplicated, "path"].iloc[0],
+        )
+        manifest = manifest.loc[~duplicated].reset_index(drop=True)
+
+    manifest["cv_split"] = _release_splits(corpus_dir, manifest["path"])
+    manifest["duration_s"] = _clip_durations(corpus_dir, manifest["path"])
+    rest = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
+    return manifest[list(MANIFEST_COLUMNS) + rest]
+
+
+def _release_splits(corpus_dir: Path, paths: pd.Series) -> pd.Series:
+    """`train`/`dev`/`test` for clips the release's own split TSVs list, else ""."""
+    split_of: dict[str, str] = {}
+    for name in SPLIT_TSVS:
+        tsv_path = corpus_dir / f"{name}.tsv"
+        if tsv_path.is_file():
+            listed = read_tsv(tsv_path)
+            if "path" in listed.columns:
+                split_of.update(dict.fromkeys(listed["path"], name))
+    return paths.map(lambda path: split_of.get(path, "")).astype(object)
+
+
+def _clip_durations(corpus_dir: Path, paths: pd.Series) -> pd.Series:
+    """Seconds from `clip_durations.tsv` (columns `clip`, `duration[ms]`), NaN where unknown."""
+    tsv_path = corpus_dir / "clip_durations.tsv"
+    if not tsv_path.is_file():
+        return pd.Series(np.nan, index=paths.index)
+    table = read_tsv(tsv_path)
+    if not {"clip", "duration[ms]"} <= set(table.columns):
+        log.warning("%s lacks the columns clip and duration[ms]; durations unknown", tsv_path)
+        return pd.Series(np.nan, index=paths.index)
+    ms = pd.to_numeric(table["duration[ms]"], errors="coerce")
+    return paths.map(dict(zip(table["clip"], ms / 1000.0))).astype(float)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

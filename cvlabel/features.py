@@ -1,0 +1,111 @@
+"""Pure feature functions: silence trimming and log-mel spectrograms.
+
+Every function takes an array and returns an array; settings live in FeatureConfig, which
+travels inside each checkpoint so that inference computes exactly the features training did.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torchaudio
+
+from .audio import SAMPLE_RATE
+
+LOG_FLOOR = 1e-6  # added to mel power before the log: -138 dB, far below any recording's noise
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = SAMPLE_RATE  # Hz; audio is resampled to this by the loader
+    n_fft: int = 512  # 32 ms window at 16 kHz: long enough to resolve the harmonics of low voices
+    hop_length: int = 160  # 10 ms between frames
+    n_mels: int = 64  # mel bands, as in the seed model
+    f_min: float = 50.0  # Hz; below the lowest adult F0 (~60 Hz) there is only hum
+    f_max: float = 4000.0  # Hz; the cues of voice gender (F0, formants F1-F3) lie below it, and
+    # full-band and telephone-band (8 kHz) audio look alike up to here
+    normalize_gain: bool = True  # subtract each clip's mean log-mel: loudness-free, spectral shape kept
+    trim_silence: bool = True  # cut leading/trailing silence, common at the ends of Common Voice clips
+    vad_frame_ms: float = 20.0  # ms per energy frame of the silence trimmer
+    vad_threshold_db: float = 35.0  # dB below the loudest frame that still counts as speech
+    vad_floor_dbfs: float = -55.0  # dBFS; frames quieter than this are silence whatever the peak
+    vad_pad_ms: float = 100.0  # ms of context kept before the first and after the last speech frame
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
+    """Sample indices [start, end) from the first to the last frame with speech energy.
+
+    samples: (n,) float mono at config.sample_rate. Returns (0, 0) when no frame has speech.
+    """
+    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
+    n_frames = samples.shape[0] // frame
+    if n_frames == 0:
+        return (0, 0) if not _loud_enough(samples, config.vad_floor_dbfs) else (0, samples.shape[0])
+    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    energy_db = 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
+    threshold = max(energy_db.max() - config.vad_threshold_db, config.vad_floor_dbfs)
+    speech = np.flatnonzero(energy_db >= threshold)
+    if speech.size == 0:
+        return (0, 0)
+    pad = int(config.sample_rate * config.vad_pad_ms / 1000)
+    start = max(0, speech[0] * frame - pad)
+    end = min(samples.shape[0], (speech[-1] + 1) * frame + pad)
+    return int(start), int(end)
+
+
+def trim_silence(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The clip without its leading and trailing silence; (0,) when it is all silence."""
+    start, end = speech_bounds(samples, config)
+    return samples[start:end]
+
+
+def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
+    """Log-mel spectrogram. (n,) -> (n_mels, frames); (batch, n) -> (batch, n_mels, frames).
+
+    frames = n // hop_length + 1 (centred frames). With normalize_gain each clip's mean log-mel
+    is subtracted, so a clip and the same clip 20 dB quieter give the same features.
+    """
+    waveform = torch.as_tensor(samples, dtype=torch.float32)
+    mel = _mel_transform(config)(waveform)
+    features = torch.log(mel + LOG_FLOOR)
+    if config.normalize_gain:
+        features = features - features.mean(dim=(-2, -1), keepdim=True)
+    return features
+
+
+def clip_features(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
+    """The model's input for one decoded clip: silence trimmed (if configured), then log-mel.
+
+    Returns (n_mels, frames); frames is 0 when the clip holds no speech.
+    """
+    if config.trim_silence:
+        samples = trim_silence(samples, config)
+    if samples.shape[0] == 0:
+        return torch.zeros(config.n_mels, 0)
+    return log_mel(samples, config)
+
+
+@lru_cache(maxsize=8)
+def _mel_transform(config: FeatureConfig) -> torchaudio.transforms.MelSpectrogram:
+    # built once per config: the filterbank and window are reused for every clip
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=config.sample_rate,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        f_min=config.f_min,
+        f_max=config.f_max,
+        power=2.0,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+
+
+def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:
+    return samples.size > 0 and 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-12) >= floor_dbfs

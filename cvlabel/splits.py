@@ -1,0 +1,133 @@
+"""Speaker-disjoint, gender-stratified train/dev/test splits over the self-reported binary rows.
+
+Gender is a property of a speaker (`client_id`), so whole speakers go to one split. Placement
+depends only on the seed and each speaker's id (a hash), never on row order, so the same
+release always gives the same splits. Speakers in the release's own dev.tsv/test.tsv stay there.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .corpus import BINARY_GENDERS
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "dev", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    dev_fraction: float = 0.15  # share of each gender's speakers held out for early stopping and calibration
+    test_fraction: float = 0.15  # share of each gender's speakers held out for the final metrics
+    seed: int = 0  # changes which speakers land in which split
+    max_clips_per_speaker: int = 50  # train clips kept per speaker (0 keeps all): prolific speakers must not dominate
+    source_tsvs: tuple[str, ...] = ("validated",)  # clip TSVs whose self-reported rows are trained and evaluated on
+
+
+@dataclass
+class SplitReport:
+    conflicting_speakers: list[str] = field(default_factory=list)  # rows disagree about gender: left out
+    capped_clips: int = 0  # train clips left out by max_clips_per_speaker
+    speakers: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> gender -> speakers
+    clips: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> gender -> clips
+
+
+def speaker_genders(manifest: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """Each speaker's one self-reported gender, and the speakers whose rows disagree.
+
+    Blank rows say nothing; a speaker whose non-blank rows hold more than one value (say
+    `male` and `declined`) is a conflict. Returns (client_id -> gender, sorted conflicting ids).
+    """
+    stated = manifest.loc[manifest["gender"].notna(), ["client_id", "gender"]]
+    values = stated.groupby("client_id")["gender"].agg(lambda g: tuple(sorted(set(g))))
+    conflicting = sorted(values.index[values.map(len) > 1])
+    agreed = values[values.map(len) == 1].map(lambda g: g[0])
+    return agreed, conflicting
+
+
+def assign_splits(manifest: pd.DataFrame, config: SplitConfig = SplitConfig()) -> tuple[pd.DataFrame, SplitReport]:
+    """The manifest with a `split` column: train/dev/test, or "" for rows no split uses.
+
+    A row is used when it comes from one of config.source_tsvs, says male or female, and its
+    speaker's rows agree. Train keeps at most config.max_clips_per_speaker clips per speaker.
+    """
+    _check_fractions(config)
+    report = SplitReport()
+    genders, report.conflicting_speakers = speaker_genders(manifest)
+    if report.conflicting_speakers:
+        log.warning(
+            "%d speakers have rows that disagree about gender and are left out of training: %s",
+            len(report.conflicting_speakers),
+            ", ".join(report.conflicting_speakers[:5]) + (" ..." if len(report.conflicting_speakers) > 5 else ""),
+        )
+
+    usable = (
+        manifest["source_tsv"].isin(config.source_tsvs)
+        & manifest["gender"].isin(BINARY_GENDERS)
+        & ~manifest["client_id"].isin(report.conflicting_speakers)
+    )
+    speakers = genders[genders.isin(BINARY_GENDERS) & genders.index.isin(manifest.loc[usable, "client_id"])]
+    fixed = _release_speaker_splits(manifest)
+    split_of: dict[str, str] = {}
+    for gender in BINARY_GENDERS:
+        ids = sorted(speakers.index[speakers == gender], key=lambda cid: _rank(config.seed, cid))
+        split_of.update(_allocate(ids, fixed, config))
+
+    result = manifest.copy()
+    result["split"] = result["client_id"].map(split_of).where(usable, "").fillna("").astype(object)
+    if config.max_clips_per_speaker > 0:
+        in_train = result["split"].eq("train")
+        order = result.loc[in_train, "path"].map(lambda p: _rank(config.seed, p))
+        rank_in_speaker = order.groupby(result.loc[in_train, "client_id"]).rank(method="first")
+        capped = rank_in_speaker.index[rank_in_speaker > config.max_clips_per_speaker]
+        result.loc[capped, "split"] = ""
+        report.capped_clips = len(capped)
+
+    used = result[result["split"] != ""]
+    for split in SPLITS:
+        part = used[used["split"] == split]
+        report.speakers[split] = {g: int(part.loc[part["gender"] == g, "client_id"].nunique()) for g in BINARY_GENDERS}
+        report.clips[split] = {g: int((part["gender"] == g).sum()) for g in BINARY_GENDERS}
+    return result, report
+
+
+def _allocate(ids: list[str], fixed: dict[str, str], config: SplitConfig) -> dict[str, str]:
+    """Place one gender's speakers (in hashed order) so dev and test reach their shares."""
+    n = len(ids)
+    wanted = {}
+    for split, fraction in (("test", config.test_fraction), ("dev", config.dev_fraction)):
+        share = round(n * fraction)
+        # with 3 or more speakers, every held-out split gets at least one of each gender
+        wanted[split] = max(share, 1) if fraction > 0 and n >= 3 else share
+    placed = {cid: fixed[cid] for cid in ids if cid in fixed}
+    for split in ("test", "dev"):
+        missing = wanted[split] - sum(1 for s in placed.values() if s == split)
+        for cid in [c for c in ids if c not in placed][: max(0, missing)]:
+            placed[cid] = split
+    return {cid: placed.get(cid, "train") for cid in ids}
+
+
+def _release_speaker_splits(manifest: pd.DataFrame) -> dict[str, str]:
+    """Speakers the release itself puts in test or dev (test wins if a speaker is in both)."""
+    fixed: dict[str, str] = {}
+    for split in ("dev", "test"):
+        fixed.update(dict.fromkeys(manifest.loc[manifest["cv_split"] == split, "client_id"], split))
+    return fixed
+
+
+def _rank(seed: int, key: str) -> str:
+    return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
+
+
+def _check_fractions(config: SplitConfig) -> None:
+    for name in ("dev_fraction", "test_fraction"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise ConfigError(f"splits.{name} must be in [0, 1), got {value}")
+    if config.dev_fraction + config.test_fraction >= 1:
+        raise ConfigError("splits.dev_fraction + splits.test_fraction must leave speakers for train")

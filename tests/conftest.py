@@ -1,0 +1,53 @@
+"""Shared fixtures: tests make their own tiny clips and TSVs in temp dirs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from cvlabel.democorpus import synthesize_formant_voice
+
+# Old (<= v16) and new (>= v17) Common Voice TSV headers.
+OLD_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment"]
+NEW_COLUMNS = [
+    "client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
+    "age", "gender", "accents", "variant", "locale", "segment",
+]
+
+
+def write_voice(path: Path, pitch_hz: float, seconds: float = 1.0, sample_rate: int = 48_000,
+                formant_scale: float | None = None, seed: int = 0, silence_s: float = 0.3) -> Path:
+    """Write a voiced synthetic clip (MP3 unless the suffix says otherwise) with silence around it."""
+    rng = np.random.default_rng(seed)
+    scale = formant_scale if formant_scale is not None else (1.0 if pitch_hz < 160 else 1.17)
+    text = "a e i o u " * max(1, int(seconds * 3))
+    voiced = synthesize_formant_voice(text, pitch_hz, scale, rng, sample_rate=sample_rate)[: int(seconds * sample_rate)]
+    pad = np.zeros(int(silence_s * sample_rate), dtype=np.float32)
+    soundfile.write(path, np.concatenate([pad, voiced, pad]), sample_rate, format="MP3" if path.suffix == ".mp3" else None)
+    return path
+
+
+def write_tsv(path: Path, columns: list[str], rows: list[dict]) -> Path:
+    """A Common Voice TSV: tab-joined, no quoting, missing fields blank."""
+    lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def tiny_release(tmp_path: Path) -> Path:
+    """A release folder in the new schema mixing old and new gender vocabularies (no audio needed)."""
+    corpus = tmp_path / "cv"
+    (corpus / "clips").mkdir(parents=True)
+    genders = ["male_masculine", "female_feminine", "male", "female", "", "do_not_wish_to_say", "non-binary", "other"]
+    rows = [
+        {"client_id": f"spk{k}", "path": f"clip_{k}_{j}.mp3", "sentence": f'sentence "{k} {j}', "gender": g, "locale": "en"}
+        for k, g in enumerate(genders)
+        for j in range(2)
+    ]
+    write_tsv(corpus / "validated.tsv", NEW_COLUMNS, rows[:12])
+    write_tsv(corpus / "other.tsv", NEW_COLUMNS, rows[12:])
+    write_tsv(corpus / "invalidated.tsv", NEW_COLUMNS, [])
+    return corpus
