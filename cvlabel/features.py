@@ -14,7 +14,8 @@ import torchaudio
 
 from .audio import SAMPLE_RATE
 
-LOG_FLOOR = 1e-6  # added to mel power before the log: -138 dB, far below any recording's noise
+LOG_FLOOR = 1e-10  # added to mel power before the log, so that digital silence stays finite
+DYNAMIC_RANGE_DB = 80.0  # dB below each clip's loudest bin at which log-mel is clamped
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,17 @@ def trim_silence(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -
 def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
     """Log-mel spectrogram. (n,) -> (n_mels, frames); (batch, n) -> (batch, n_mels, frames).
 
-    frames = n // hop_length + 1 (centred frames). With normalize_gain each clip's mean log-mel
-    is subtracted, so a clip and the same clip 20 dB quieter give the same features.
+    frames = n // hop_length + 1 (centred frames). Values are natural-log power, clamped at
+    DYNAMIC_RANGE_DB below the clip's peak; with normalize_gain each clip's mean is subtracted,
+    so a clip and the same clip 20 dB quieter give the same features.
     """
     waveform = torch.as_tensor(samples, dtype=torch.float32)
     mel = _mel_transform(config)(waveform)
     features = torch.log(mel + LOG_FLOOR)
+    # a floor relative to the clip's own peak, not an absolute one, keeps the features of a clip
+    # and of the same clip 20 dB quieter identical (an absolute floor would cut them differently)
+    peak = features.amax(dim=(-2, -1), keepdim=True)
+    features = torch.maximum(features, peak - DYNAMIC_RANGE_DB * _NATS_PER_DB)
     if config.normalize_gain:
         features = features - features.mean(dim=(-2, -1), keepdim=True)
     return features
@@ -89,6 +95,9 @@ def clip_features(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) 
     if samples.shape[0] == 0:
         return torch.zeros(config.n_mels, 0)
     return log_mel(samples, config)
+
+
+_NATS_PER_DB = float(np.log(10.0) / 10.0)  # natural-log units of power per decibel
 
 
 @lru_cache(maxsize=8)

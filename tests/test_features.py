@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import torch
+
+from cvlabel.features import FeatureConfig, clip_features, log_mel, speech_bounds, trim_silence
+
+RATE = 16_000
+
+
+def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_log_mel_shapes_and_frame_count():
+    config = FeatureConfig()
+    single = log_mel(tone(200, 1.0), config)
+    assert single.shape == (config.n_mels, RATE // config.hop_length + 1)
+    batch = log_mel(np.stack([tone(200, 1.0), tone(300, 1.0)]), config)
+    assert batch.shape == (2, config.n_mels, RATE // config.hop_length + 1)
+    assert single.dtype == torch.float32 and torch.isfinite(batch).all()
+
+
+def test_energy_lands_in_the_band_of_the_tone():
+    config = FeatureConfig(normalize_gain=False)
+    low, high = log_mel(tone(150, 0.5), config), log_mel(tone(2000, 0.5), config)
+    assert int(low.mean(dim=1).argmax()) < int(high.mean(dim=1).argmax())
+    # a tone above f_max leaves no energy in any band
+    above = log_mel(tone(6000, 0.5), config)
+    assert above.max() < low.max() - 8  # natural-log units: 35 dB
+
+
+def test_gain_normalisation_removes_loudness_only():
+    config = FeatureConfig()
+    loud, quiet = log_mel(tone(220, 0.5, 0.5), config), log_mel(tone(220, 0.5, 0.05), config)
+    torch.testing.assert_close(loud, quiet, atol=1e-2, rtol=0)  # float32 rounding
+    assert not torch.allclose(loud, log_mel(tone(440, 0.5, 0.5), config), atol=1e-1)
+
+
+def test_trim_silence_keeps_the_voiced_part():
+    config = FeatureConfig()
+    clip = np.concatenate([np.zeros(RATE), tone(200, 0.5), np.zeros(RATE)]).astype(np.float32)
+    start, end = speech_bounds(clip, config)
+    pad = int(config.vad_pad_ms / 1000 * RATE)
+    assert abs(start - (RATE - pad)) <= 320 and abs(end - (RATE + RATE // 2 + pad)) <= 320
+    assert trim_silence(clip, config).shape[0] == end - start
+
+
+def test_silence_and_noise_floor_give_no_speech():
+    config = FeatureConfig()
+    assert trim_silence(np.zeros(RATE, dtype=np.float32), config).shape == (0,)
+    hiss = (1e-4 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)  # -80 dBFS
+    assert trim_silence(hiss, config).shape == (0,)
+    assert clip_features(hiss, config).shape == (config.n_mels, 0)
+
+
+def test_trimming_is_switchable_and_pure():
+    clip = np.concatenate([np.zeros(RATE), tone(200, 0.5)]).astype(np.float32)
+    before = clip.copy()
+    trimmed = clip_features(clip, FeatureConfig())
+    untrimmed = clip_features(clip, FeatureConfig(trim_silence=False))
+    assert untrimmed.shape[1] > trimmed.shape[1]
+    np.testing.assert_array_equal(clip, before)
+
+
+def test_config_is_hashable_and_frozen():
+    config = FeatureConfig()
+    assert hash(config) == hash(FeatureConfig())
+    with pytest.raises(Exception):
+        config.n_mels = 80

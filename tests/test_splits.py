@@ -1,0 +1,109 @@
+import pandas as pd
+import pytest
+
+from cvlabel.errors import ConfigError
+from cvlabel.splits import SplitConfig, assign_splits, speaker_genders
+
+
+def manifest_of(speakers: dict[str, tuple[str | None, int]], cv_split: dict[str, str] | None = None) -> pd.DataFrame:
+    """speakers: client_id -> (gender, clips). Every clip from validated.tsv."""
+    rows = []
+    for cid, (gender, clips) in speakers.items():
+        for j in range(clips):
+            rows.append({"path": f"{cid}_{j}.mp3", "client_id": cid, "source_tsv": "validated",
+                         "cv_split": (cv_split or {}).get(cid, ""), "gender": gender})
+    return pd.DataFrame(rows)
+
+
+def population(n_male=20, n_female=12, clips=5):
+    speakers = {f"m{i:02d}": ("male", clips) for i in range(n_male)}
+    speakers.update({f"f{i:02d}": ("female", clips) for i in range(n_female)})
+    return speakers
+
+
+def test_speaker_disjoint_and_stratified():
+    result, report = assign_splits(manifest_of(population()), SplitConfig(dev_fraction=0.2, test_fraction=0.2))
+    used = result[result["split"] != ""]
+    assert (used.groupby("client_id")["split"].nunique() == 1).all()
+    for split in ("train", "dev", "test"):
+        part = used[used["split"] == split]
+        assert set(part["gender"]) == {"male", "female"}
+    # each gender's speakers are split in the requested shares
+    assert report.speakers["test"] == {"male": 4, "female": round(12 * 0.2)}
+    assert report.speakers["dev"] == {"male": 4, "female": round(12 * 0.2)}
+    assert sum(report.speakers[s]["male"] for s in ("train", "dev", "test")) == 20
+
+
+def test_deterministic_whatever_the_row_order():
+    manifest = manifest_of(population())
+    first, _ = assign_splits(manifest)
+    shuffled, _ = assign_splits(manifest.sample(frac=1.0, random_state=7).reset_index(drop=True))
+    assert first.set_index("path")["split"].sort_index().equals(shuffled.set_index("path")["split"].sort_index())
+    other_seed, _ = assign_splits(manifest, SplitConfig(seed=1))
+    assert not first["split"].equals(other_seed["split"])
+
+
+def test_release_dev_and_test_speakers_stay():
+    manifest = manifest_of(population(), cv_split={"m00": "test", "f03": "dev", "m05": "dev"})
+    result, _ = assign_splits(manifest, SplitConfig(dev_fraction=0.1, test_fraction=0.1))
+    split_of = result.groupby("client_id")["split"].first()
+    assert split_of["m00"] == "test" and split_of["f03"] == "dev" and split_of["m05"] == "dev"
+
+
+def test_only_binary_self_reported_rows_are_used():
+    speakers = population(6, 6)
+    speakers.update({"x": ("other", 3), "y": ("declined", 3), "z": (None, 3)})
+    result, _ = assign_splits(manifest_of(speakers))
+    assert set(result.loc[result["split"] != "", "gender"]) == {"male", "female"}
+    assert (result.loc[result["client_id"].isin(["x", "y", "z"]), "split"] == "").all()
+
+
+def test_conflicting_speaker_reported_and_left_out():
+    manifest = manifest_of(population(6, 6))
+    manifest.loc[manifest["path"] == "m01_0.mp3", "gender"] = "female"
+    manifest.loc[manifest["path"] == "f02_0.mp3", "gender"] = "declined"
+    manifest.loc[manifest["path"] == "m03_0.mp3", "gender"] = None  # blank says nothing: no conflict
+    genders, conflicting = speaker_genders(manifest)
+    assert conflicting == ["f02", "m01"]
+    assert genders["m03"] == "male"
+    result, report = assign_splits(manifest)
+    assert report.conflicting_speakers == ["f02", "m01"]
+    assert (result.loc[result["client_id"].isin(conflicting), "split"] == "").all()
+    assert (result.loc[(result["client_id"] == "m03") & result["gender"].notna(), "split"] != "").all()
+
+
+def test_train_clips_capped_per_speaker():
+    speakers = population(6, 6, clips=3)
+    speakers["m00"] = ("male", 40)
+    result, report = assign_splits(manifest_of(speakers), SplitConfig(max_clips_per_speaker=10, dev_fraction=0.2,
+                                                                       test_fraction=0.2))
+    train = result[result["split"] == "train"]
+    assert train.groupby("client_id").size().max() <= 10
+    held_out = result[result["split"].isin(["dev", "test"])]
+    assert report.capped_clips == 30 if (train["client_id"] == "m00").any() else held_out["client_id"].eq("m00").any()
+    uncapped, _ = assign_splits(manifest_of(speakers), SplitConfig(max_clips_per_speaker=0, dev_fraction=0.2,
+                                                                   test_fraction=0.2))
+    assert (uncapped["split"] != "").sum() == len(uncapped)
+
+
+def test_cap_applies_to_a_prolific_train_speaker():
+    # one speaker per gender cannot be held out (fewer than 3), so both train, and the cap bites
+    result, report = assign_splits(manifest_of({"m": ("male", 25), "f": ("female", 4)}),
+                                   SplitConfig(max_clips_per_speaker=10))
+    assert (result["split"] == "train").sum() == 14
+    assert report.capped_clips == 15
+
+
+def test_only_configured_source_tsvs():
+    manifest = manifest_of(population(6, 6))
+    manifest.loc[manifest["client_id"] == "m00", "source_tsv"] = "other"
+    result, _ = assign_splits(manifest)
+    assert (result.loc[result["client_id"] == "m00", "split"] == "").all()
+    result, _ = assign_splits(manifest, SplitConfig(source_tsvs=("validated", "other")))
+    assert (result.loc[result["client_id"] == "m00", "split"] != "").all()
+
+
+@pytest.mark.parametrize("dev,test", [(-0.1, 0.1), (0.5, 0.5), (1.0, 0.0)])
+def test_bad_fractions(dev, test):
+    with pytest.raises(ConfigError):
+        assign_splits(manifest_of(population(3, 3)), SplitConfig(dev_fraction=dev, test_fraction=test))
