@@ -108,7 +108,7 @@ class Speaker:
 
 @dataclass(frozen=True)
 class DemoCorpusOptions:
-    speakers_per_gender: int = 12  # at least 8, so every split holds several of each
+    speakers_per_gender: int = 16  # at least 8, so every split holds several of each
     clips_per_speaker: int = 12  # clips each speaker records
     locales: tuple[str, ...] = ("en", "de", "fr", "es")  # speakers are spread over these
     engine: str = "auto"  # auto | espeak | formant
@@ -215,8 +215,11 @@ def _make_speakers(options: DemoCorpusOptions, engine: str, rng: np.random.Gener
 
 
 def _plan_rows(speakers: list[Speaker], options: DemoCorpusOptions, rng: np.random.Generator) -> list[dict]:
-    n_blank = round(len(speakers) * options.blank_speaker_share)
-    blank_speakers = set(rng.choice(len(speakers), size=n_blank, replace=False).tolist())
+    blank_speakers: set[int] = set()
+    for gender in ("male", "female"):  # the same share of each gender hides its gender
+        ids = [i for i, s in enumerate(speakers) if s.gender == gender]
+        n_blank = round(len(ids) * options.blank_speaker_share)
+        blank_speakers.update(rng.choice(ids, size=n_blank, replace=False).tolist())
     # one stating speaker of each kind that must never be pseudo-labeled: an opt-out and an "other"
     stating = [i for i in range(len(speakers)) if i not in blank_speakers]
     declined = stating[0] if stating else None
