@@ -1,4 +1,6 @@
-"""Typed configuration: dataclass defaults < YAML file < `--set section.key=value`.
+"""Typed configuration: every setting and its default, once, with a comment.
+
+Precedence: dataclass defaults < YAML file < `--set section.key=value`.
 
 YAML files hold overrides only. An unknown key, or a value of the wrong type, is a ConfigError
 naming the key. The resolved config is saved beside every run's outputs.
@@ -13,15 +15,84 @@ from typing import Any
 
 import yaml
 
+from .audio import SAMPLE_RATE
 from .errors import ConfigError
-from .features import FeatureConfig
-from .splits import SplitConfig
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    sample_rate: int = SAMPLE_RATE  # Hz; audio is resampled to this by the loader
+    n_fft: int = 512  # 32 ms window at 16 kHz: long enough to resolve the harmonics of low voices
+    hop_length: int = 160  # 10 ms between frames
+    n_mels: int = 64  # mel bands, as in the seed model
+    f_min: float = 50.0  # Hz; below the lowest adult F0 (~60 Hz) there is only hum
+    f_max: float = 4000.0  # Hz; the cues of voice gender (F0, formants F1-F3) lie below it, and
+    # full-band and telephone-band (8 kHz) audio look alike up to here
+    normalize_gain: bool = True  # subtract each clip's mean log-mel: loudness-free, spectral shape kept
+    trim_silence: bool = True  # cut leading/trailing silence, common at the ends of Common Voice clips
+    vad_frame_ms: float = 20.0  # ms per energy frame of the silence trimmer
+    vad_threshold_db: float = 35.0  # dB below the loudest frame that still counts as speech
+    vad_floor_dbfs: float = -55.0  # dBFS; frames quieter than this are silence whatever the peak
+    vad_pad_ms: float = 100.0  # ms of context kept before the first and after the last speech frame
+    max_seconds: float = 20.0  # only a clip's first seconds are decoded: time and memory stay bounded
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    dev_fraction: float = 0.15  # share of each gender's speakers held out for early stopping and calibration
+    test_fraction: float = 0.15  # share of each gender's speakers held out for the final metrics
+    seed: int = 0  # changes which speakers land in which split
+    max_clips_per_speaker: int = 50  # train clips kept per speaker (0 keeps all): prolific speakers must not dominate
+    source_tsvs: tuple[str, ...] = ("validated",)  # clip TSVs whose self-reported rows are trained and evaluated on
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)  # per stride-2 stage: time and frequency shrink by 2 each
+    extra_convs: int = 1  # stride-1 3x3 convolutions after the last stage
+    hidden: int = 64  # width of the layer between pooled statistics and the logit
+    dropout: float = 0.3  # on the pooled statistics, in training only
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30  # at most; early stopping usually ends sooner
+    patience: int = 6  # epochs without a better dev balanced accuracy before stopping
+    batch_size: int = 32  # clips per step
+    learning_rate: float = 2e-3  # AdamW, with cosine decay over the epochs
+    weight_decay: float = 1e-2  # AdamW's decoupled weight decay
+    crop_seconds: float = 3.0  # random crop per training clip; shorter clips are repeated to fill it
+    seed: int = 0  # set once, for weights, sampling, crops and augmentation
+    balanced_sampling: bool = True  # draw male and female clips equally often (releases are ~4:1 male)
+    cache_dir: str = ""  # decoded-audio cache; "" means $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel
+    jobs: int = 0  # processes that decode clips into the cache; 0 means one per core
+    threads: int = 0  # torch threads for training; 0 means one per core
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    gain_db: float = 10.0  # random gain within +-this many dB (changes the level against added noise)
+    noise_prob: float = 0.5  # share of training crops that get white or brown noise
+    noise_snr_min_db: float = 5.0  # lowest signal-to-noise ratio of the added noise
+    noise_snr_max_db: float = 35.0  # highest signal-to-noise ratio of the added noise
+    telephone_prob: float = 0.3  # share of crops band-limited to 300-3400 Hz and mu-law coded, as on a phone line
+    freq_masks: int = 2  # SpecAugment frequency masks per crop
+    freq_mask_bands: int = 8  # widest frequency mask, in mel bands
+    time_masks: int = 2  # SpecAugment time masks per crop
+    time_mask_frames: int = 25  # widest time mask, in frames
 
 
 @dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)  # what the model hears
     splits: SplitConfig = field(default_factory=SplitConfig)  # which speakers train, tune, test
+    model: ModelConfig = field(default_factory=ModelConfig)  # the network's shape
+    train: TrainConfig = field(default_factory=TrainConfig)  # the training loop
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # what training crops go through
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

@@ -5,38 +5,16 @@ travels inside each checkpoint so that inference computes exactly the features t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 import torch
 import torchaudio
 
-from .audio import SAMPLE_RATE
+from .config import FeatureConfig
 
 LOG_FLOOR = 1e-10  # added to mel power before the log, so that digital silence stays finite
 DYNAMIC_RANGE_DB = 80.0  # dB below each clip's loudest bin at which log-mel is clamped
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    sample_rate: int = SAMPLE_RATE  # Hz; audio is resampled to this by the loader
-    n_fft: int = 512  # 32 ms window at 16 kHz: long enough to resolve the harmonics of low voices
-    hop_length: int = 160  # 10 ms between frames
-    n_mels: int = 64  # mel bands, as in the seed model
-    f_min: float = 50.0  # Hz; below the lowest adult F0 (~60 Hz) there is only hum
-    f_max: float = 4000.0  # Hz; the cues of voice gender (F0, formants F1-F3) lie below it, and
-    # full-band and telephone-band (8 kHz) audio look alike up to here
-    normalize_gain: bool = True  # subtract each clip's mean log-mel: loudness-free, spectral shape kept
-    trim_silence: bool = True  # cut leading/trailing silence, common at the ends of Common Voice clips
-    vad_frame_ms: float = 20.0  # ms per energy frame of the silence trimmer
-    vad_threshold_db: float = 35.0  # dB below the loudest frame that still counts as speech
-    vad_floor_dbfs: float = -55.0  # dBFS; frames quieter than this are silence whatever the peak
-    vad_pad_ms: float = 100.0  # ms of context kept before the first and after the last speech frame
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.sample_rate / self.hop_length
 
 
 def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:

@@ -13,20 +13,12 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .corpus import BINARY_GENDERS
+from .config import SplitConfig
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    dev_fraction: float = 0.15  # share of each gender's speakers held out for early stopping and calibration
-    test_fraction: float = 0.15  # share of each gender's speakers held out for the final metrics
-    seed: int = 0  # changes which speakers land in which split
-    max_clips_per_speaker: int = 50  # train clips kept per speaker (0 keeps all): prolific speakers must not dominate
-    source_tsvs: tuple[str, ...] = ("validated",)  # clip TSVs whose self-reported rows are trained and evaluated on
 
 
 @dataclass
