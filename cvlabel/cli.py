@@ -30,6 +30,8 @@ EXIT_INTERRUPTED = 130
 
 DEMO = DemoCorpusOptions()  # the demo corpus options' defaults, shown in --help
 
+SUMMARY_KEYS = ["clips", "speakers", "accuracy", "balanced_accuracy", "roc_auc", "ece_before_calibration", "ece",
+                "speaker_accuracy", "precision_male", "recall_male", "precision_female", "recall_female"]
 CONFIG_HELP = "YAML file of config overrides (see configs/default.yaml)."
 SET_HELP = "Override one config value, e.g. --set splits.seed=3 (repeatable; wins over --config)."
 
@@ -123,12 +125,37 @@ def show_config(
 @_reports_errors
 def train(
     corpus_dir: Path = typer.Argument(..., help="A Common Voice locale folder (clips/ and the TSVs)."),
-    out: Path = typer.Option(..., "--out", help="Run folder for the model, metrics and plots."),
+    out: Path = typer.Option(..., "--out", help="New run folder for model.pt, metrics.json, plots and logs."),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
-    """Train the gender classifier on the self-reported rows (not available yet in this version)."""
-    raise CvlabelError("'cvlabel train' is not available yet in this version")
+    """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
+    from .config import load_config
+    from .evaluate import format_metrics
+    from .train import train as train_run
+
+    metrics = train_run(corpus_dir, out, load_config(config, set_))
+    typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
+    typer.echo(f"run written to {out}")
+
+
+@app.command()
+@_reports_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="Run folder written by 'cvlabel train'."),
+    corpus_dir: Path = typer.Argument(..., help="A Common Voice locale folder (clips/ and the TSVs)."),
+    split: str = typer.Option("test", help="Which self-reported rows: train, dev, test (the run's own split "
+                              "settings decide them), or all."),
+    as_json: bool = typer.Option(False, "--json", help="Print every metric as JSON."),
+    jobs: int = typer.Option(os.cpu_count() or 1, help="Processes that decode clips not yet cached."),
+) -> None:
+    """Measure a trained run on the self-reported rows of any corpus."""
+    import json
+
+    from .evaluate import evaluate_run, format_metrics
+
+    metrics = evaluate_run(run_dir, corpus_dir, split, jobs=jobs)
+    typer.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics, SUMMARY_KEYS))
 
 
 @app.command()

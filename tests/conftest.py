@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from cvlabel.democorpus import synthesize_formant_voice
+from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus, synthesize_formant_voice
 
 # Old (<= v16) and new (>= v17) Common Voice TSV headers.
 OLD_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment"]
@@ -51,3 +51,13 @@ def tiny_release(tmp_path: Path) -> Path:
     write_tsv(corpus / "other.tsv", NEW_COLUMNS, rows[12:])
     write_tsv(corpus / "invalidated.tsv", NEW_COLUMNS, [])
     return corpus
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory) -> Path:
+    """A small Common-Voice-shaped corpus of formant voices (8 speakers per gender, 4 clips each),
+    built once per test session. Treat it as read-only."""
+    out = tmp_path_factory.mktemp("synthetic") / "corpus"
+    make_demo_corpus(out, DemoCorpusOptions(speakers_per_gender=8, clips_per_speaker=4, locales=("en", "de"),
+                                            engine="formant", seed=3))
+    return out

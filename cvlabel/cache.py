@@ -1,0 +1,124 @@
+"""Decoded speech on disk, so MP3s are decoded once per clip, not once per epoch or run.
+
+An entry is the clip's silence-trimmed 16 kHz audio as int16 `.npy`. Entries are keyed by the
+clip (absolute path, size, modification time: a replaced file is decoded again) inside a folder
+keyed by the settings that shape the audio (rate, trimming, max_seconds). Log-mels are not
+cached: they are cheap, and training augments the waveform before computing them.
+A clip that cannot be decoded leaves a `.err` entry holding the reason, so it is not retried.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from .audio import load_audio
+from .config import FeatureConfig
+from .errors import AudioError
+from .features import trim_silence
+
+CACHE_VERSION = 1  # bump when the stored format or the decoding changes
+INT16_SCALE = 32767.0
+CLIPS_PER_TASK = 32  # clips a worker decodes per task: amortises the task overhead
+AUDIO_FIELDS = ("sample_rate", "trim_silence", "vad_frame_ms", "vad_threshold_db", "vad_floor_dbfs", "vad_pad_ms",
+                "max_seconds")
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "cvlabel"
+
+
+def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """A clip's audio as the model hears it: decoded (first max_seconds), then silence-trimmed.
+
+    Raises AudioError when the clip cannot be decoded or holds no speech.
+    """
+    samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
+    if config.trim_silence:
+        samples = trim_silence(samples, config)
+    if samples.shape[0] < config.n_fft:
+        raise AudioError(path, "no speech found (silent or too short)")
+    return samples
+
+
+@dataclass(frozen=True)
+class AudioCache:
+    root: Path
+    config: FeatureConfig
+
+    @property
+    def folder(self) -> Path:
+        settings = {name: getattr(self.config, name) for name in AUDIO_FIELDS}
+        key = hashlib.sha1(json.dumps([CACHE_VERSION, settings], sort_keys=True).encode()).hexdigest()[:16]
+        return Path(self.root) / f"audio-{key}"
+
+    def entry(self, clip: str | Path) -> Path:
+        """The cache file of one clip (without suffix): the one place that names it."""
+        clip = Path(clip).resolve()
+        try:
+            stat = clip.stat()
+            stamp = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        digest = hashlib.sha1(f"{clip}:{stamp}".encode()).hexdigest()
+        return self.folder / digest[:2] / digest
+
+    def load(self, clip: str | Path) -> np.ndarray:
+        """The cached audio of a clip as float32; AudioError if it failed to decode."""
+        entry = self.entry(clip)
+        error = entry.with_suffix(".err")
+        if error.exists():
+            raise AudioError(clip, error.read_text())
+        return np.load(entry.with_suffix(".npy")).astype(np.float32) / INT16_SCALE
+
+    def fill(self, clips: Sequence[str | Path], jobs: int = 1) -> dict[str, str]:
+        """Decode every clip not yet cached, in `jobs` processes. Returns {clip: error} of failures."""
+        missing = [str(c) for c in clips if not self._cached(c)]
+        if missing:
+            chunks = [missing[i : i + CLIPS_PER_TASK] for i in range(0, len(missing), CLIPS_PER_TASK)]
+            done = Parallel(n_jobs=jobs, return_as="generator_unordered")(
+                delayed(_decode_into_cache)(self, chunk) for chunk in chunks
+            )
+            with tqdm(total=len(missing), desc="decoding clips", unit="clip") as bar:
+                for count in done:
+                    bar.update(count)
+        errors = {}
+        for clip in clips:
+            error = self.entry(clip).with_suffix(".err")
+            if error.exists():
+                errors[str(clip)] = error.read_text()
+        return errors
+
+    def _cached(self, clip: str | Path) -> bool:
+        entry = self.entry(clip)
+        return entry.with_suffix(".npy").exists() or entry.with_suffix(".err").exists()
+
+
+def _decode_into_cache(cache: AudioCache, clips: list[str]) -> int:
+    for clip in clips:
+        entry = cache.entry(clip)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            samples = decode_speech(clip, cache.config)
+        except AudioError as exc:
+            _write_atomic(entry.with_suffix(".err"), exc.reason.encode())
+            continue
+        quantised = np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
+        tmp = entry.with_name(entry.name + f".{os.getpid()}.tmp.npy")
+        np.save(tmp, quantised)
+        tmp.replace(entry.with_suffix(".npy"))
+    return len(clips)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -1,0 +1,123 @@
+"""Binary classification metrics and temperature scaling, as pure functions of arrays.
+
+Labels are 1 for female, 0 for male (model.LABELS); probabilities are p(female).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .model import LABELS
+
+ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN if one class."""
+    labels = np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = pd.Series(np.asarray(scores, dtype=float)).rank(method="average").to_numpy()
+    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def reliability_table(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_BINS) -> pd.DataFrame:
+    """Per equal-width bin of the predicted class's confidence (0.5 to 1): clips, mean
+    confidence, accuracy. Empty bins are left out."""
+    labels = np.asarray(labels).astype(int)
+    p_female = np.asarray(p_female, dtype=float)
+    predicted = (p_female >= 0.5).astype(int)
+    confidence = np.where(predicted == 1, p_female, 1 - p_female)
+    edges = np.linspace(0.5, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    frame = pd.DataFrame({"bin": which, "confidence": confidence, "correct": predicted == labels})
+    table = frame.groupby("bin").agg(clips=("correct", "size"), confidence=("confidence", "mean"),
+                                     accuracy=("correct", "mean"))
+    table["bin_low"] = edges[table.index]
+    table["bin_high"] = edges[table.index + 1]
+    return table.reset_index(drop=True)
+
+
+def expected_calibration_error(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Clip-weighted mean |accuracy - confidence| over the reliability table's bins."""
+    table = reliability_table(labels, p_female, bins)
+    if table.empty:
+        return float("nan")
+    weights = table["clips"] / table["clips"].sum()
+    return float((weights * (table["accuracy"] - table["confidence"]).abs()).sum())
+
+
+def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Mean negative log-likelihood of labels (0/1, or soft targets in between) under sigmoid(logits)."""
+    labels = np.asarray(labels, dtype=float)
+    logits = np.asarray(logits, dtype=float)
+    return float(np.mean(np.logaddexp(0, logits) - labels * logits))
+
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T that minimises the NLL of sigmoid(logits / T) on held-out clips.
+
+    The targets are Laplace-smoothed (a label y counts as (y*n + 1) / (n + 2), n clips): when
+    dev is perfectly separated, plain temperature scaling drives T to 0 and makes every later
+    mistake certain; the smoothing keeps the confidence the dev evidence can support. T is
+    searched on a log grid in [0.05, 20], then on a finer grid around the best.
+    """
+    labels = np.asarray(labels, dtype=float)
+    logits = np.asarray(logits, dtype=float)
+    if labels.size == 0 or labels.min() == labels.max():
+        return 1.0  # one class only: nothing to calibrate against
+    targets = (labels * labels.size + 1) / (labels.size + 2)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    for _ in range(2):
+        losses = [binary_nll(targets, logits / t) for t in grid]
+        best = int(np.argmin(losses))
+        low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
+        grid = np.exp(np.linspace(np.log(low), np.log(high), 41))
+    return float(grid[int(np.argmin([binary_nll(targets, logits / t) for t in grid]))])
+
+
+def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: float,
+                           speakers: np.ndarray | None = None) -> dict:
+    """accuracy, balanced_accuracy, roc_auc, per-gender precision/recall, ECE and NLL before and
+    after calibration, and speaker-level accuracy (mean logit per speaker)."""
+    labels = np.asarray(labels).astype(int)
+    logits = np.asarray(logits, dtype=float)
+    predicted = (logits >= 0).astype(int)
+    p_raw, p_cal = sigmoid(logits), sigmoid(logits / temperature)
+    metrics = {
+        "clips": int(labels.size),
+        "accuracy": float((predicted == labels).mean()) if labels.size else float("nan"),
+        "balanced_accuracy": balanced_accuracy(labels, predicted),
+        "roc_auc": roc_auc(labels, logits),
+        "ece_before_calibration": expected_calibration_error(labels, p_raw),
+        "ece": expected_calibration_error(labels, p_cal),
+        "nll_before_calibration": binary_nll(labels, logits),
+        "nll": binary_nll(labels, logits / temperature),
+        "temperature": float(temperature),
+    }
+    for index, gender in enumerate(LABELS):
+        chosen, actual = predicted == index, labels == index
+        metrics[f"precision_{gender}"] = float((actual & chosen).sum() / chosen.sum()) if chosen.any() else float("nan")
+        metrics[f"recall_{gender}"] = float((actual & chosen).sum() / actual.sum()) if actual.any() else float("nan")
+    metrics["confusion"] = [[int(((labels == t) & (predicted == p)).sum()) for p in range(2)] for t in range(2)]
+    if speakers is not None:
+        pooled = pd.DataFrame({"speaker": speakers, "label": labels, "logit": logits}).groupby("speaker")
+        per_speaker = pooled.agg(label=("label", "first"), logit=("logit", "mean"))
+        speaker_predicted = (per_speaker["logit"] >= 0).astype(int)
+        metrics["speakers"] = int(len(per_speaker))
+        metrics["speaker_accuracy"] = float((speaker_predicted == per_speaker["label"]).mean())
+        metrics["speaker_balanced_accuracy"] = balanced_accuracy(per_speaker["label"].to_numpy(),
+                                                                 speaker_predicted.to_numpy())
+    return metrics
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean of the recalls of the classes present."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    recalls = [float((predicted[labels == c] == c).mean()) for c in np.unique(labels)]
+    return float(np.mean(recalls)) if recalls else float("nan")

@@ -1,0 +1,198 @@
+"""`cvlabel train`: one explicit training loop, from a release folder to a calibrated run folder.
+
+Read top to bottom: splits, decode into the cache, train with early stopping on dev balanced
+accuracy, restore the best epoch, fit the temperature on dev, measure on test, write the run.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from .augment import augment_waveform, random_crop, spec_augment
+from .cache import AudioCache, default_cache_root
+from .checkpoint import Checkpoint, save_checkpoint
+from .config import Config, save_config
+from .errors import CvlabelError
+from .evaluate import clip_logits, labelled_rows
+from .features import log_mel
+from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
+from .model import LABELS, GenderCNN, count_parameters
+from .plots import plot_confusion, plot_reliability
+from .splits import SPLITS
+
+log = logging.getLogger(__name__)
+
+LOG_COLUMNS = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_balanced_accuracy", "learning_rate", "seconds"]
+
+
+def run_files(run_dir: Path) -> dict[str, Path]:
+    """Every artifact of a run, by name: the one place that knows their paths."""
+    names = ["model.pt", "config.yaml", "metrics.json", "confusion.png", "reliability.png", "train_log.csv"]
+    return {name: run_dir / name for name in names}
+
+
+def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()) -> dict:
+    """Train on the self-reported rows of a release; write the run folder; return the metrics."""
+    started = time.time()
+    out_dir = Path(out_dir)
+    files = run_files(out_dir)
+    if files["model.pt"].exists():
+        raise CvlabelError(f"{out_dir} already holds a trained model; choose a new --out folder")
+    _make_writable_folder(out_dir)
+    torch.manual_seed(config.train.seed)
+    rng = np.random.default_rng(config.train.seed)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+
+    rows = labelled_rows(corpus_dir, config, "all")
+    cache = AudioCache(Path(config.train.cache_dir) if config.train.cache_dir else default_cache_root(), config.features)
+    errors = cache.fill(rows["clip"].tolist(), jobs=config.train.jobs or os.cpu_count() or 1)
+    if errors:
+        log.warning("%d clips could not be used (first: %s: %s)", len(errors), *next(iter(errors.items())))
+    rows = rows[~rows["clip"].isin(errors)]
+    data = {split: rows[rows["split"] == split].reset_index(drop=True) for split in SPLITS}
+    _check_both_genders(data)
+
+    model = GenderCNN(config.model, config.features.n_mels)
+    steps_per_epoch = math.ceil(len(data["train"]) / config.train.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
+                                  weight_decay=config.train.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.learning_rate,
+                                                   total_steps=config.train.epochs * steps_per_epoch, pct_start=0.1)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    crop = int(config.train.crop_seconds * config.features.sample_rate)
+    train_labels = data["train"]["label"].to_numpy()
+    dev_labels = data["dev"]["label"].to_numpy()
+
+    best = {"balanced_accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    history = []
+    bar = tqdm(total=config.train.epochs * steps_per_epoch, desc="training", unit="step")
+    for epoch in range(1, config.train.epochs + 1):
+        epoch_start = time.time()
+        model.train()
+        order = _epoch_order(train_labels, config.train.balanced_sampling, rng)
+        losses = []
+        for first in range(0, len(order), config.train.batch_size):
+            chosen = order[first : first + config.train.batch_size]
+            waves = [augment_waveform(random_crop(cache.load(data["train"]["clip"][i]), crop, rng), config.augment,
+                                      config.features.sample_rate, rng) for i in chosen]
+            features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
+            loss = loss_fn(model(features), torch.as_tensor(train_labels[chosen], dtype=torch.float32))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", dev_bacc=f"{best['balanced_accuracy']:.3f}")
+
+        dev_logits = _logits(model, data["dev"], cache, config)
+        dev_bacc = balanced_accuracy(dev_labels, (dev_logits >= 0).astype(int))
+        dev_loss = binary_nll(dev_labels, dev_logits)
+        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev_loss,
+                        "dev_accuracy": float(((dev_logits >= 0) == dev_labels).mean()),
+                        "dev_balanced_accuracy": dev_bacc, "learning_rate": schedule.get_last_lr()[0],
+                        "seconds": round(time.time() - epoch_start, 2)})
+        _write_log(files["train_log.csv"], history)
+        log.info("epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
+                 epoch, history[-1]["train_loss"], dev_loss, dev_bacc)
+        if dev_bacc > best["balanced_accuracy"] or (dev_bacc == best["balanced_accuracy"] and dev_loss < best["loss"]):
+            best = {"balanced_accuracy": dev_bacc, "loss": dev_loss, "epoch": epoch,
+                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= config.train.patience:
+            log.info("no dev improvement for %d epochs: stopping", config.train.patience)
+            break
+        bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", dev_bacc=f"{best['balanced_accuracy']:.3f}")
+    bar.close()
+
+    model.load_state_dict(best["state"])
+    dev_logits = _logits(model, data["dev"], cache, config)
+    temperature = fit_temperature(dev_labels, dev_logits)
+    test = data["test"]
+    test_logits = _logits(model, test, cache, config)
+    metrics = classification_metrics(test["label"].to_numpy(), test_logits, temperature, test["client_id"].to_numpy())
+    metrics["dev"] = classification_metrics(dev_labels, dev_logits, temperature, data["dev"]["client_id"].to_numpy())
+    metrics["splits"] = {split: {"clips": len(part), "speakers": int(part["client_id"].nunique()),
+                                 **{f"clips_{g}": int((part["label"] == i).sum()) for i, g in enumerate(LABELS)}}
+                         for split, part in data.items()}
+    metrics.update({"parameters": count_parameters(model), "best_epoch": best["epoch"], "epochs_run": len(history),
+                    "decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
+
+    save_checkpoint(Checkpoint(model, config.model, config.features, temperature,
+                               info={"corpus": str(corpus_dir), "best_epoch": best["epoch"]}), files["model.pt"])
+    save_config(config, files["config.yaml"])
+    _write_json(files["metrics.json"], metrics)
+    plot_confusion(metrics["confusion"], files["confusion.png"], f"test clips (n={len(test)})")
+    labels = test["label"].to_numpy()
+    plot_reliability({"before calibration": reliability_table(labels, sigmoid(test_logits)),
+                      f"after (T={temperature:.2f})": reliability_table(labels, sigmoid(test_logits / temperature))},
+                     files["reliability.png"], "test reliability")
+    return metrics
+
+
+def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
+    """Clip indices for one epoch: a shuffle, or draws with each gender equally likely."""
+    if not balanced:
+        return rng.permutation(len(labels))
+    counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
+    weights = 1.0 / counts[labels]
+    return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+
+
+def _logits(model: GenderCNN, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:
+    clips = part["clip"].tolist()
+    return clip_logits(model, config.features, lambda i: cache.load(clips[i]), len(clips), config.train.batch_size)
+
+
+def _check_both_genders(data: dict[str, pd.DataFrame]) -> None:
+    for split in ("train", "dev", "test"):
+        present = set(data[split]["label"])
+        if present != {0, 1}:
+            raise CvlabelError(
+                f"the {split} split needs self-reported clips of both genders, has {sorted(LABELS[i] for i in present)}; "
+                "the corpus has too few labelled speakers (see 'cvlabel inspect')"
+            )
+
+
+def _make_writable_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".cvlabel-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CvlabelError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
+        writer.writeheader()
+        writer.writerows(history)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, value: dict) -> None:
+    """Strict JSON (NaN, e.g. an AUC over one class, becomes null), written atomically."""
+
+    def strict(item):
+        if isinstance(item, dict):
+            return {k: strict(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [strict(v) for v in item]
+        return None if isinstance(item, float) and math.isnan(item) else item
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(strict(value), indent=1) + "\n")
+    tmp.replace(path)

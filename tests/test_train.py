@@ -1,0 +1,141 @@
+import csv
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cvlabel.cache
+from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cvlabel.cli import app
+from cvlabel.config import Config, FeatureConfig, ModelConfig, load_config
+from cvlabel.errors import CvlabelError
+from cvlabel.model import GenderCNN, count_parameters
+from cvlabel.train import LOG_COLUMNS, train
+
+runner = CliRunner()
+
+TINY = ["model.channels=[8, 16, 16, 16]", "model.extra_convs=0", "model.hidden=16", "train.epochs=2",
+        "train.batch_size=8", "train.crop_seconds=1.0", "train.jobs=1", "train.threads=1"]
+
+
+def tiny_config(cache_dir, *extra):
+    return load_config(None, [*TINY, f"train.cache_dir={cache_dir}", *extra])
+
+
+@pytest.mark.slow
+def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
+    run = tmp_path / "run"
+    sets = [a for item in [*TINY, f"train.cache_dir={tmp_path / 'cache'}"] for a in ("--set", item)]
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(run), *sets])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("accuracy", "balanced_accuracy", "roc_auc", "precision_male", "precision_female", "recall_male",
+                "recall_female", "ece", "ece_before_calibration", "speaker_accuracy", "temperature", "parameters"):
+        assert key in metrics, key
+    assert 0 <= metrics["balanced_accuracy"] <= 1 and metrics["temperature"] > 0
+    for split in ("train", "dev", "test"):
+        assert metrics["splits"][split]["clips"] > 0 and metrics["splits"][split]["speakers"] > 0
+    with open(run / "train_log.csv") as handle:
+        log_rows = list(csv.DictReader(handle))
+    assert list(log_rows[0].keys()) == LOG_COLUMNS and 1 <= len(log_rows) <= 2
+    assert load_config(run / "config.yaml") == tiny_config(tmp_path / "cache")
+    for image in ("confusion.png", "reliability.png"):
+        assert (run / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoint = load_checkpoint(run)
+    assert checkpoint.temperature == pytest.approx(metrics["temperature"])
+    assert checkpoint.feature_config == FeatureConfig()
+    assert not list(run.glob("*.tmp"))
+
+    evaluated = runner.invoke(app, ["evaluate", str(run), str(synthetic_corpus), "--json", "--jobs", "1"])
+    assert evaluated.exit_code == 0, evaluated.output
+    again = json.loads(evaluated.output)
+    assert again["clips"] == metrics["clips"]
+    assert again["accuracy"] == pytest.approx(metrics["accuracy"])
+
+    # a finished run is never overwritten
+    rerun = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(run), *sets])
+    assert rerun.exit_code == 1 and "already holds a trained model" in rerun.output
+
+
+@pytest.mark.slow
+def test_second_run_decodes_nothing(synthetic_corpus, tmp_path, monkeypatch):
+    config = tiny_config(tmp_path / "cache", "train.epochs=1")
+    train(synthetic_corpus, tmp_path / "first", config)
+    entries = sorted((tmp_path / "cache").rglob("*.npy"))
+    assert entries
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a cached clip was decoded again")
+
+    monkeypatch.setattr(cvlabel.cache, "load_audio", no_decoding)
+    train(synthetic_corpus, tmp_path / "second", config)
+    assert sorted((tmp_path / "cache").rglob("*.npy")) == entries
+
+
+def test_too_few_speakers_is_a_clear_error(tiny_release, tmp_path):
+    with pytest.raises(CvlabelError, match="needs self-reported clips of both genders"):
+        train(tiny_release, tmp_path / "run", tiny_config(tmp_path / "cache"))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = GenderCNN(ModelConfig(), 40).eval()
+    features = FeatureConfig(n_mels=40, f_max=7600.0)
+    save_checkpoint(Checkpoint(model, ModelConfig(), features, 1.7, info={"corpus": "x"}), tmp_path / "model.pt")
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.feature_config == features and loaded.temperature == 1.7 and loaded.info == {"corpus": "x"}
+    x = torch.randn(2, 40, 150)
+    torch.testing.assert_close(loaded.model(x), model(x))
+    assert count_parameters(model) < 2_000_000
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # runs at unpickling time
+
+
+def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
+    marker = str(tmp_path / "code-ran")
+    path = tmp_path / "model.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"format": "cvlabel-checkpoint", "evil": _Payload(marker)}, handle)
+    with pytest.raises(CvlabelError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "code-ran").exists()
+    torch.save({"format": "cvlabel-checkpoint", "evil": _Payload(marker)}, path)
+    with pytest.raises(CvlabelError, match="refused"):
+        load_checkpoint(path)
+    assert not (tmp_path / "code-ran").exists()
+
+
+def test_corrupt_and_foreign_checkpoints(tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CvlabelError):
+        load_checkpoint(tmp_path / "garbage.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(CvlabelError, match="not a cvlabel checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CvlabelError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing")
+
+
+def test_model_takes_any_length_and_masks_padding():
+    torch.manual_seed(0)
+    model = GenderCNN(ModelConfig(), 64).eval()
+    short, long = torch.randn(1, 64, 90), torch.randn(1, 64, 400)
+    padded = torch.zeros(2, 64, 400)
+    padded[0, :, :90], padded[1] = short[0], long[0]
+    with torch.no_grad():
+        alone = model(short)
+        batched = model(padded, torch.tensor([90, 400]))
+        unmasked = model(padded)
+    assert batched.shape == (2,)
+    torch.testing.assert_close(batched[1:], model(long))
+    # masking keeps the short clip's logit near its own, which plain padding would not
+    assert abs(float(batched[0] - alone[0])) < abs(float(unmasked[0] - alone[0])) + 1e-6
