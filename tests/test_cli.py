@@ -94,5 +94,5 @@ def test_demo_corpus_rejects_bad_options(tmp_path):
 
 
 def test_unfinished_verbs_say_so(tiny_release, tmp_path):
-    result = runner.invoke(app, ["train", str(tiny_release), "--out", str(tmp_path / "run")])
+    result = runner.invoke(app, ["infer", str(tiny_release), "--model", str(tmp_path), "--out", str(tmp_path / "p")])
     assert result.exit_code == 1 and "not available yet" in result.output
