@@ -68,6 +68,7 @@ class TrainConfig:
     crop_seconds: float = 3.0  # random crop per training clip; shorter clips are repeated to fill it
     seed: int = 0  # set once, for weights, sampling, crops and augmentation
     balanced_sampling: bool = True  # draw male and female clips equally often (releases are ~4:1 male)
+    label_smoothing: float = 0.0  # train towards 1 - s/2 and s/2 instead of 1 and 0: tempers overconfidence
     cache_dir: str = ""  # decoded-audio cache; "" means $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel
     jobs: int = 0  # processes that decode clips into the cache; 0 means one per core
     threads: int = 0  # torch threads for training; 0 means one per core
