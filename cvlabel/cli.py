@@ -14,6 +14,7 @@ import typer
 
 from .democorpus import DemoCorpusOptions, make_demo_corpus
 from .errors import CvlabelError
+from .config import ExportOptions, InferOptions
 
 app = typer.Typer(
     name="cvlabel",
@@ -29,6 +30,8 @@ EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 DEMO = DemoCorpusOptions()  # the demo corpus options' defaults, shown in --help
+INFER = InferOptions()  # infer's defaults, shown in --help
+EXPORT = ExportOptions()  # export's defaults, shown in --help
 
 SUMMARY_KEYS = ["clips", "speakers", "accuracy", "balanced_accuracy", "roc_auc", "ece_before_calibration", "ece",
                 "speaker_accuracy", "precision_male", "recall_male", "precision_female", "recall_female"]
@@ -162,22 +165,64 @@ def evaluate(
 @_reports_errors
 def infer(
     corpus_dir: Path = typer.Argument(..., help="A Common Voice locale folder (clips/ and the TSVs)."),
-    model: Path = typer.Option(..., "--model", help="Run folder written by 'cvlabel train'."),
-    out: Path = typer.Option(..., "--out", help="Folder for the prediction shards."),
+    model: Path = typer.Option(..., "--model", help="Run folder written by 'cvlabel train' (or its model.pt)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the prediction shards and predictions.parquet; "
+                             "running the same command again resumes an interrupted run."),
+    unlabeled: bool = typer.Option(False, "--unlabeled", help="Predict the rows whose gender is blank "
+                                   "(never rows of speakers who answered other or do_not_wish_to_say)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Instead of --unlabeled, predict the self-reported "
+                                        "rows of the run's dev or test split, to check precision at any threshold."),
+    tsv: str = typer.Option(",".join(INFER.tsvs), "--tsv", help="Comma-separated clip TSVs to select rows from "
+                            "(validated, other, invalidated)."),
+    jobs: int = typer.Option(INFER.jobs, help="Worker processes; 0 means one per core."),
+    batch_size: int = typer.Option(INFER.batch_size, help="Clips per forward pass of the model."),
+    shard_size: int = typer.Option(INFER.shard_size, help="Rows per shard file: the most a kill can lose."),
 ) -> None:
-    """Predict the gender of the rows whose gender is blank (not available yet in this version)."""
-    raise CvlabelError("'cvlabel infer' is not available yet in this version")
+    """Predict speaker gender for the blank-gender rows, in parallel resumable shards, pooled per speaker."""
+    from .infer import infer as run_infer
+
+    if unlabeled == (split is not None):
+        raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test")
+    options = InferOptions(selection="unlabeled" if unlabeled else split,
+                           tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
+                           jobs=jobs, batch_size=batch_size, shard_size=shard_size)
+    summary = run_infer(corpus_dir, model, out, options)
+    typer.echo(
+        f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
+        f"{summary['labels']['female']} female, {summary['errors']} errors "
+        f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows); "
+        f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
+        f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
+    )
 
 
 @export_app.command("parquet")
 @_reports_errors
 def export_parquet(
     corpus_dir: Path = typer.Argument(..., help="A Common Voice locale folder (clips/ and the TSVs)."),
-    predictions: Path = typer.Option(..., "--predictions", help="Folder written by 'cvlabel infer'."),
-    out: Path = typer.Option(..., "--out", help="Folder for train/dev/test Parquet files."),
+    predictions: Path = typer.Option(..., "--predictions", help="Folder written by 'cvlabel infer --unlabeled'."),
+    out: Path = typer.Option(..., "--out", help="Folder for train/dev/test/unused.parquet and summary.json."),
+    min_confidence: Optional[float] = typer.Option(None, "--min-confidence", help="One confidence threshold for "
+                                                   "both genders, in (0.5, 1]; replaces --target-precision."),
+    target_precision: float = typer.Option(EXPORT.target_precision, "--target-precision", help="Per-gender "
+                                           "thresholds reaching this precision on self-reported held-out rows."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="A 'cvlabel infer --split test' folder to "
+                                             "choose thresholds on [default: the model run's own dev/test predictions]."),
+    rebalance: bool = typer.Option(EXPORT.rebalance, "--rebalance/--no-rebalance", help="Bring train to "
+                                   "--female-share, adding the minority gender's pseudo-labels first."),
+    female_share: float = typer.Option(EXPORT.female_share, "--female-share", help="Target share of female rows in train."),
 ) -> None:
-    """Write train/dev/test Parquet with self-reported and pseudo labels (not available yet in this version)."""
-    raise CvlabelError("'cvlabel export parquet' is not available yet in this version")
+    """Write the release with self-reported and pseudo labels as train/dev/test Parquet files."""
+    from .export import export_parquet as run_export
+
+    options = ExportOptions(min_confidence=min_confidence, target_precision=target_precision, rebalance=rebalance,
+                            female_share=female_share)
+    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
+    thresholds = ", ".join(f"{g} {'none' if t is None else f'{t:.3f}'}" for g, t in summary["thresholds"].items())
+    typer.echo(f"thresholds: {thresholds}; pseudo-labels: {summary['pseudo_labels']}; rows: {summary['rows']}")
+    typer.echo(f"train before: {summary['train_before_cap_and_rebalance']}")
+    typer.echo(f"train after:  {summary['train_after']}")
+    typer.echo(f"written to {out} (summary.json has the details)")
 
 
 def main() -> None:

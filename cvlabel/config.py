@@ -87,6 +87,25 @@ class AugmentConfig:
     time_mask_frames: int = 25  # widest time mask, in frames
 
 
+# Options of `cvlabel infer` (set on its command line, not in the YAML config).
+@dataclass(frozen=True)
+class InferOptions:
+    selection: str = "unlabeled"  # unlabeled (blank gender), or the self-reported rows of the run's dev/test split
+    tsvs: tuple[str, ...] = ("validated", "other")  # clip TSVs whose rows are selected
+    jobs: int = 0  # worker processes; 0 means one per core
+    batch_size: int = 32  # clips per forward pass
+    shard_size: int = 256  # rows per shard file: what a kill can lose, and the unit of resuming
+
+
+# Options of `cvlabel export parquet` (set on its command line).
+@dataclass(frozen=True)
+class ExportOptions:
+    min_confidence: float | None = None  # one threshold for both genders, in (0.5, 1]
+    target_precision: float = 0.99  # otherwise: per-gender thresholds reaching this precision on the reference rows
+    rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first
+    female_share: float = 0.5  # target share of female rows in train
+
+
 @dataclass(frozen=True)
 class Config:
     features: FeatureConfig = field(default_factory=FeatureConfig)  # what the model hears

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from .cache import decode_speech
 from .checkpoint import Checkpoint, load_checkpoint
-from .config import load_config
+from .config import InferOptions, load_config
 from .corpus import BINARY_GENDERS, CLIP_TSVS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
 from .evaluate import batch_logits
@@ -43,7 +42,6 @@ from .splits import assign_splits, speaker_genders
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("unlabeled", "dev", "test")
-DEFAULT_TSVS = ("validated", "other")
 PLAN_VERSION = 1
 
 PREDICTION_SCHEMA = pa.schema(
@@ -68,15 +66,6 @@ FINAL_SCHEMA = pa.schema(
         ("label_source", pa.string()),  # speaker: self-reported on the speaker's other rows; model: pooled prediction
     ]
 )
-
-
-@dataclass(frozen=True)
-class InferOptions:
-    selection: str = "unlabeled"  # unlabeled (blank gender), or the self-reported rows of the run's dev/test split
-    tsvs: tuple[str, ...] = DEFAULT_TSVS  # clip TSVs whose rows are selected
-    jobs: int = 0  # worker processes; 0 means one per core
-    batch_size: int = 32  # clips per forward pass
-    shard_size: int = 256  # rows per shard file: what a kill can lose, and the unit of resuming
 
 
 def part_path(out_dir: Path, index: int) -> Path:
@@ -214,6 +203,24 @@ def speaker_pass(parts: pd.DataFrame, manifest: pd.DataFrame, temperature: float
     final["label_source"] = np.where(stated.notna(), "speaker", np.where(ok, "model", None))
     final["label"] = final["label"].astype(object).where(final["label"].notna(), None)
     return final
+
+
+REFERENCE_SCHEMA = pa.schema(
+    [
+        ("split", pa.string()),  # dev | test: the run's held-out speakers
+        ("path", pa.string()),
+        ("client_id", pa.string()),
+        ("gender", pa.string()),  # self-reported: male | female
+        ("logit", pa.float64()),
+        ("p_female", pa.float64()),  # calibrated, clip-level
+    ]
+)
+
+
+def write_reference_predictions(rows: pd.DataFrame, temperature: float, path: Path) -> None:
+    """Predictions on self-reported held-out rows, for choosing thresholds at a target precision."""
+    frame = rows.assign(p_female=sigmoid(rows["logit"].to_numpy(dtype=float) / temperature))
+    _write_parquet(frame, REFERENCE_SCHEMA, path)
 
 
 def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:

@@ -25,6 +25,7 @@ from .config import Config, save_config
 from .errors import CvlabelError
 from .evaluate import clip_logits, labelled_rows
 from .features import log_mel
+from .infer import write_reference_predictions
 from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
 from .model import LABELS, GenderCNN, count_parameters
 from .plots import plot_confusion, plot_reliability
@@ -37,7 +38,8 @@ LOG_COLUMNS = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_balanced_
 
 def run_files(run_dir: Path) -> dict[str, Path]:
     """Every artifact of a run, by name: the one place that knows their paths."""
-    names = ["model.pt", "config.yaml", "metrics.json", "confusion.png", "reliability.png", "train_log.csv"]
+    names = ["model.pt", "config.yaml", "metrics.json", "confusion.png", "reliability.png", "train_log.csv",
+             "reference_predictions.parquet"]
     return {name: run_dir / name for name in names}
 
 
@@ -130,6 +132,8 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     metrics.update({"parameters": count_parameters(model), "best_epoch": best["epoch"], "epochs_run": len(history),
                     "decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
 
+    reference = pd.concat([part.assign(logit=logits) for part, logits in ((data["dev"], dev_logits), (test, test_logits))])
+    write_reference_predictions(reference, temperature, files["reference_predictions.parquet"])
     save_checkpoint(Checkpoint(model, config.model, config.features, temperature,
                                info={"corpus": str(corpus_dir), "best_epoch": best["epoch"]}), files["model.pt"])
     save_config(config, files["config.yaml"])

@@ -93,6 +93,6 @@ def test_demo_corpus_rejects_bad_options(tmp_path):
     assert result.exit_code == 1 and "unknown engine" in result.output
 
 
-def test_unfinished_verbs_say_so(tiny_release, tmp_path):
+def test_infer_needs_a_selection(tiny_release, tmp_path):
     result = runner.invoke(app, ["infer", str(tiny_release), "--model", str(tmp_path), "--out", str(tmp_path / "p")])
-    assert result.exit_code == 1 and "not available yet" in result.output
+    assert result.exit_code == 1 and "choose what to predict" in result.output
