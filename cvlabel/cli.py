@@ -110,6 +110,30 @@ def inspect(
     typer.echo(describe_release(corpus_dir, load_config(config, set_)))
 
 
+@app.command()
+@_reports_errors
+def compare(
+    run_dirs: List[Path] = typer.Argument(..., help="Two or more run folders written by 'cvlabel train'."),
+) -> None:
+    """Print the test metrics of training runs side by side (e.g. before and after retraining on pseudo-labels)."""
+    from .report import compare_runs
+
+    typer.echo(compare_runs(run_dirs))
+
+
+@app.command("check-truth")
+@_reports_errors
+def check_truth(
+    aug_dir: Path = typer.Argument(..., help="Folder written by 'cvlabel export parquet'."),
+    truth: Path = typer.Option(..., "--truth", help="TSV with columns path and true_gender (a demo or "
+                               "development corpus's truth.tsv)."),
+) -> None:
+    """Score an export's pseudo-labels against known true genders: precision and coverage, per clip and speaker."""
+    from .report import check_truth as run_check
+
+    typer.echo(run_check(aug_dir, truth))
+
+
 @app.command("show-config")
 @_reports_errors
 def show_config(
@@ -129,6 +153,8 @@ def show_config(
 def train(
     corpus_dir: Path = typer.Argument(..., help="A Common Voice locale folder (clips/ and the TSVs)."),
     out: Path = typer.Option(..., "--out", help="New run folder for model.pt, metrics.json, plots and logs."),
+    augmented: Optional[Path] = typer.Option(None, "--augmented", help="Train on the train/dev/test.parquet of a "
+                                             "'cvlabel export parquet' folder (pseudo-labels included) instead."),
     config: Optional[Path] = typer.Option(None, "--config", help=CONFIG_HELP),
     set_: List[str] = typer.Option([], "--set", help=SET_HELP),
 ) -> None:
@@ -137,7 +163,7 @@ def train(
     from .evaluate import format_metrics
     from .train import train as train_run
 
-    metrics = train_run(corpus_dir, out, load_config(config, set_))
+    metrics = train_run(corpus_dir, out, load_config(config, set_), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
     typer.echo(f"run written to {out}")
 

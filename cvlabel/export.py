@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import ExportOptions, load_config
-from .corpus import BINARY_GENDERS, read_release
+from .corpus import BINARY_GENDERS, clips_dir, read_release
 from .errors import CvlabelError
 from .infer import read_predictions
 from .splits import assign_splits
@@ -107,6 +107,26 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     tmp.write_text(json.dumps(summary, indent=1) + "\n")
     tmp.replace(aug_dir / "summary.json")
     return summary
+
+
+def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
+    """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label`."""
+    aug_dir, corpus_dir = Path(aug_dir), Path(corpus_dir)
+    summary_file = aug_dir / "summary.json"
+    if not summary_file.is_file():
+        raise CvlabelError(f"{aug_dir}: not a 'cvlabel export parquet' folder (no summary.json)")
+    made_for = json.loads(summary_file.read_text()).get("corpus")
+    if made_for != str(corpus_dir.resolve()):
+        raise CvlabelError(f"{aug_dir} was exported from {made_for}, not {corpus_dir.resolve()}")
+    parts = []
+    for split in ("train", "dev", "test"):
+        table = pq.read_table(output_path(aug_dir, split), columns=["path", "client_id", "gender", "gender_source"])
+        parts.append(table.to_pandas().assign(split=split))
+    rows = pd.concat(parts, ignore_index=True)
+    rows = rows[rows["gender"].isin(BINARY_GENDERS)].reset_index(drop=True)
+    rows["clip"] = [str(clips_dir(corpus_dir) / p) for p in rows["path"]]
+    rows["label"] = (rows["gender"] == "female").astype(int)
+    return rows
 
 
 def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple[dict, dict]:

@@ -1,11 +1,16 @@
-"""Plain-text summaries of a release for `cvlabel inspect`."""
+"""Plain-text reports: a release (`inspect`), runs side by side (`compare`), pseudo-labels
+against known truth (`check-truth`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
 
+import json
+
 from .config import Config
+from .corpus import BINARY_GENDERS, read_tsv
+from .errors import CvlabelError
 from .corpus import read_release
 from .splits import SPLITS, assign_splits
 
@@ -41,4 +46,54 @@ def describe_release(corpus_dir: str | Path, config: Config) -> str:
         lines.append(f"  {report.capped_clips} train clips over the cap of {config.splits.max_clips_per_speaker} per speaker")
     if report.conflicting_speakers:
         lines.append(f"  {len(report.conflicting_speakers)} speakers whose rows disagree about gender are left out")
+    return "\n".join(lines)
+
+
+COMPARE_KEYS = ["clips", "speakers", "accuracy", "balanced_accuracy", "roc_auc", "ece", "speaker_accuracy",
+                "precision_female", "recall_female", "precision_male", "recall_male"]
+
+
+def compare_runs(run_dirs: list[Path]) -> str:
+    """Test metrics of several runs as columns, plus their train clips."""
+    columns = {}
+    for run_dir in run_dirs:
+        metrics_file = Path(run_dir) / "metrics.json"
+        if not metrics_file.is_file():
+            raise CvlabelError(f"{run_dir}: no metrics.json; is it a finished 'cvlabel train' run?")
+        metrics = json.loads(metrics_file.read_text())
+        values = {key: metrics.get(key) for key in COMPARE_KEYS}
+        values["train_clips"] = metrics.get("splits", {}).get("train", {}).get("clips")
+        columns[str(run_dir)] = values
+    return pd.DataFrame(columns).to_string(float_format=lambda v: f"{v:.4f}")
+
+
+def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
+    """Precision and coverage of an export's labels for blank-gender rows against true genders."""
+    import pyarrow.parquet as pq
+
+    truth = read_tsv(truth_tsv)
+    if not {"path", "true_gender"} <= set(truth.columns):
+        raise CvlabelError(f"{truth_tsv}: needs the columns path and true_gender")
+    parts = [pq.read_table(Path(aug_dir) / f"{split}.parquet").to_pandas()
+             for split in ("train", "dev", "test", "unused")]
+    rows = pd.concat(parts, ignore_index=True).merge(truth[["path", "true_gender"]], on="path", how="left")
+    blank = rows[rows["gender_raw"].str.strip().eq("")]
+    lines = [f"{len(blank)} blank-gender rows exported"]
+    for source in ("pseudo", "speaker"):
+        labelled = blank[blank["gender_source"] == source]
+        if labelled.empty:
+            lines.append(f"  {source:<8} no rows")
+            continue
+        correct = labelled["gender"] == labelled["true_gender"]
+        speakers = labelled.groupby("client_id").apply(lambda g: bool((g["gender"] == g["true_gender"]).all()),
+                                                       include_groups=False)
+        lines.append(f"  {source:<8} {len(labelled):>6} rows ({len(labelled) / max(1, len(blank)):.1%} coverage), "
+                     f"precision {correct.mean():.4f}; {len(speakers)} speakers, {speakers.mean():.4f} all correct")
+        for gender in BINARY_GENDERS:
+            chosen = labelled[labelled["gender"] == gender]
+            if len(chosen):
+                lines.append(f"           {gender:<6} {len(chosen):>6} rows, precision "
+                             f"{(chosen['gender'] == chosen['true_gender']).mean():.4f}")
+    unlabelled = blank["gender"].isna().sum()
+    lines.append(f"  left blank: {unlabelled} rows (below threshold, or the speaker opted out)")
     return "\n".join(lines)

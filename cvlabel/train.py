@@ -24,6 +24,7 @@ from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config, save_config
 from .errors import CvlabelError
 from .evaluate import clip_logits, labelled_rows
+from .export import read_augmented_splits
 from .features import log_mel
 from .infer import write_reference_predictions
 from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
@@ -43,8 +44,10 @@ def run_files(run_dir: Path) -> dict[str, Path]:
     return {name: run_dir / name for name in names}
 
 
-def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()) -> dict:
-    """Train on the self-reported rows of a release; write the run folder; return the metrics."""
+def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config(),
+          augmented: str | Path | None = None) -> dict:
+    """Train on the self-reported rows of a release (or on the train/dev/test files of a
+    `cvlabel export parquet` folder); write the run folder; return the metrics."""
     started = time.time()
     out_dir = Path(out_dir)
     files = run_files(out_dir)
@@ -56,7 +59,7 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     generator = torch.Generator().manual_seed(config.train.seed)
     torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
 
-    rows = labelled_rows(corpus_dir, config, "all")
+    rows = read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config, "all")
     cache = AudioCache(Path(config.train.cache_dir) if config.train.cache_dir else default_cache_root(), config.features)
     errors = cache.fill(rows["clip"].tolist(), jobs=config.train.jobs or os.cpu_count() or 1)
     if errors:
@@ -135,7 +138,8 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     reference = pd.concat([part.assign(logit=logits) for part, logits in ((data["dev"], dev_logits), (test, test_logits))])
     write_reference_predictions(reference, temperature, files["reference_predictions.parquet"])
     save_checkpoint(Checkpoint(model, config.model, config.features, temperature,
-                               info={"corpus": str(corpus_dir), "best_epoch": best["epoch"]}), files["model.pt"])
+                               info={"corpus": str(corpus_dir), "augmented": str(augmented or ""),
+                                     "best_epoch": best["epoch"]}), files["model.pt"])
     save_config(config, files["config.yaml"])
     _write_json(files["metrics.json"], metrics)
     plot_confusion(metrics["confusion"], files["confusion.png"], f"test clips (n={len(test)})")

@@ -61,3 +61,27 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     make_demo_corpus(out, DemoCorpusOptions(speakers_per_gender=8, clips_per_speaker=4, locales=("en", "de"),
                                             engine="formant", seed=3))
     return out
+
+
+TINY_TRAIN = ["model.channels=[8, 16, 16, 16]", "model.extra_convs=0", "model.hidden=16", "train.epochs=2",
+              "train.batch_size=8", "train.crop_seconds=1.0", "train.jobs=1", "train.threads=1"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(synthetic_corpus, tmp_path_factory) -> Path:
+    """A tiny model trained for two epochs on the synthetic corpus (read-only)."""
+    from cvlabel.config import load_config
+    from cvlabel.train import train
+
+    base = tmp_path_factory.mktemp("trained")
+    run = base / "run"
+    train(synthetic_corpus, run, load_config(None, [*TINY_TRAIN, f"train.cache_dir={base / 'cache'}"]))
+    return run
+
+
+def copy_corpus(source: Path, target: Path) -> Path:
+    """A writable copy of a corpus (clips copied, so tests may break some)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    return target

@@ -1,0 +1,202 @@
+import json
+import os
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+import cvlabel.infer
+from cvlabel.cli import app
+from cvlabel.config import ExportOptions, InferOptions
+from cvlabel.corpus import normalise_gender, read_release
+from cvlabel.errors import CvlabelError
+from cvlabel.export import choose_thresholds, export_parquet
+from cvlabel.infer import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
+
+from conftest import TINY_TRAIN, copy_corpus
+
+runner = CliRunner()
+EXPORT_EXTRA = ["gender", "gender_source", "gender_confidence", "split"]
+
+
+def blank_rows(corpus):
+    manifest = read_release(corpus)
+    return manifest[manifest["gender"].isna() & manifest["source_tsv"].isin(["validated", "other"])]
+
+
+@pytest.mark.slow
+def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
+    pred, aug, run2 = tmp_path / "pred", tmp_path / "aug", tmp_path / "run2"
+    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
+                                 "--out", str(pred), "--jobs", "2", "--shard-size", "7"])
+    assert result.exit_code == 0, result.output
+    parts = sorted(pred.glob("part-*.parquet"))
+    assert len(parts) >= 2
+    assert all(pq.read_schema(p).remove_metadata() == PREDICTION_SCHEMA for p in parts)
+    final = pq.read_table(pred / "predictions.parquet")
+    assert final.schema.remove_metadata() == FINAL_SCHEMA
+    predictions = final.to_pandas()
+    assert predictions["path"].is_unique
+    assert set(predictions["label"].dropna()) <= {"male", "female"}
+    assert predictions["confidence"].dropna().between(0.5, 1).all()
+
+    result = runner.invoke(app, ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred),
+                                 "--out", str(aug), "--min-confidence", "0.6"])
+    assert result.exit_code == 0, result.output
+    manifest = read_release(synthetic_corpus)
+    exported = []
+    for split in ("train", "dev", "test", "unused"):
+        frame = pd.read_parquet(aug / f"{split}.parquet")
+        via_duckdb = duckdb.sql(f"select count(*) from read_parquet('{aug / f'{split}.parquet'}')").fetchone()[0]
+        assert via_duckdb == len(frame)
+        for column in list(manifest.columns) + EXPORT_EXTRA:
+            assert column in frame.columns, (split, column)
+        assert (frame["split"] == split).all()
+        exported.append(frame)
+    everything = pd.concat(exported, ignore_index=True)
+    # every validated/other row exactly once
+    selected = manifest[manifest["source_tsv"].isin(["validated", "other"])]
+    assert sorted(everything["path"]) == sorted(selected["path"])
+    # pseudo-labels only in train; dev/test self-reported only
+    assert set(everything.loc[everything["gender_source"] == "pseudo", "split"]) <= {"train", "unused"}
+    for split in ("dev", "test"):
+        part = everything[everything["split"] == split]
+        assert (part["gender_source"] == "self_reported").all() and part["gender"].isin(["male", "female"]).all()
+    # speaker-disjoint splits
+    speakers = everything[everything["split"] != "unused"].groupby("client_id")["split"].nunique()
+    assert (speakers == 1).all()
+    summary = json.loads((aug / "summary.json").read_text())
+    assert summary["thresholds"] == {"male": 0.6, "female": 0.6}
+
+    sets = [a for item in [*TINY_TRAIN, "train.epochs=1", f"train.cache_dir={tmp_path / 'cache'}"] for a in ("--set", item)]
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--augmented", str(aug), "--out", str(run2), *sets])
+    assert result.exit_code == 0, result.output
+    first, second = (json.loads((r / "metrics.json").read_text()) for r in (trained_run, run2))
+    assert second["splits"]["test"] == first["splits"]["test"]  # the same untouched test rows
+    result = runner.invoke(app, ["compare", str(trained_run), str(run2)])
+    assert result.exit_code == 0 and "balanced_accuracy" in result.output and "train_clips" in result.output
+
+
+def test_self_reported_values_are_never_changed(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test", "unused")])
+    stated = rows[rows["gender_raw"] != ""]
+    assert (stated["gender"] == normalise_gender(stated["gender_raw"], "x").to_numpy()).all()
+    assert (stated["gender_source"] == "self_reported").all()
+    assert (stated["gender_confidence"] == 1.0).all()
+    # the original TSV strings are untouched
+    original = read_release(synthetic_corpus).set_index("path")["gender_raw"]
+    assert (rows.set_index("path")["gender_raw"] == original.loc[rows["path"]].to_numpy()).all()
+
+
+def test_opt_out_and_other_speakers_are_never_labelled(synthetic_corpus, trained_run, tmp_path):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    blanked = []
+    for value in ("do_not_wish_to_say", "non-binary"):
+        index = validated.index[validated["gender"] == value][0]
+        validated.loc[index, "gender"] = ""  # a blank row of a speaker who opted out / answered other
+        blanked.append(validated.loc[index, "path"])
+    validated.to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
+    summary = infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    predicted = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
+    assert not set(blanked) & set(predicted["path"])
+    assert summary["skipped_opted_out_rows"] >= 2
+    export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test", "unused")])
+    rows = rows.set_index("path")
+    assert rows.loc[blanked, "gender"].isna().all()
+    declined = rows[rows["gender_raw"] == "do_not_wish_to_say"]
+    assert (declined["gender"] == "declined").all()
+    assert not rows.loc[rows["gender"].isin(["other", "declined"]), "split"].isin(["train", "dev", "test"]).any()
+
+
+def test_bad_clips_become_error_rows(synthetic_corpus, trained_run, tmp_path):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    targets = blank_rows(corpus)["path"].tolist()[:3]
+    (corpus / "clips" / targets[0]).write_bytes(b"")
+    (corpus / "clips" / targets[1]).write_bytes(os.urandom(3000))
+    (corpus / "clips" / targets[2]).unlink()
+    infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    predicted = pd.read_parquet(tmp_path / "pred" / "predictions.parquet").set_index("path")
+    assert predicted.loc[targets, "error"].notna().all()
+    assert "empty" in predicted.loc[targets[0], "error"] and "not found" in predicted.loc[targets[2], "error"]
+    assert predicted.loc[targets, "clip_p_female"].isna().all()
+    others = predicted.drop(index=targets)
+    assert others["error"].isna().all() and others["clip_p_female"].notna().all()
+
+
+def test_interrupted_run_resumes_and_writes_every_row_once(synthetic_corpus, trained_run, tmp_path, monkeypatch):
+    out = tmp_path / "pred"
+    options = InferOptions(jobs=1, shard_size=5)
+    real_shard = cvlabel.infer.predict_shard
+    calls = {"n": 0}
+
+    def dies_after_two(*args, **kwargs):
+        if calls["n"] == 2:
+            (out / "part-99999.parquet.tmp-123").write_bytes(b"half a file")  # what a kill leaves behind
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real_shard(*args, **kwargs)
+
+    monkeypatch.setattr(cvlabel.infer, "predict_shard", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        infer(synthetic_corpus, trained_run, out, options)
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert len(finished) == 2 and not (out / "predictions.parquet").exists()
+
+    monkeypatch.setattr(cvlabel.infer, "predict_shard", real_shard)
+    infer(synthetic_corpus, trained_run, out, options)
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were not redone
+    assert not list(out.glob("*.tmp*"))
+    predicted = pd.read_parquet(out / "predictions.parquet")
+    expected = blank_rows(synthetic_corpus)
+    assert predicted["path"].is_unique
+    assert set(predicted["path"]) <= set(expected["path"])
+    parts = pd.concat([pd.read_parquet(p) for p in out.glob("part-*.parquet")])
+    assert sorted(parts["path"]) == sorted(predicted["path"])
+
+
+def test_serial_and_parallel_give_the_same_rows(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "one", InferOptions(jobs=1, shard_size=6))
+    infer(synthetic_corpus, trained_run, tmp_path / "two", InferOptions(jobs=2, shard_size=6))
+    one = pd.read_parquet(tmp_path / "one" / "predictions.parquet").sort_values("path").reset_index(drop=True)
+    two = pd.read_parquet(tmp_path / "two" / "predictions.parquet").sort_values("path").reset_index(drop=True)
+    assert one["path"].tolist() == two["path"].tolist()
+    np.testing.assert_allclose(one["clip_p_female"], two["clip_p_female"], atol=1e-5)
+
+
+def test_a_folder_of_another_plan_is_refused(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    with pytest.raises(CvlabelError, match="holds predictions of another selection"):
+        infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1, selection="test"))
+
+
+def test_export_refuses_foreign_predictions_and_bad_thresholds(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    other = copy_corpus(synthetic_corpus, tmp_path / "other")
+    with pytest.raises(CvlabelError, match="was made for the corpus"):
+        export_parquet(other, tmp_path / "pred", tmp_path / "aug")
+    for bad in (0.5, 1.2, 0.3):
+        with pytest.raises(CvlabelError, match="min-confidence must be in"):
+            export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=bad))
+    with pytest.raises(CvlabelError, match="not a finished"):
+        export_parquet(synthetic_corpus, tmp_path, tmp_path / "aug")
+
+
+def test_choose_thresholds_known_answer():
+    # female predictions by confidence: 0.99 ok, 0.95 ok, 0.9 wrong, 0.8 ok -> 2/2 at 0.95, 2/3 at 0.9
+    reference = pd.DataFrame({
+        "p_female": [0.99, 0.95, 0.90, 0.80, 0.01, 0.3],
+        "gender": ["female", "female", "male", "female", "male", "male"],
+    })
+    thresholds, expected = choose_thresholds(reference, 0.99)
+    assert thresholds["female"] == pytest.approx(0.95)
+    assert expected["female"]["coverage"] == pytest.approx(0.5)
+    assert thresholds["male"] == pytest.approx(0.7)  # both male predictions right
+    thresholds, _ = choose_thresholds(reference.assign(gender="female"), 0.99)
+    assert thresholds["male"] is None  # every male prediction wrong: no male pseudo-labels
