@@ -23,17 +23,28 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# espeak-ng gives more natural demo voices; without it the built-in formant synthesizer is used.
+# The whole loop on a corpus made here: corpus -> train -> infer -> export -> retrain -> compare,
+# then the pseudo-labels scored against the corpus's hidden truth. espeak-ng gives more natural
+# demo voices; without it the built-in formant synthesizer is used.
+CVLABEL := $(BIN)/cvlabel
+DEMO_CACHE := --set train.cache_dir=$(DEMO_DIR)/cache
 demo: $(STAMP)
 	@command -v espeak-ng >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq espeak-ng) || echo "could not install espeak-ng: using the formant voices"; \
 	  else echo "espeak-ng is not installed: using the built-in formant voices"; fi; }
 	rm -rf $(DEMO_DIR)
-	$(BIN)/cvlabel demo-corpus $(DEMO_DIR)/corpus
-	$(BIN)/cvlabel inspect $(DEMO_DIR)/corpus
-	@echo
-	@echo "demo outputs: $(DEMO_DIR)/ (corpus in $(DEMO_DIR)/corpus, hidden genders in $(DEMO_DIR)/corpus/truth.tsv)"
+	$(CVLABEL) demo-corpus $(DEMO_DIR)/corpus
+	$(CVLABEL) inspect $(DEMO_DIR)/corpus
+	$(CVLABEL) train $(DEMO_DIR)/corpus --out $(DEMO_DIR)/run $(DEMO_CACHE)
+	$(CVLABEL) infer $(DEMO_DIR)/corpus --unlabeled --model $(DEMO_DIR)/run --out $(DEMO_DIR)/predictions
+	$(CVLABEL) export parquet $(DEMO_DIR)/corpus --predictions $(DEMO_DIR)/predictions --out $(DEMO_DIR)/augmented
+	$(CVLABEL) train $(DEMO_DIR)/corpus --augmented $(DEMO_DIR)/augmented --out $(DEMO_DIR)/run-retrained $(DEMO_CACHE)
+	@echo; echo "== test metrics before and after retraining on the pseudo-labels"
+	$(CVLABEL) compare $(DEMO_DIR)/run $(DEMO_DIR)/run-retrained
+	@echo; echo "== pseudo-labels against the demo corpus's hidden truth"
+	$(CVLABEL) check-truth $(DEMO_DIR)/augmented --truth $(DEMO_DIR)/corpus/truth.tsv
+	@echo; echo "demo outputs in $(DEMO_DIR)/: corpus/, run/, predictions/, augmented/, run-retrained/"
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)
