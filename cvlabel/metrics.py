@@ -59,26 +59,27 @@ def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0, logits) - labels * logits))
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
-    """The temperature T that minimises the NLL of sigmoid(logits / T) on held-out clips.
+MAX_TEMPERATURE = 20.0  # a model this overconfident is broken, not miscalibrated
 
-    The targets are Laplace-smoothed (a label y counts as (y*n + 1) / (n + 2), n clips): when
-    dev is perfectly separated, plain temperature scaling drives T to 0 and makes every later
-    mistake certain; the smoothing keeps the confidence the dev evidence can support. T is
-    searched on a log grid in [0.05, 20], then on a finer grid around the best.
+
+def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
+    """The temperature T in [1, MAX_TEMPERATURE] that minimises the NLL of sigmoid(logits / T).
+
+    Calibration may only soften the model, never sharpen it: on a perfectly separated dev set
+    (common with few dev speakers) unconstrained temperature scaling drives T towards 0 and makes
+    every later mistake "certain". The NLL is convex in 1/T, so clamping the search to T >= 1
+    gives the constrained optimum. A log grid, then a finer grid around the best.
     """
     labels = np.asarray(labels, dtype=float)
     logits = np.asarray(logits, dtype=float)
     if labels.size == 0 or labels.min() == labels.max():
         return 1.0  # one class only: nothing to calibrate against
-    targets = (labels * labels.size + 1) / (labels.size + 2)
-    grid = np.exp(np.linspace(np.log(0.05), np.log(20.0), 121))
+    grid = np.exp(np.linspace(0.0, np.log(MAX_TEMPERATURE), 61))
     for _ in range(2):
-        losses = [binary_nll(targets, logits / t) for t in grid]
-        best = int(np.argmin(losses))
+        best = int(np.argmin([binary_nll(labels, logits / t) for t in grid]))
         low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]
         grid = np.exp(np.linspace(np.log(low), np.log(high), 41))
-    return float(grid[int(np.argmin([binary_nll(targets, logits / t) for t in grid]))])
+    return float(grid[int(np.argmin([binary_nll(labels, logits / t) for t in grid]))])
 
 
 def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: float,

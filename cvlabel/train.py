@@ -92,9 +92,7 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
             waves = [augment_waveform(random_crop(cache.load(data["train"]["clip"][i]), crop, rng), config.augment,
                                       config.features.sample_rate, rng) for i in chosen]
             features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
-            targets = torch.as_tensor(train_labels[chosen], dtype=torch.float32)
-            targets = targets * (1 - config.train.label_smoothing) + config.train.label_smoothing / 2
-            loss = loss_fn(model(features), targets)
+            loss = loss_fn(model(features), torch.as_tensor(train_labels[chosen], dtype=torch.float32))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

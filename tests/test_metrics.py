@@ -34,12 +34,16 @@ def test_temperature_scaling_lowers_the_nll_of_an_overconfident_model():
         expected_calibration_error(labels, sigmoid(overconfident))
 
 
-def test_temperature_stays_finite_on_a_separable_dev_set():
+def test_calibration_never_sharpens():
+    # a perfectly separated dev set would drive an unconstrained temperature to 0
     labels = np.array([0] * 50 + [1] * 20)
     logits = np.r_[np.full(50, -12.0), np.full(20, 12.0)]
-    temperature = fit_temperature(labels, logits)
-    assert 0.05 < temperature < 20
-    assert sigmoid(12.0 / temperature) < 0.9999
+    assert fit_temperature(labels, logits) == 1.0
+    # an underconfident model is left as it is too
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 3000)
+    honest = (2 * labels - 1) * 2.0 + rng.normal(0, 2.0, labels.size)
+    assert fit_temperature(labels, honest / 3) == 1.0
 
 
 def test_classification_metrics_counts():
