@@ -23,6 +23,7 @@ from .audio import load_audio
 from .config import FeatureConfig
 from .errors import AudioError
 from .features import trim_silence
+from .files import atomic_path, write_text
 
 CACHE_VERSION = 1  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
@@ -109,16 +110,9 @@ def _decode_into_cache(cache: AudioCache, clips: list[str]) -> int:
         try:
             samples = decode_speech(clip, cache.config)
         except AudioError as exc:
-            _write_atomic(entry.with_suffix(".err"), exc.reason.encode())
+            write_text(entry.with_suffix(".err"), exc.reason)
             continue
         quantised = np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
-        tmp = entry.with_name(entry.name + f".{os.getpid()}.tmp.npy")
-        np.save(tmp, quantised)
-        tmp.replace(entry.with_suffix(".npy"))
+        with atomic_path(entry.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, quantised)
     return len(clips)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)

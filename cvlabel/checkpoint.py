@@ -16,6 +16,7 @@ import torch
 from .config import config_to_dict, from_dict
 from .errors import CvlabelError
 from .features import FeatureConfig
+from .files import atomic_path
 from .model import LABELS, GenderCNN, ModelConfig
 
 CHECKPOINT_FORMAT = "cvlabel-checkpoint"
@@ -46,10 +47,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         "temperature": float(checkpoint.temperature),
         "info": checkpoint.info or {},
     }
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

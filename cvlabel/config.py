@@ -129,10 +129,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: temp name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    tmp.replace(path)
+    from .files import write_text
+
+    write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

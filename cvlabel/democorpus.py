@@ -30,6 +30,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .errors import CvlabelError
+from .files import write_text
 
 log = logging.getLogger(__name__)
 
@@ -368,6 +369,4 @@ def _write_tables(out_dir: Path, rows: list[dict], speakers: list[Speaker], opti
 def _write_tsv(frame: pd.DataFrame, path: Path) -> None:
     # plain tab-joined lines, no quoting: the sentences keep their stray quotes, as in Common Voice
     lines = ["\t".join(frame.columns)] + ["\t".join(map(str, values)) for values in frame.itertuples(index=False)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text(path, "\n".join(lines) + "\n")

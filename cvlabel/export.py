@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 from .config import ExportOptions, load_config
 from .corpus import BINARY_GENDERS, clips_dir, read_release
 from .errors import CvlabelError
+from .files import writable_folder, write_json, write_parquet
 from .infer import read_predictions
 from .splits import assign_splits
 
@@ -46,6 +46,7 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     """Write AUG_DIR/{train,dev,test,unused}.parquet and summary.json; return the summary."""
     corpus_dir, aug_dir = Path(corpus_dir), Path(aug_dir)
     _check_options(options)
+    writable_folder(aug_dir)
     predictions, plan = read_predictions(predictions_dir)
     if plan.get("selection") != "unlabeled":
         raise CvlabelError(f"{predictions_dir} holds predictions of the {plan.get('selection')!r} split; "
@@ -84,7 +85,6 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
         _rebalance(rows, options.female_share)
     rows.loc[rows["unused_reason"].notna(), "split"] = "unused"
 
-    aug_dir.mkdir(parents=True, exist_ok=True)
     metadata = {"model_sha256": plan["model_sha256"], "model": plan["model"], "corpus": plan["corpus"],
                 "thresholds": thresholds, "options": asdict(options)}
     columns = [c for c in rows.columns if c not in ("pseudo_below_threshold",)]
@@ -103,9 +103,7 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
                           for g in BINARY_GENDERS},
         "unused_reasons": {k: int(v) for k, v in rows["unused_reason"].value_counts().items()},
     }
-    tmp = aug_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    tmp.replace(aug_dir / "summary.json")
+    write_json(aug_dir / "summary.json", summary)
     return summary
 
 
@@ -252,9 +250,7 @@ def _counts(frame: pd.DataFrame) -> dict:
 def _write(frame: pd.DataFrame, path: Path, metadata: dict) -> None:
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cvlabel": json.dumps(metadata).encode()})
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_parquet(table, path)
 
 
 def _check_options(options: ExportOptions) -> None:

@@ -35,6 +35,7 @@ from .corpus import BINARY_GENDERS, CLIP_TSVS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
 from .evaluate import batch_logits
 from .features import log_mel
+from .files import writable_folder, write_json, write_parquet
 from .metrics import sigmoid
 from .model import LABELS
 from .splits import assign_splits, speaker_genders
@@ -264,8 +265,8 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
 def _prepare_out_dir(out_dir: Path, plan: dict) -> None:
     """Create out_dir or check that it was made for the same plan; drop leftovers of a killed run."""
     plan_file = out_dir / "plan.json"
+    writable_folder(out_dir)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
         if plan_file.is_file():
             previous = json.loads(plan_file.read_text())
             different = [k for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
@@ -279,18 +280,13 @@ def _prepare_out_dir(out_dir: Path, plan: dict) -> None:
             raise CvlabelError(f"{out_dir} holds prediction shards without a plan.json; choose a new --out folder")
         for leftover in out_dir.glob("*.tmp*"):
             leftover.unlink()
-        tmp = plan_file.with_name("plan.json.tmp")
-        tmp.write_text(json.dumps(plan, indent=1) + "\n")
-        tmp.replace(plan_file)
+        write_json(plan_file, plan)
     except OSError as exc:
         raise CvlabelError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
 
 
 def _write_parquet(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
-    table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    write_parquet(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False), path)
 
 
 def _file_digest(path: Path) -> str:

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .files import atomic_path  # noqa: E402
 from .model import LABELS  # noqa: E402
 
 
@@ -45,9 +46,7 @@ def plot_reliability(tables: dict[str, pd.DataFrame], path: str | Path, title: s
 
 
 def _save(figure: plt.Figure, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     figure.tight_layout()
-    figure.savefig(tmp, format="png", dpi=120)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=120)
     plt.close(figure)
-    tmp.replace(path)

@@ -6,7 +6,6 @@ accuracy, restore the best epoch, fit the temperature on dev, measure on test, w
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -26,6 +25,7 @@ from .errors import CvlabelError
 from .evaluate import clip_logits, labelled_rows
 from .export import read_augmented_splits
 from .features import log_mel
+from .files import atomic_path, writable_folder, write_json
 from .infer import write_reference_predictions
 from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
 from .model import LABELS, GenderCNN, count_parameters
@@ -53,7 +53,7 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     files = run_files(out_dir)
     if files["model.pt"].exists():
         raise CvlabelError(f"{out_dir} already holds a trained model; choose a new --out folder")
-    _make_writable_folder(out_dir)
+    writable_folder(out_dir)
     torch.manual_seed(config.train.seed)
     rng = np.random.default_rng(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed)
@@ -139,7 +139,7 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
                                info={"corpus": str(corpus_dir), "augmented": str(augmented or ""),
                                      "best_epoch": best["epoch"]}), files["model.pt"])
     save_config(config, files["config.yaml"])
-    _write_json(files["metrics.json"], metrics)
+    write_json(files["metrics.json"], metrics)
     plot_confusion(metrics["confusion"], files["confusion.png"], f"test clips (n={len(test)})")
     labels = test["label"].to_numpy()
     plot_reliability({"before calibration": reliability_table(labels, sigmoid(test_logits)),
@@ -172,35 +172,8 @@ def _check_both_genders(data: dict[str, pd.DataFrame]) -> None:
             )
 
 
-def _make_writable_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".cvlabel-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise CvlabelError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
-
-
 def _write_log(path: Path, history: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
         writer.writeheader()
         writer.writerows(history)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    """Strict JSON (NaN, e.g. an AUC over one class, becomes null), written atomically."""
-
-    def strict(item):
-        if isinstance(item, dict):
-            return {k: strict(v) for k, v in item.items()}
-        if isinstance(item, list):
-            return [strict(v) for v in item]
-        return None if isinstance(item, float) and math.isnan(item) else item
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(strict(value), indent=1) + "\n")
-    tmp.replace(path)

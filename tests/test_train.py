@@ -2,7 +2,6 @@ import csv
 import json
 import pickle
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -10,7 +9,7 @@ from typer.testing import CliRunner
 import cvlabel.cache
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.cli import app
-from cvlabel.config import Config, FeatureConfig, ModelConfig, load_config
+from cvlabel.config import FeatureConfig, ModelConfig, load_config
 from cvlabel.errors import CvlabelError
 from cvlabel.model import GenderCNN, count_parameters
 from cvlabel.train import LOG_COLUMNS, train

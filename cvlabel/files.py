@@ -1,0 +1,63 @@
+"""Writing artifacts so that a reader never sees half a file: temp name beside it, then rename."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import CvlabelError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` to write to; renamed to `path` when the block succeeds, removed
+    when it fails. The temp name holds the process id, so parallel writers never share one."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    """Strict JSON (NaN, e.g. an AUC over one class, becomes null)."""
+
+    def strict(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: strict(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [strict(v) for v in item]
+        return None if isinstance(item, float) and math.isnan(item) else item
+
+    write_text(path, json.dumps(strict(value), indent=1) + "\n")
+
+
+def write_parquet(table: pa.Table, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def writable_folder(folder: str | Path) -> Path:
+    """Create `folder` if needed and prove it writable now, before any long work starts."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".cvlabel-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise CvlabelError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    return folder

@@ -1,0 +1,170 @@
+"""The fault matrix (docs/reliability.md): bad clips, odd TSVs, killed runs, hostile checkpoints.
+
+Each case asserts the documented behaviour: a one-line error, or an error row while the batch
+goes on, and never a lost or doubled row.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile
+from typer.testing import CliRunner
+
+from cvlabel.audio import SAMPLE_RATE, load_audio
+from cvlabel.cache import decode_speech
+from cvlabel.cli import app
+from cvlabel.config import FeatureConfig, InferOptions
+from cvlabel.corpus import read_release
+from cvlabel.errors import AudioError
+from cvlabel.infer import infer
+
+from conftest import NEW_COLUMNS, copy_corpus, write_tsv, write_voice
+
+runner = CliRunner()
+
+
+def blank_paths(corpus):
+    manifest = read_release(corpus)
+    return manifest.loc[manifest["gender"].isna() & manifest["source_tsv"].isin(["validated", "other"]), "path"]
+
+
+# ---------------------------------------------------------------- clips
+
+
+def test_pure_silence_and_a_tenth_of_a_second(tmp_path):
+    silent = tmp_path / "silent.mp3"
+    soundfile.write(silent, np.zeros(48_000, dtype=np.float32), 48_000, format="MP3")
+    with pytest.raises(AudioError, match="no speech"):
+        decode_speech(silent, FeatureConfig())
+    short = write_voice(tmp_path / "short.mp3", 200, seconds=0.1, silence_s=0.0)
+    assert decode_speech(short, FeatureConfig()).shape[0] > 0  # short but voiced: still predicted
+
+
+@pytest.mark.slow
+def test_ten_minute_clip_is_capped(tmp_path):
+    rate = 8_000
+    t = np.arange(600 * rate) / rate
+    long = tmp_path / "long.mp3"
+    soundfile.write(long, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), rate, format="MP3")
+    samples = decode_speech(long, FeatureConfig())
+    assert samples.shape[0] <= FeatureConfig().max_seconds * SAMPLE_RATE
+
+
+def test_wav_named_mp3_and_odd_rates(tmp_path):
+    for rate in (8_000, 44_100):
+        path = write_voice(tmp_path / f"v{rate}.wav", 120, seconds=0.5, sample_rate=rate)
+        disguised = path.rename(tmp_path / f"v{rate}.mp3")
+        assert abs(load_audio(disguised).shape[0] - 1.1 * SAMPLE_RATE) < 0.01 * SAMPLE_RATE
+
+
+def test_every_kind_of_bad_clip_is_an_error_row_and_the_batch_goes_on(synthetic_corpus, trained_run, tmp_path):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    paths = blank_paths(corpus).tolist()
+    clips = corpus / "clips"
+    breakers = {
+        "empty file": lambda p: p.write_bytes(b""),
+        "cannot decode": lambda p: p.write_bytes(np.random.default_rng(0).bytes(2000)),
+        "file not found": lambda p: p.unlink(),
+        "not a file": lambda p: (p.unlink(), p.mkdir()),
+        "no speech": lambda p: soundfile.write(p, np.zeros(24_000, dtype=np.float32), 48_000, format="MP3"),
+        "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 3]),
+    }
+    broken = dict(zip(paths, breakers))
+    for path, kind in broken.items():
+        breakers[kind](clips / path)
+    infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=2, shard_size=4))
+    predicted = pd.read_parquet(tmp_path / "pred" / "predictions.parquet").set_index("path")
+    assert sorted(predicted.index) == sorted(paths)  # every row once, broken or not
+    for path, kind in broken.items():
+        assert kind in predicted.loc[path, "error"], (kind, predicted.loc[path, "error"])
+        assert predicted.loc[path, "clip_p_female"] != predicted.loc[path, "clip_p_female"]  # NaN
+    healthy = predicted.drop(index=list(broken))
+    assert healthy["error"].isna().all()
+
+
+# ---------------------------------------------------------------- TSVs
+
+
+def test_tsv_faults_are_one_line_errors(tmp_path):
+    corpus = tmp_path / "cv"
+    (corpus / "clips").mkdir(parents=True)
+    cases = {
+        "missing column 'client_id'": (["path", "gender"], [{"path": "a.mp3", "gender": "male"}]),
+        "unknown gender value 'robot'": (NEW_COLUMNS, [{"client_id": "a", "path": "a.mp3", "gender": "robot"}]),
+        "line 2: path '../../etc/passwd'": (NEW_COLUMNS, [{"client_id": "a", "path": "../../etc/passwd"}]),
+        "line 2: path '/etc/passwd'": (NEW_COLUMNS, [{"client_id": "a", "path": "/etc/passwd"}]),
+    }
+    for message, (columns, rows) in cases.items():
+        write_tsv(corpus / "validated.tsv", columns, rows)
+        result = runner.invoke(app, ["inspect", str(corpus)])
+        assert result.exit_code == 1, message
+        assert message in result.output and len(result.output.strip().splitlines()) == 1, result.output
+        assert "Traceback" not in result.output
+
+
+def test_tsv_oddities_that_are_read(tmp_path):
+    corpus = tmp_path / "cv"
+    (corpus / "clips").mkdir(parents=True)
+    columns = NEW_COLUMNS + ["brand_new_column"]
+    rows = [{"client_id": "a", "path": "a.mp3", "gender": "male", "brand_new_column": "x"},
+            {"client_id": "a", "path": "a.mp3", "gender": "male"}]  # a duplicate path
+    write_tsv(corpus / "validated.tsv", columns, rows)
+    (corpus / "other.tsv").write_bytes(b"")  # an empty TSV
+    manifest = read_release(corpus)
+    assert len(manifest) == 1 and manifest["brand_new_column"].iloc[0] == "x"
+    (corpus / "clips").rmdir()
+    result = runner.invoke(app, ["inspect", str(corpus)])
+    assert result.exit_code == 1 and "no clips/ folder" in result.output
+
+
+# ---------------------------------------------------------------- runs
+
+
+@pytest.mark.slow
+def test_sigkill_during_infer_then_the_same_command(synthetic_corpus, trained_run, tmp_path):
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "cvlabel", "infer", str(synthetic_corpus), "--unlabeled",
+               "--model", str(trained_run), "--out", str(out), "--jobs", "1", "--shard-size", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (out / "predictions.parquet").exists(), "the run finished before it could be killed"
+    survivors = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    assert survivors
+
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    predicted = pd.read_parquet(out / "predictions.parquet")
+    assert sorted(predicted["path"]) == sorted(blank_paths(synthetic_corpus))
+    parts = pd.concat([pd.read_parquet(p) for p in out.glob("part-*.parquet")])
+    assert parts["path"].is_unique and len(parts) == len(predicted)
+    assert {name: (out / name).stat().st_mtime_ns for name in survivors} == survivors
+    assert not list(out.glob("*.tmp*"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_refused_before_any_work(synthetic_corpus, trained_run, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
+                                 "--out", str(locked / "pred")])
+    assert result.exit_code == 1 and "cannot write there" in result.output
+
+
+def test_output_that_is_a_file_is_refused(synthetic_corpus, trained_run, tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a folder")
+    for command in (["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run), "--out", str(blocker)],
+                    ["train", str(synthetic_corpus), "--out", str(blocker / "run")]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 1 and "cannot write there" in result.output, result.output
+        assert "Traceback" not in result.output
