@@ -179,9 +179,9 @@ def _read_reference(path: Path, model_sha256: str, run_dir: Path) -> pd.DataFram
         if plan["model_sha256"] != model_sha256:
             raise CvlabelError(f"{path}: reference predictions were made by another model")
         manifest = read_release(plan["corpus"])
-        frame = frame.merge(manifest[["path", "gender"]], on="path").dropna(subset=["p_female"])
-        frame["p_female"] = frame["clip_p_female"]
-        return frame
+        # the clip's own prediction, not the speaker's answer that the speaker pass puts in p_female
+        frame = frame.merge(manifest[["path", "gender"]], on="path").dropna(subset=["clip_p_female"])
+        return frame.assign(p_female=frame["clip_p_female"])
     if not path.is_file():
         raise CvlabelError(f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
                            "or --reference with a 'cvlabel infer --split test' folder")

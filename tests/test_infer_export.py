@@ -200,3 +200,30 @@ def test_choose_thresholds_known_answer():
     assert thresholds["male"] == pytest.approx(0.7)  # both male predictions right
     thresholds, _ = choose_thresholds(reference.assign(gender="female"), 0.99)
     assert thresholds["male"] is None  # every male prediction wrong: no male pseudo-labels
+
+
+def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, tmp_path):
+    import shutil
+
+    from cvlabel.checkpoint import load_checkpoint, save_checkpoint
+
+    other_run = tmp_path / "other-run"
+    shutil.copytree(trained_run, other_run)
+    checkpoint = load_checkpoint(other_run)
+    checkpoint.temperature = checkpoint.temperature + 0.5  # another model file
+    save_checkpoint(checkpoint, other_run / "model.pt")
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    infer(synthetic_corpus, other_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
+    with pytest.raises(CvlabelError, match="made by another model"):
+        export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", reference=tmp_path / "ref")
+
+
+def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    infer(synthetic_corpus, trained_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
+    summary = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(target_precision=0.9),
+                             reference=tmp_path / "ref")
+    reference_rows = len(pd.read_parquet(tmp_path / "ref" / "predictions.parquet"))
+    assert f"on {reference_rows} self-reported" in summary["expected"]["rule"]
+    default = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9))
+    assert "dev/test rows" in default["expected"]["rule"]
