@@ -72,9 +72,10 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     _label_rows(rows, predictions, thresholds)
 
     rows["unused_reason"] = None
+    # dev/test are exactly the rows the run was evaluated on, so a retrained run meets the same test
+    evaluation = set(with_splits.loc[with_splits["split"].isin(["dev", "test"]), "path"])
     held_out = rows["split"].isin(["dev", "test"])
-    self_binary = rows["gender_source"].eq("self_reported") & rows["gender"].isin(BINARY_GENDERS)
-    rows.loc[held_out & ~self_binary, "unused_reason"] = "held-out speaker, not self-reported male/female"
+    rows.loc[held_out & ~rows["path"].isin(evaluation), "unused_reason"] = "held-out speaker, not an evaluation row"
     in_train = rows["split"].eq("train")
     rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "unused_reason"] = np.where(
         rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "pseudo_below_threshold"],

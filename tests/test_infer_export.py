@@ -227,3 +227,26 @@ def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tm
     assert f"on {reference_rows} self-reported" in summary["expected"]["rule"]
     default = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9))
     assert "dev/test rows" in default["expected"]["rule"]
+
+
+def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_corpus, trained_run, tmp_path):
+    from cvlabel.config import load_config
+    from cvlabel.evaluate import labelled_rows
+
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    config = load_config(trained_run / "config.yaml")
+    test_rows = labelled_rows(corpus, config, "test")
+    # a self-reported clip of a test speaker that sits in other.tsv: not an evaluation row
+    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    other = pd.read_csv(corpus / "other.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    moved = validated[validated["path"] == test_rows["path"].iloc[0]]
+    validated.drop(moved.index).to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
+    pd.concat([other, moved]).to_csv(corpus / "other.tsv", sep="\t", index=False, quoting=3)
+
+    infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
+    for split in ("dev", "test"):
+        exported = set(pd.read_parquet(tmp_path / "aug" / f"{split}.parquet")["path"])
+        assert exported == set(labelled_rows(corpus, config, split)["path"])
+    unused = pd.read_parquet(tmp_path / "aug" / "unused.parquet").set_index("path")
+    assert unused.loc[moved["path"].iloc[0], "unused_reason"] == "held-out speaker, not an evaluation row"
