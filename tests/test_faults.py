@@ -125,11 +125,28 @@ def test_tsv_oddities_that_are_read(tmp_path):
 # ---------------------------------------------------------------- runs
 
 
+def with_many_blank_rows(source, target, copies: int):
+    """A corpus copy whose blank rows are repeated `copies` times (hard-linked clips): a run long
+    enough to be killed in the middle."""
+    corpus = copy_corpus(source, target)
+    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    blank = validated[validated["gender"] == ""]
+    extra = []
+    for copy in range(copies):
+        for _, row in blank.iterrows():
+            name = f"copy{copy}_{row['path']}"
+            os.link(corpus / "clips" / row["path"], corpus / "clips" / name)
+            extra.append({**row.to_dict(), "path": name})
+    pd.concat([validated, pd.DataFrame(extra)]).to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
+    return corpus
+
+
 @pytest.mark.slow
 def test_sigkill_during_infer_then_the_same_command(synthetic_corpus, trained_run, tmp_path):
+    corpus = with_many_blank_rows(synthetic_corpus, tmp_path / "corpus", copies=10)
     out = tmp_path / "pred"
-    command = [sys.executable, "-m", "cvlabel", "infer", str(synthetic_corpus), "--unlabeled",
-               "--model", str(trained_run), "--out", str(out), "--jobs", "1", "--shard-size", "1"]
+    command = [sys.executable, "-m", "cvlabel", "infer", str(corpus), "--unlabeled",
+               "--model", str(trained_run), "--out", str(out), "--jobs", "1", "--shard-size", "4"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
@@ -143,7 +160,7 @@ def test_sigkill_during_infer_then_the_same_command(synthetic_corpus, trained_ru
     finished = subprocess.run(command, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     predicted = pd.read_parquet(out / "predictions.parquet")
-    assert sorted(predicted["path"]) == sorted(blank_paths(synthetic_corpus))
+    assert sorted(predicted["path"]) == sorted(blank_paths(corpus))
     parts = pd.concat([pd.read_parquet(p) for p in out.glob("part-*.parquet")])
     assert parts["path"].is_unique and len(parts) == len(predicted)
     assert {name: (out / name).stat().st_mtime_ns for name in survivors} == survivors
