@@ -47,12 +47,19 @@ def trim_silence(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -
 def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
     """Log-mel spectrogram. (n,) -> (n_mels, frames); (batch, n) -> (batch, n_mels, frames).
 
-    frames = n // hop_length + 1 (centred frames). Values are natural-log power, clamped at
-    DYNAMIC_RANGE_DB below the clip's peak; with normalize_gain each clip's mean is subtracted,
-    so a clip and the same clip 20 dB quieter give the same features.
+    frames = n // hop_length + 1 (centred frames, reflect-padded, Hann window; the same as
+    torchaudio's MelSpectrogram with power 2 and Slaney mels). Values are natural-log power,
+    clamped at DYNAMIC_RANGE_DB below the clip's peak; with normalize_gain each clip's mean is
+    subtracted, so a clip and the same clip 20 dB quieter give the same features.
     """
     waveform = torch.as_tensor(samples, dtype=torch.float32)
-    mel = _mel_transform(config)(waveform)
+    window, filterbank = _mel_basis(config)
+    spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
+                          pad_mode="reflect", return_complex=True)
+    # |X|^2 as re^2 + im^2: several times faster on a CPU than abs().pow(2) (measured)
+    spectrum = spectrum[..., : filterbank.shape[0], :]  # bins above f_max carry no mel weight
+    power = spectrum.real**2 + spectrum.imag**2
+    mel = torch.matmul(power.transpose(-1, -2), filterbank).transpose(-1, -2)
     features = torch.log(mel + LOG_FLOOR)
     # a floor relative to the clip's own peak, not an absolute one, keeps the features of a clip
     # and of the same clip 20 dB quieter identical (an absolute floor would cut them differently)
@@ -79,19 +86,19 @@ _NATS_PER_DB = float(np.log(10.0) / 10.0)  # natural-log units of power per deci
 
 
 @lru_cache(maxsize=8)
-def _mel_transform(config: FeatureConfig) -> torchaudio.transforms.MelSpectrogram:
-    # built once per config: the filterbank and window are reused for every clip
-    return torchaudio.transforms.MelSpectrogram(
-        sample_rate=config.sample_rate,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        n_mels=config.n_mels,
+def _mel_basis(config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The analysis window and the mel filterbank (frequency bins up to f_max, n_mels), built once per config."""
+    filterbank = torchaudio.functional.melscale_fbanks(
+        n_freqs=config.n_fft // 2 + 1,
         f_min=config.f_min,
         f_max=config.f_max,
-        power=2.0,
+        n_mels=config.n_mels,
+        sample_rate=config.sample_rate,
         norm="slaney",
         mel_scale="slaney",
     )
+    used = int(torch.nonzero(filterbank.sum(dim=1)).max()) + 1  # frequency bins up to f_max
+    return torch.hann_window(config.n_fft), filterbank[:used].contiguous()
 
 
 def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:

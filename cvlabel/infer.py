@@ -236,7 +236,9 @@ def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
 @lru_cache(maxsize=2)
 def _cached_checkpoint(model_file: str, mtime_ns: int) -> Checkpoint:
     # each worker process loads the model once, not once per shard
-    return load_checkpoint(model_file)
+    checkpoint = load_checkpoint(model_file)
+    checkpoint.model.fuse_for_inference()
+    return checkpoint
 
 
 def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict]:

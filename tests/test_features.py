@@ -68,3 +68,18 @@ def test_config_is_hashable_and_frozen():
     assert hash(config) == hash(FeatureConfig())
     with pytest.raises(Exception):
         config.n_mels = 80
+
+
+def test_log_mel_matches_torchaudio_melspectrogram():
+    import torchaudio
+
+    config = FeatureConfig(normalize_gain=False)
+    samples = np.random.default_rng(0).standard_normal((2, RATE)).astype(np.float32) * 0.1
+    reference = torchaudio.transforms.MelSpectrogram(
+        sample_rate=RATE, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
+        f_min=config.f_min, f_max=config.f_max, power=2.0, norm="slaney", mel_scale="slaney",
+    )(torch.from_numpy(samples))
+    ours = log_mel(samples, config)
+    expected = torch.log(reference + 1e-10)
+    expected = torch.maximum(expected, expected.amax(dim=(-2, -1), keepdim=True) - 80 * np.log(10) / 10)
+    torch.testing.assert_close(ours, expected, atol=1e-3, rtol=1e-4)

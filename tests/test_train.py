@@ -138,3 +138,19 @@ def test_model_takes_any_length_and_masks_padding():
     torch.testing.assert_close(batched[1:], model(long))
     # masking keeps the short clip's logit near its own, which plain padding would not
     assert abs(float(batched[0] - alone[0])) < abs(float(unmasked[0] - alone[0])) + 1e-6
+
+
+def test_fusing_for_inference_keeps_the_outputs():
+    torch.manual_seed(0)
+    model = GenderCNN(ModelConfig(), 64)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial statistics to fold
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+    model.eval()
+    x, frames = torch.randn(3, 64, 300), torch.tensor([300, 200, 90])
+    with torch.no_grad():
+        before = model(x, frames)
+        after = model.fuse_for_inference()(x, frames)
+    torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
