@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cvlabel-installed
 DEMO_DIR ?= outputs/demo
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ demo: $(STAMP)
 	@echo; echo "== pseudo-labels against the demo corpus's hidden truth"
 	$(CVLABEL) check-truth $(DEMO_DIR)/augmented --truth $(DEMO_DIR)/corpus/truth.tsv
 	@echo; echo "demo outputs in $(DEMO_DIR)/: corpus/, run/, predictions/, augmented/, run-retrained/"
+
+# Speed and memory benchmarks (tables on stdout, details in outputs/bench/bench.json). On the
+# development corpus: make bench CORPUS=../shared/corpora/devcorpus
+bench: $(STAMP)
+	$(BIN)/python benchmarks/infer_speed.py --out outputs/bench $(if $(CORPUS),--corpus $(CORPUS))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,220 @@
+"""Inference speed and memory: where the time goes, end-to-end vs decode-only, and scale.
+
+    python benchmarks/infer_speed.py [--corpus DIR] [--model RUN_DIR] [--rows 1000,10000,50000]
+
+Without --corpus it builds a demo corpus; without --model it uses an untrained model of the
+default shape (inference costs the same whatever the weights). Prints three tables:
+
+1. per-stage cost of one clip (one thread): decode, resample, silence trim, log-mel, CNN;
+2. clips/s of `infer` against a decode-only pass over the same shards with the same number of
+   processes (worker pools warmed up first for both, so start-up is not counted), per --jobs;
+3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
+   N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
+   process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
+   with shared library pages divided among the processes that share them: the real footprint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+import soxr
+import torch
+from joblib import Parallel, delayed
+
+from cvlabel.audio import load_audio
+from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from cvlabel.config import FeatureConfig, InferOptions, ModelConfig
+from cvlabel.corpus import read_release
+from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus
+from cvlabel.evaluate import batch_logits
+from cvlabel.features import log_mel, trim_silence
+from cvlabel.infer import infer
+from cvlabel.model import GenderCNN
+
+STAGE_CLIPS = 200  # clips timed per stage
+
+
+def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
+    """Milliseconds per clip of each stage, one thread."""
+    torch.set_num_threads(1)
+    config = checkpoint.feature_config
+    timings: dict[str, float] = {}
+
+    def timed(name, function, items):
+        started = time.perf_counter()
+        out = [function(item) for item in items]
+        timings[name] = 1000 * (time.perf_counter() - started) / len(items)
+        return out
+
+    decoded = timed("decode (soundfile)", lambda p: soundfile.read(p, dtype="float32"), clips)
+    resampled = timed("resample to 16 kHz (soxr)", lambda d: soxr.resample(d[0], d[1], config.sample_rate), decoded)
+    trimmed = timed("silence trim", lambda x: trim_silence(x, config), resampled)
+    features = timed("log-mel", lambda x: log_mel(x, config), trimmed)
+    model = checkpoint.model.fuse_for_inference()
+    started = time.perf_counter()
+    batch_logits(model, features, 32)
+    timings["CNN (batches of 32)"] = 1000 * (time.perf_counter() - started) / len(features)
+    timings["mean clip seconds (after trim)"] = float(np.mean([x.shape[0] for x in trimmed]) / config.sample_rate)
+    return timings
+
+
+def decode_shard(paths: list[str], max_seconds: float) -> int:
+    torch.set_num_threads(1)
+    for path in paths:
+        load_audio(path, max_seconds=max_seconds)
+    return len(paths)
+
+
+def warm_worker() -> int:
+    import cvlabel.infer  # noqa: F401  (imports torch in the worker)
+
+    return os.getpid()
+
+
+def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[str, float]:
+    """clips/s of infer and of a decode-only pass over the same shards, pools warmed up."""
+    options = InferOptions(jobs=jobs)
+    manifest = read_release(corpus)
+    blank = manifest[manifest["gender"].isna() & manifest["source_tsv"].isin(options.tsvs)]
+    paths = [str(corpus / "clips" / p) for p in blank["path"]]
+    shards = [paths[i : i + options.shard_size] for i in range(0, len(paths), options.shard_size)]
+    if jobs > 1:
+        Parallel(n_jobs=jobs)(delayed(warm_worker)() for _ in range(4 * jobs))
+    started = time.perf_counter()
+    if jobs == 1:
+        for shard in shards:
+            decode_shard(shard, FeatureConfig().max_seconds)
+    else:
+        Parallel(n_jobs=jobs)(delayed(decode_shard)(s, FeatureConfig().max_seconds) for s in shards)
+    decode_rate = len(paths) / (time.perf_counter() - started)
+    out = work / f"pred-jobs{jobs}"
+    started = time.perf_counter()
+    infer(corpus, model_file, out, options)
+    infer_rate = len(paths) / (time.perf_counter() - started)
+    return {"clips": len(paths), "decode_only_clips_per_s": decode_rate, "infer_clips_per_s": infer_rate,
+            "ratio": infer_rate / decode_rate}
+
+
+def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
+    """A corpus of `rows` blank rows pointing at hard links of the corpus clips."""
+    if (target / "validated.tsv").exists():
+        return target
+    sources = sorted((corpus / "clips").glob("*.mp3"))
+    (target / "clips").mkdir(parents=True)
+    names = []
+    for index in range(rows):
+        name = f"row{index:06d}.mp3"
+        os.link(sources[index % len(sources)], target / "clips" / name)
+        names.append(name)
+    table = pd.DataFrame({"client_id": [f"speaker{i % 500:03d}" for i in range(rows)], "path": names,
+                          "sentence": "x", "gender": ""})
+    table.to_csv(target / "validated.tsv", sep="\t", index=False)
+    return target
+
+
+def run_and_watch(command: list[str]) -> dict[str, float]:
+    """Run a command; sample the RSS of it and its descendants every 0.2 s."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak_main = peak_worker = peak_tree = peak_pss = 0.0
+    while process.poll() is None:
+        tree = _descendants(process.pid)
+        sizes = {pid: _memory_mb(pid, "VmRSS:", "status") for pid in tree}
+        peak_main = max(peak_main, sizes.get(process.pid, 0))
+        peak_worker = max([peak_worker] + [v for k, v in sizes.items() if k != process.pid])
+        peak_tree = max(peak_tree, sum(sizes.values()))
+        # RSS counts the shared torch libraries once per process; PSS splits them among the sharers
+        peak_pss = max(peak_pss, sum(_memory_mb(pid, "Pss:", "smaps_rollup") for pid in tree))
+        time.sleep(0.2)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
+    return {"seconds": time.perf_counter() - started, "peak_rss_main_mb": peak_main,
+            "peak_rss_worker_mb": peak_worker, "peak_rss_tree_mb": peak_tree, "peak_pss_tree_mb": peak_pss}
+
+
+def _descendants(root: int) -> list[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def _memory_mb(pid: int, key: str, source: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", type=Path, help="a Common Voice folder [default: a demo corpus built here]")
+    parser.add_argument("--model", type=Path, help="a run folder [default: an untrained model of the default shape]")
+    parser.add_argument("--rows", default="1000,10000,50000", help="row counts of the scale table")
+    parser.add_argument("--jobs", default="1,2", help="process counts of the throughput table")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
+    args = parser.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    corpus = args.corpus
+    if corpus is None:
+        corpus = args.out / "corpus"
+        if not (corpus / "validated.tsv").exists():
+            make_demo_corpus(corpus, DemoCorpusOptions(), jobs=os.cpu_count() or 1)
+    model_file = args.out / "model.pt"
+    if args.model:
+        model_file = args.model / "model.pt"
+    elif not model_file.exists():
+        torch.manual_seed(0)
+        features = FeatureConfig()
+        save_checkpoint(Checkpoint(GenderCNN(ModelConfig(), features.n_mels).eval(), ModelConfig(), features, 1.0),
+                        model_file)
+    clips = sorted((corpus / "clips").glob("*.mp3"))[:STAGE_CLIPS]
+    report: dict = {"stages_ms_per_clip": stage_costs(clips, load_checkpoint(model_file))}
+    print(f"1. per clip, one thread ({len(clips)} clips of {corpus})")
+    for name, value in report["stages_ms_per_clip"].items():
+        print(f"   {name:<32} {value:8.2f}")
+
+    with tempfile.TemporaryDirectory(dir=args.out) as work:
+        report["throughput"] = {int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")}
+    print("\n2. infer vs decode-only, same shards and processes (pools warm)")
+    print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
+
+    report["scale"] = {}
+    for rows in [int(r) for r in args.rows.split(",")]:
+        scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}")
+        pred = args.out / f"scale-{rows}-pred"
+        subprocess.run(["rm", "-rf", str(pred)], check=True)
+        watched = run_and_watch([sys.executable, "-m", "cvlabel", "infer", str(scaled), "--unlabeled",
+                                 "--model", str(model_file), "--out", str(pred), "--jobs", "2"])
+        watched["clips_per_s"] = rows / watched["seconds"]
+        report["scale"][rows] = watched
+    print("\n3. cvlabel infer --jobs 2 from a fresh process, rows pointing at hard links of the clips")
+    print(pd.DataFrame(report["scale"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
+    (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
