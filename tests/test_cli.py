@@ -96,3 +96,13 @@ def test_demo_corpus_rejects_bad_options(tmp_path):
 def test_infer_needs_a_selection(tiny_release, tmp_path):
     result = runner.invoke(app, ["infer", str(tiny_release), "--model", str(tmp_path), "--out", str(tmp_path / "p")])
     assert result.exit_code == 1 and "choose what to predict" in result.output
+
+
+def test_public_api_is_importable_without_loading_torch_first():
+    import subprocess
+    import sys
+
+    code = ("import sys, cvlabel; assert 'torch' not in sys.modules; "
+            "from cvlabel import train, infer, export_parquet, evaluate_run, load_checkpoint; "
+            "assert callable(train) and callable(infer) and callable(export_parquet)")
+    subprocess.run([sys.executable, "-c", code], check=True)
