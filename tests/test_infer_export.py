@@ -250,3 +250,16 @@ def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_co
         assert exported == set(labelled_rows(corpus, config, split)["path"])
     unused = pd.read_parquet(tmp_path / "aug" / "unused.parquet").set_index("path")
     assert unused.loc[moved["path"].iloc[0], "unused_reason"] == "held-out speaker, not an evaluation row"
+
+
+def test_a_release_without_blank_rows_gives_empty_outputs(synthetic_corpus, trained_run, tmp_path):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    for name in ("validated", "other", "invalidated"):
+        table = pd.read_csv(corpus / f"{name}.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+        table[table["gender"] != ""].to_csv(corpus / f"{name}.tsv", sep="\t", index=False, quoting=3)
+    summary = infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    assert summary["rows"] == 0
+    assert pq.read_schema(tmp_path / "pred" / "predictions.parquet").remove_metadata() == FINAL_SCHEMA
+    exported = export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
+    assert exported["pseudo_labels"] == {"male": 0, "female": 0}
+    assert exported["rows"]["train"] > 0
