@@ -263,3 +263,13 @@ def test_a_release_without_blank_rows_gives_empty_outputs(synthetic_corpus, trai
     exported = export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
     assert exported["pseudo_labels"] == {"male": 0, "female": 0}
     assert exported["rows"]["train"] > 0
+
+
+def test_worker_count():
+    from cvlabel.infer import SERIAL_BELOW_ROWS, worker_count
+
+    assert worker_count(0, SERIAL_BELOW_ROWS - 1, 10, cores=4) == 1  # small run: in-process
+    assert worker_count(0, SERIAL_BELOW_ROWS, 10, cores=4) == 4
+    assert worker_count(0, 10_000, 3, cores=4) == 3  # never more workers than shards to do
+    assert worker_count(2, 10, 5, cores=4) == 2  # an explicit --jobs is obeyed
+    assert worker_count(3, 0, 0, cores=4) == 1
