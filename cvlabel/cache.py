@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 
@@ -55,7 +56,7 @@ class AudioCache:
     root: Path
     config: FeatureConfig
 
-    @property
+    @cached_property  # hashed once, not for every clip of every batch
     def folder(self) -> Path:
         settings = {name: getattr(self.config, name) for name in AUDIO_FIELDS}
         key = hashlib.sha1(json.dumps([CACHE_VERSION, settings], sort_keys=True).encode()).hexdigest()[:16]
