@@ -50,6 +50,7 @@ demo: $(STAMP)
 # development corpus: make bench CORPUS=../shared/corpora/devcorpus
 bench: $(STAMP)
 	$(BIN)/python benchmarks/infer_speed.py --out outputs/bench $(if $(CORPUS),--corpus $(CORPUS))
+	$(BIN)/python benchmarks/train_speed.py --out outputs/bench-train $(if $(CORPUS),--corpus $(CORPUS))
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR)
