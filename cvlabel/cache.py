@@ -43,11 +43,16 @@ def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
 
     Raises AudioError when the clip cannot be decoded or holds no speech.
     """
-    samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
+    return speech_of(load_audio(path, config.sample_rate, max_seconds=config.max_seconds), config, path)
+
+
+def speech_of(samples: np.ndarray, config: FeatureConfig, source: str | Path) -> np.ndarray:
+    """Decoded samples as the model hears them (silence-trimmed); AudioError naming `source` if
+    no speech is left."""
     if config.trim_silence:
         samples = trim_silence(samples, config)
     if samples.shape[0] < config.n_fft:
-        raise AudioError(path, "no speech found (silent or too short)")
+        raise AudioError(source, "no speech found (silent or too short)")
     return samples
 
 

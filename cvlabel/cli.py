@@ -112,6 +112,31 @@ def inspect(
 
 @app.command()
 @_reports_errors
+def predict(
+    files: List[Path] = typer.Argument(..., help="Audio files (MP3, WAV, FLAC, ...) to classify."),
+    model: Path = typer.Option(..., "--model", help="Run folder written by 'cvlabel train' (or its model.pt)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file instead of a line of text."),
+) -> None:
+    """Print the calibrated gender of single clips; a broken file gets its own error line and the others still run."""
+    import json
+
+    from .predict import predict_files
+
+    results = predict_files(files, model)
+    for result in results:
+        if as_json:
+            typer.echo(json.dumps(result))
+        elif result["error"]:
+            typer.echo(f"{result['path']}\terror: {result['error']}")
+        else:
+            typer.echo(f"{result['path']}\t{result['label']}\tp_female={result['p_female']:.4f}\t"
+                       f"{result['duration_s']:.2f} s")
+    if any(result["error"] for result in results):
+        raise typer.Exit(EXIT_USER_ERROR)
+
+
+@app.command()
+@_reports_errors
 def compare(
     run_dirs: List[Path] = typer.Argument(..., help="Two or more run folders written by 'cvlabel train'."),
 ) -> None:
