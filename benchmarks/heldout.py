@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 
 from cvlabel.augment import telephone
-from cvlabel.cache import AudioCache, default_cache_root
-from cvlabel.checkpoint import load_checkpoint
+from cvlabel.cache import AudioCache, cache_root
+from cvlabel.checkpoint import load_checkpoint, run_config
 from cvlabel.config import load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
 from cvlabel.evaluate import clip_logits, labelled_rows
@@ -83,8 +83,8 @@ def main() -> None:
         print(f"trained in {time.time() - started:.0f} s", file=sys.stderr)
     checkpoint = load_checkpoint(run)
     features = checkpoint.feature_config
-    rows = labelled_rows(test_corpus, load_config(run / "config.yaml"), "all")
-    cache = AudioCache(Path(config.train.cache_dir) if config.train.cache_dir else default_cache_root(), features)
+    rows = labelled_rows(test_corpus, run_config(run), "all")
+    cache = AudioCache(cache_root(config.train.cache_dir), features)
     errors = cache.fill(rows["clip"].tolist(), jobs=2)
     rows = rows[~rows["clip"].isin(errors)].reset_index(drop=True)
     audio = [cache.load(c) for c in rows["clip"]]

@@ -33,7 +33,10 @@ AUDIO_FIELDS = ("sample_rate", "trim_silence", "vad_frame_ms", "vad_threshold_db
                 "max_seconds")
 
 
-def default_cache_root() -> Path:
+def cache_root(setting: str = "") -> Path:
+    """The cache folder: train.cache_dir when set, else $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel."""
+    if setting:
+        return Path(setting)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cvlabel"
 

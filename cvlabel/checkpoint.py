@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .config import config_to_dict, from_dict
+from .config import Config, config_to_dict, from_dict, load_config
 from .errors import CvlabelError
 from .features import FeatureConfig
 from .files import atomic_path
@@ -51,11 +51,21 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
         torch.save(payload, tmp)
 
 
+def model_file(path: str | Path) -> Path:
+    """A run folder's model.pt, or the checkpoint file itself."""
+    path = Path(path)
+    return path / "model.pt" if path.is_dir() else path
+
+
+def run_config(path: str | Path) -> Config:
+    """The resolved config saved beside a checkpoint (defaults if there is none)."""
+    saved = model_file(path).parent / "config.yaml"
+    return load_config(saved if saved.is_file() else None)
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a checkpoint with torch's weights_only unpickler: a file carrying code is refused."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
+    path = model_file(path)
     if not path.is_file():
         raise CvlabelError(f"{path}: no such checkpoint (expected a run folder or its model.pt)")
     try:

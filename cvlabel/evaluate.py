@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .cache import AudioCache, default_cache_root
-from .checkpoint import load_checkpoint
-from .config import Config, FeatureConfig, load_config
+from .cache import AudioCache, cache_root
+from .checkpoint import load_checkpoint, run_config
+from .config import Config, FeatureConfig
 from .corpus import clips_dir, read_release
 from .errors import CvlabelError
 from .features import log_mel
@@ -64,26 +64,24 @@ def labelled_rows(corpus_dir: str | Path, config: Config, split: str) -> pd.Data
     manifest, _ = assign_splits(read_release(corpus_dir), config.splits)
     rows = manifest[manifest["split"] != ""] if split == "all" else manifest[manifest["split"] == split]
     rows = rows.copy()
-    rows["clip"] = [str(clips_dir(corpus_dir) / p) for p in rows["path"]]
+    folder = clips_dir(corpus_dir)
+    rows["clip"] = [str(folder / p) for p in rows["path"]]
     rows["label"] = rows["gender"].map({g: i for i, g in enumerate(LABELS)}).astype(int)
     return rows.reset_index(drop=True)
 
 
-def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test", jobs: int = 0,
-                 cache_root: str | Path | None = None) -> dict:
+def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test", jobs: int = 0) -> dict:
     """Metrics of a trained run on the self-reported rows of `split` of any corpus.
 
     The run's own config (its split settings and seed) decides the splits, so evaluating on the
     corpus it was trained on gives its held-out test speakers; `all` uses every labelled row.
     """
-    run_dir = Path(run_dir)
     checkpoint = load_checkpoint(run_dir)
-    config_path = run_dir / "config.yaml"
-    config = load_config(config_path if config_path.is_file() else None)
+    config = run_config(run_dir)
     rows = labelled_rows(corpus_dir, config, split)
     if rows.empty:
         raise CvlabelError(f"{corpus_dir}: no self-reported male/female rows in split {split!r}")
-    cache = AudioCache(Path(cache_root) if cache_root else _cache_root(config), checkpoint.feature_config)
+    cache = AudioCache(cache_root(config.train.cache_dir), checkpoint.feature_config)
     errors = cache.fill(rows["clip"].tolist(), jobs=jobs or os.cpu_count() or 1)
     rows = rows[~rows["clip"].isin(errors)].reset_index(drop=True)
     logits = clip_logits(checkpoint.model, checkpoint.feature_config, lambda i: cache.load(rows["clip"][i]),
@@ -93,10 +91,6 @@ def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test
     metrics["split"] = split
     metrics["decode_errors"] = len(errors)
     return metrics
-
-
-def _cache_root(config: Config) -> Path:
-    return Path(config.train.cache_dir) if config.train.cache_dir else default_cache_root()
 
 
 def format_metrics(metrics: dict, keys: Sequence[str] | None = None) -> str:

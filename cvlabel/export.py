@@ -24,7 +24,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import ExportOptions, load_config
+from .checkpoint import run_config
+from .config import ExportOptions
 from .corpus import BINARY_GENDERS, clips_dir, read_release
 from .errors import CvlabelError
 from .files import writable_folder, write_json, write_parquet
@@ -54,7 +55,7 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     if Path(plan["corpus"]) != corpus_dir.resolve():
         raise CvlabelError(f"{predictions_dir} was made for the corpus {plan['corpus']}, not {corpus_dir.resolve()}")
     run_dir = Path(plan["model"]).parent
-    run_config = load_config(run_dir / "config.yaml" if (run_dir / "config.yaml").is_file() else None)
+    config = run_config(plan["model"])
 
     manifest = read_release(corpus_dir)
     unknown = set(predictions["path"]) - set(manifest.loc[manifest["gender"].isna(), "path"])
@@ -66,7 +67,7 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below
-    with_splits, _ = assign_splits(manifest, replace(run_config.splits, max_clips_per_speaker=0))
+    with_splits, _ = assign_splits(manifest, replace(config.splits, max_clips_per_speaker=0))
     speaker_split = with_splits[with_splits["split"] != ""].groupby("client_id")["split"].first()
     rows["split"] = rows["client_id"].map(speaker_split).fillna("train")
     _label_rows(rows, predictions, thresholds)
@@ -81,7 +82,7 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
         rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "pseudo_below_threshold"],
         "below confidence threshold", "no male/female label")
     before = _counts(rows[in_train & rows["unused_reason"].isna()])
-    _cap_per_speaker(rows, run_config.splits.max_clips_per_speaker)
+    _cap_per_speaker(rows, config.splits.max_clips_per_speaker)
     if options.rebalance:
         _rebalance(rows, options.female_share)
     rows.loc[rows["unused_reason"].notna(), "split"] = "unused"
@@ -123,7 +124,8 @@ def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.Dat
         parts.append(table.to_pandas().assign(split=split))
     rows = pd.concat(parts, ignore_index=True)
     rows = rows[rows["gender"].isin(BINARY_GENDERS)].reset_index(drop=True)
-    rows["clip"] = [str(clips_dir(corpus_dir) / p) for p in rows["path"]]
+    folder = clips_dir(corpus_dir)
+    rows["clip"] = [str(folder / p) for p in rows["path"]]
     rows["label"] = (rows["gender"] == "female").astype(int)
     return rows
 

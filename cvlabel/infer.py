@@ -29,8 +29,8 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .cache import decode_speech
-from .checkpoint import Checkpoint, load_checkpoint
-from .config import InferOptions, load_config
+from .checkpoint import Checkpoint, load_checkpoint, model_file, run_config
+from .config import InferOptions
 from .corpus import BINARY_GENDERS, CLIP_TSVS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
 from .evaluate import batch_logits
@@ -83,18 +83,18 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
     started = time.time()
     corpus_dir, model_dir, out_dir = Path(corpus_dir), Path(model_dir), Path(out_dir)
     _check_options(options)
-    model_file = model_dir / "model.pt" if model_dir.is_dir() else model_dir
-    checkpoint = load_checkpoint(model_file)
+    checkpoint_file = model_file(model_dir)
+    checkpoint = load_checkpoint(checkpoint_file)
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, model_dir)
-    _prepare_out_dir(out_dir, _plan(corpus_dir, model_file, options, rows))
+    _prepare_out_dir(out_dir, _plan(corpus_dir, checkpoint_file, options, rows))
 
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
     todo = [k for k in range(len(shards)) if not part_path(out_dir, k).exists()]
     jobs = worker_count(options.jobs, sum(len(shards[k]) for k in todo), len(todo))
     log.info("%d rows in %d shards, %d to do, %d jobs", len(rows), len(shards), len(todo), jobs)
     tasks = (
-        delayed(predict_shard)(_shard_records(shards[k], corpus_dir), str(model_file), str(part_path(out_dir, k)),
+        delayed(predict_shard)(_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(part_path(out_dir, k)),
                                options.batch_size, jobs > 1)
         for k in todo
     )
@@ -150,9 +150,7 @@ def select_rows(manifest: pd.DataFrame, options: InferOptions, model_dir: Path) 
         blank = manifest["gender"].isna() & manifest["source_tsv"].isin(options.tsvs)
         opted_out = blank & manifest["client_id"].isin(not_binary)
         return manifest[blank & ~opted_out].reset_index(drop=True), int(opted_out.sum())
-    config_file = (model_dir if model_dir.is_dir() else model_dir.parent) / "config.yaml"
-    config = load_config(config_file if config_file.is_file() else None)
-    with_splits, _ = assign_splits(manifest, config.splits)
+    with_splits, _ = assign_splits(manifest, run_config(model_dir).splits)
     return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
 
 

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .augment import augment_waveform, random_crop, spec_augment
-from .cache import AudioCache, default_cache_root
+from .cache import AudioCache, cache_root
 from .checkpoint import Checkpoint, save_checkpoint
 from .config import Config, save_config
 from .errors import CvlabelError
@@ -60,7 +60,7 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
 
     rows = read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config, "all")
-    cache = AudioCache(Path(config.train.cache_dir) if config.train.cache_dir else default_cache_root(), config.features)
+    cache = AudioCache(cache_root(config.train.cache_dir), config.features)
     errors = cache.fill(rows["clip"].tolist(), jobs=config.train.jobs or os.cpu_count() or 1)
     if errors:
         log.warning("%d clips could not be used (first: %s: %s)", len(errors), *next(iter(errors.items())))
