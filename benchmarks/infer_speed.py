@@ -6,8 +6,9 @@ Without --corpus it builds a demo corpus; without --model it uses an untrained m
 default shape (inference costs the same whatever the weights). Prints three tables:
 
 1. per-stage cost of one clip (one thread): decode, resample, silence trim, log-mel, CNN;
-2. clips/s of `infer` against a decode-only pass over the same shards with the same number of
-   processes (worker pools warmed up first for both, so start-up is not counted), per --jobs;
+2. clips/s of `infer` against a decode-only pass (soundfile, nothing else) and a decode+resample
+   pass (load_audio) over the same shards with the same number of processes (worker pools warmed
+   up first, so start-up is not counted), per --jobs;
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
@@ -36,12 +37,12 @@ from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.config import FeatureConfig, InferOptions, ModelConfig
 from cvlabel.corpus import read_release
 from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus
-from cvlabel.evaluate import batch_logits
-from cvlabel.features import log_mel, trim_silence
+from cvlabel.features import log_mel, log_mel_batch, trim_silence
 from cvlabel.infer import infer
 from cvlabel.model import GenderCNN
 
-STAGE_CLIPS = 200  # clips timed per stage
+STAGE_CLIPS = 256  # clips timed per stage
+BATCH = 32  # clips per batch, as infer's default
 
 
 def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
@@ -59,19 +60,28 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     decoded = timed("decode (soundfile)", lambda p: soundfile.read(p, dtype="float32"), clips)
     resampled = timed("resample to 16 kHz (soxr)", lambda d: soxr.resample(d[0], d[1], config.sample_rate), decoded)
     trimmed = timed("silence trim", lambda x: trim_silence(x, config), resampled)
-    features = timed("log-mel", lambda x: log_mel(x, config), trimmed)
+    timed("log-mel, one clip at a time", lambda x: log_mel(x, config), trimmed)
+    by_length = sorted(trimmed, key=len)  # as infer batches them
+    batches = [by_length[i : i + BATCH] for i in range(0, len(by_length), BATCH)]
+    features = timed("log-mel, batches of 32", lambda b: log_mel_batch(b, config), batches)
+    timings["log-mel, batches of 32"] /= BATCH
     model = checkpoint.model.fuse_for_inference()
-    started = time.perf_counter()
-    batch_logits(model, features, 32)
-    timings["CNN (batches of 32)"] = 1000 * (time.perf_counter() - started) / len(features)
+    with torch.inference_mode():
+        timed("CNN, batches of 32", lambda f: model(*f), features)
+    timings["CNN, batches of 32"] /= BATCH
     timings["mean clip seconds (after trim)"] = float(np.mean([x.shape[0] for x in trimmed]) / config.sample_rate)
     return timings
 
 
-def decode_shard(paths: list[str], max_seconds: float) -> int:
+def decode_shard(paths: list[str], max_seconds: float, resample: bool) -> int:
+    """Decode a shard's clips (first max_seconds, float32, as load_audio does), optionally resampled."""
     torch.set_num_threads(1)
     for path in paths:
-        load_audio(path, max_seconds=max_seconds)
+        if resample:
+            load_audio(path, max_seconds=max_seconds)
+        else:
+            with soundfile.SoundFile(path) as clip:
+                clip.read(frames=min(clip.frames, int(max_seconds * clip.samplerate)), dtype="float32")
     return len(paths)
 
 
@@ -90,19 +100,22 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[st
     shards = [paths[i : i + options.shard_size] for i in range(0, len(paths), options.shard_size)]
     if jobs > 1:
         Parallel(n_jobs=jobs)(delayed(warm_worker)() for _ in range(4 * jobs))
-    started = time.perf_counter()
-    if jobs == 1:
-        for shard in shards:
-            decode_shard(shard, FeatureConfig().max_seconds)
-    else:
-        Parallel(n_jobs=jobs)(delayed(decode_shard)(s, FeatureConfig().max_seconds) for s in shards)
-    decode_rate = len(paths) / (time.perf_counter() - started)
+    rates = {}
+    for resample in (False, True):
+        started = time.perf_counter()
+        if jobs == 1:
+            for shard in shards:
+                decode_shard(shard, FeatureConfig().max_seconds, resample)
+        else:
+            Parallel(n_jobs=jobs)(delayed(decode_shard)(s, FeatureConfig().max_seconds, resample) for s in shards)
+        rates[resample] = len(paths) / (time.perf_counter() - started)
     out = work / f"pred-jobs{jobs}"
     started = time.perf_counter()
     infer(corpus, model_file, out, options)
     infer_rate = len(paths) / (time.perf_counter() - started)
-    return {"clips": len(paths), "decode_only_clips_per_s": decode_rate, "infer_clips_per_s": infer_rate,
-            "ratio": infer_rate / decode_rate}
+    return {"clips": len(paths), "decode_clips_per_s": rates[False], "decode_resample_clips_per_s": rates[True],
+            "infer_clips_per_s": infer_rate, "infer/decode": infer_rate / rates[False],
+            "infer/decode+resample": infer_rate / rates[True]}
 
 
 def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
@@ -199,7 +212,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(dir=args.out) as work:
         report["throughput"] = {int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")}
-    print("\n2. infer vs decode-only, same shards and processes (pools warm)")
+    print("\n2. infer vs decode-only and decode+resample, same shards and processes (pools warm)")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
 
     report["scale"] = {}

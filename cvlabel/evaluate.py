@@ -14,7 +14,7 @@ from .checkpoint import load_checkpoint, run_config
 from .config import Config, FeatureConfig
 from .corpus import clips_dir, read_release
 from .errors import CvlabelError
-from .features import log_mel
+from .features import log_mel_batch
 from .metrics import classification_metrics
 from .model import LABELS, GenderCNN
 from .splits import SPLITS, assign_splits
@@ -22,10 +22,9 @@ from .splits import SPLITS, assign_splits
 EVAL_SPLITS = SPLITS + ("all",)
 
 
-SORT_WINDOW = 1024  # clips whose features are held at once and batched by length: memory stays bounded
+SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
 
 
-@torch.inference_mode()
 def clip_logits(model: GenderCNN, config: FeatureConfig, load: Callable[[int], np.ndarray], count: int,
                 batch_size: int = 32) -> np.ndarray:
     """Logits of `count` clips, where load(i) gives clip i's speech samples.
@@ -36,24 +35,22 @@ def clip_logits(model: GenderCNN, config: FeatureConfig, load: Callable[[int], n
     model.eval()
     logits = np.empty(count, dtype=np.float64)
     for first in range(0, count, SORT_WINDOW):
-        indices = range(first, min(count, first + SORT_WINDOW))
-        features = {index: log_mel(load(index), config) for index in indices}
-        logits[list(indices)] = batch_logits(model, list(features.values()), batch_size)
+        indices = list(range(first, min(count, first + SORT_WINDOW)))
+        logits[indices] = batch_logits(model, [load(index) for index in indices], config, batch_size)
     return logits
 
 
 @torch.inference_mode()
-def batch_logits(model: GenderCNN, features: Sequence[torch.Tensor], batch_size: int) -> np.ndarray:
-    """Logits of (n_mels, frames) feature arrays of any lengths, batched shortest first."""
-    lengths = np.array([f.shape[1] for f in features], dtype=np.int64)
-    logits = np.empty(len(features), dtype=np.float64)
+def batch_logits(model: GenderCNN, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int) -> np.ndarray:
+    """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest first:
+    each batch's log-mels are computed in one pass."""
+    lengths = np.array([clip.shape[0] for clip in clips], dtype=np.int64)
+    logits = np.empty(len(clips), dtype=np.float64)
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(features), batch_size):
+    for start in range(0, len(clips), batch_size):
         chosen = order[start : start + batch_size]
-        batch = torch.zeros(len(chosen), features[0].shape[0], int(lengths[chosen].max()))
-        for row, index in enumerate(chosen):
-            batch[row, :, : lengths[index]] = features[index]
-        logits[chosen] = model(batch, torch.as_tensor(lengths[chosen])).double().numpy()
+        features, frames = log_mel_batch([clips[index] for index in chosen], config)
+        logits[chosen] = model(features, frames).double().numpy()
     return logits
 
 

@@ -33,8 +33,7 @@ from .checkpoint import Checkpoint, load_checkpoint, model_file, run_config
 from .config import InferOptions
 from .corpus import BINARY_GENDERS, CLIP_TSVS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
-from .evaluate import batch_logits
-from .features import log_mel
+from .evaluate import SORT_WINDOW, batch_logits
 from .files import writable_folder, write_json, write_parquet
 from .metrics import sigmoid
 from .model import LABELS
@@ -163,17 +162,19 @@ def predict_shard(records: list[dict], model_file: str, out_file: str, batch_siz
         torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
     checkpoint = _cached_checkpoint(model_file, os.stat(model_file).st_mtime_ns)
     config = checkpoint.feature_config
-    features, errors = {}, {}
-    for index, record in enumerate(records):
-        try:
-            features[index] = log_mel(decode_speech(record["clip"], config), config)
-        except AudioError as exc:
-            errors[index] = exc.reason
-        except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
-            errors[index] = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
     logits = np.full(len(records), np.nan)
-    if features:
-        logits[list(features)] = batch_logits(checkpoint.model, list(features.values()), batch_size)
+    errors = {}
+    for first in range(0, len(records), SORT_WINDOW):  # bounded audio in memory, whatever the shard size
+        speech = {}
+        for index in range(first, min(len(records), first + SORT_WINDOW)):
+            try:
+                speech[index] = decode_speech(records[index]["clip"], config)
+            except AudioError as exc:
+                errors[index] = exc.reason
+            except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
+                errors[index] = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
+        if speech:
+            logits[list(speech)] = batch_logits(checkpoint.model, list(speech.values()), config, batch_size)
     p_female = sigmoid(logits / checkpoint.temperature)
     ok = ~np.isnan(logits)
     table = pd.DataFrame({

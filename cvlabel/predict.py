@@ -9,7 +9,6 @@ from .cache import speech_of
 from .checkpoint import load_checkpoint
 from .errors import AudioError
 from .evaluate import batch_logits
-from .features import log_mel
 from .metrics import sigmoid
 from .model import LABELS
 
@@ -30,12 +29,12 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
         try:
             samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
             result["duration_s"] = round(samples.shape[0] / config.sample_rate, 3)
-            features = log_mel(speech_of(samples, config, path), config)
+            speech = speech_of(samples, config, path)
         except AudioError as exc:
             result["error"] = exc.reason
             results.append(result)
             continue
-        p_female = float(sigmoid(batch_logits(model, [features], 1)[0] / checkpoint.temperature))
+        p_female = float(sigmoid(batch_logits(model, [speech], config, 1)[0] / checkpoint.temperature))
         result.update(label=LABELS[int(p_female >= 0.5)], p_female=round(p_female, 4),
                       confidence=round(max(p_female, 1 - p_female), 4))
         results.append(result)
