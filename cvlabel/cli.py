@@ -229,6 +229,11 @@ def infer(
                              "fewer than 1,500 rows, where starting workers costs more than it saves."),
     batch_size: int = typer.Option(INFER.batch_size, help="Clips per forward pass of the model."),
     shard_size: int = typer.Option(INFER.shard_size, help="Rows per shard file: the most a kill can lose."),
+    backend: str = typer.Option(INFER.backend, help="local: worker processes on this machine; dask: one Dask "
+                                "task per shard (needs pip install 'cvlabel[dask]'; workers must see the corpus, "
+                                "the model and --out at the same paths)."),
+    scheduler: str = typer.Option(INFER.scheduler, help="With --backend dask: address of a running scheduler, "
+                                  "e.g. tcp://host:8786; without it a LocalCluster of --jobs workers starts here."),
 ) -> None:
     """Predict speaker gender for the blank-gender rows, in parallel resumable shards, pooled per speaker."""
     from .infer import infer as run_infer
@@ -237,7 +242,8 @@ def infer(
         raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test")
     options = InferOptions(selection="unlabeled" if unlabeled else split,
                            tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
-                           jobs=jobs, batch_size=batch_size, shard_size=shard_size)
+                           jobs=jobs, batch_size=batch_size, shard_size=shard_size, backend=backend,
+                           scheduler=scheduler)
     summary = run_infer(corpus_dir, model, out, options)
     typer.echo(
         f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "

@@ -97,6 +97,8 @@ class InferOptions:
     jobs: int = 0  # worker processes; 0 means one per core (in-process below 1,500 rows)
     batch_size: int = 32  # clips per forward pass
     shard_size: int = 256  # rows per shard file: what a kill can lose, and the unit of resuming
+    backend: str = "local"  # local: joblib processes on this machine; dask: one Dask task per shard
+    scheduler: str = ""  # with backend dask: tcp://host:port of a running scheduler; blank starts a LocalCluster
 
 
 # Options of `cvlabel export parquet` (set on its command line).

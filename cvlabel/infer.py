@@ -7,8 +7,8 @@ PRED_DIR holds:
     predictions.parquet     every row after the speaker pass (FINAL_SCHEMA)
 
 A killed run loses only the shards in flight; running the same command again skips the
-finished ones. One function, `predict_shard`, does one shard; `--jobs 1` calls it in-process and
-`--jobs N` maps it over worker processes.
+finished ones. One function, `predict_shard`, does one shard; `--jobs 1` calls it in-process,
+`--jobs N` maps it over worker processes, and `--backend dask` runs it on a Dask cluster (cluster.py).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from .splits import assign_splits, speaker_genders
 log = logging.getLogger(__name__)
 
 SELECTIONS = ("unlabeled", "dev", "test")
+BACKENDS = ("local", "dask")
 PLAN_VERSION = 1
 
 PREDICTION_SCHEMA = pa.schema(
@@ -90,21 +91,27 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
 
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
     todo = [k for k in range(len(shards)) if not part_path(out_dir, k).exists()]
-    jobs = worker_count(options.jobs, sum(len(shards[k]) for k in todo), len(todo))
-    log.info("%d rows in %d shards, %d to do, %d jobs", len(rows), len(shards), len(todo), jobs)
-    tasks = (
-        delayed(predict_shard)(_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(part_path(out_dir, k)),
-                               options.batch_size, jobs > 1)
-        for k in todo
-    )
-    with tqdm(total=len(rows), initial=len(rows) - sum(len(shards[k]) for k in todo), desc="predicting",
-              unit="clip") as bar:
-        if jobs == 1:
-            for task, args, kwargs in tasks:
-                bar.update(task(*args, **kwargs))
+    todo_rows = sum(len(shards[k]) for k in todo)
+    calls = ((_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(part_path(out_dir, k)),
+              options.batch_size) for k in todo)  # lazy: a release's rows are never all in flight
+    with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+        if options.backend == "dask":
+            from .cluster import local_workers, run_shards
+
+            log.info("%d rows in %d shards, %d to do, on Dask %s", len(rows), len(shards), len(todo),
+                     options.scheduler or "LocalCluster")
+            run_shards(partial(predict_shard, worker=True), calls, options.scheduler, local_workers(options.jobs),
+                       bar.update)
         else:
-            for done in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                bar.update(done)
+            jobs = worker_count(options.jobs, todo_rows, len(todo))
+            log.info("%d rows in %d shards, %d to do, %d jobs", len(rows), len(shards), len(todo), jobs)
+            if jobs == 1:
+                for call in calls:
+                    bar.update(predict_shard(*call, worker=False))
+            else:
+                tasks = (delayed(predict_shard)(*call, worker=True) for call in calls)
+                for done in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
+                    bar.update(done)
 
     parts = pd.concat([pq.read_table(part_path(out_dir, k)).to_pandas() for k in range(len(shards))],
                       ignore_index=True) if shards else PREDICTION_SCHEMA.empty_table().to_pandas()
@@ -317,5 +324,9 @@ def _check_options(options: InferOptions) -> None:
     unknown = [t for t in options.tsvs if t not in CLIP_TSVS]
     if unknown or not options.tsvs:
         raise CvlabelError(f"unknown TSV {unknown[0] if unknown else ''!r}; choose from {', '.join(CLIP_TSVS)}")
+    if options.backend not in BACKENDS:
+        raise CvlabelError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    if options.scheduler and options.backend != "dask":
+        raise CvlabelError("--scheduler is an address for --backend dask")
     if options.batch_size < 1 or options.shard_size < 1 or options.jobs < 0:
         raise CvlabelError("--batch-size and --shard-size must be at least 1, --jobs at least 0")
