@@ -12,13 +12,16 @@ default shape (inference costs the same whatever the weights). Prints three tabl
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
-   with shared library pages divided among the processes that share them: the real footprint).
+   with shared library pages divided among the processes that share them: the real footprint);
+4. the same command with `--backend dask` (a LocalCluster of 2 single-threaded worker processes)
+   against the local backend, back to back on the same rows.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -187,6 +190,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a run folder [default: an untrained model of the default shape]")
     parser.add_argument("--rows", default="1000,10000,50000", help="row counts of the scale table")
     parser.add_argument("--jobs", default="1,2", help="process counts of the throughput table")
+    parser.add_argument("--backend-rows", type=int, default=10000,
+                        help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
 
@@ -215,17 +220,24 @@ def main() -> None:
     print("\n2. infer vs decode-only and decode+resample, same shards and processes (pools warm)")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
 
-    report["scale"] = {}
-    for rows in [int(r) for r in args.rows.split(",")]:
+    def timed_infer(rows: int, *extra: str) -> dict[str, float]:
         scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}")
         pred = args.out / f"scale-{rows}-pred"
-        subprocess.run(["rm", "-rf", str(pred)], check=True)
+        shutil.rmtree(pred, ignore_errors=True)
         watched = run_and_watch([sys.executable, "-m", "cvlabel", "infer", str(scaled), "--unlabeled",
-                                 "--model", str(model_file), "--out", str(pred), "--jobs", "2"])
+                                 "--model", str(model_file), "--out", str(pred), "--jobs", "2", *extra])
         watched["clips_per_s"] = rows / watched["seconds"]
-        report["scale"][rows] = watched
+        return watched
+
+    report["scale"] = {rows: timed_infer(rows) for rows in [int(r) for r in args.rows.split(",")]}
     print("\n3. cvlabel infer --jobs 2 from a fresh process, rows pointing at hard links of the clips")
     print(pd.DataFrame(report["scale"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
+
+    if args.backend_rows:
+        report["backends"] = {"local": timed_infer(args.backend_rows),
+                              "dask": timed_infer(args.backend_rows, "--backend", "dask")}
+        print(f"\n4. cvlabel infer --jobs 2 on {args.backend_rows} rows: local processes vs a Dask LocalCluster")
+        print(pd.DataFrame(report["backends"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
     (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
 
 
