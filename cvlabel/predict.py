@@ -102,7 +102,7 @@ def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Pat
             raise CvlabelError("stdin is a terminal; pipe raw 16-bit PCM into 'cvlabel predict -' (see --help)")
         source = pcm_blocks(source, sample_rate)
     predictor = Predictor.load(model_dir)
-    return _stream_updates(_at_rate(source, sample_rate, predictor.config.sample_rate), predictor)
+    return _stream_updates(resample_blocks(source, sample_rate, predictor.config.sample_rate), predictor)
 
 
 def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
@@ -121,7 +121,7 @@ def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK
             yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / PCM_FULL_SCALE
 
 
-def _at_rate(blocks: Iterable[np.ndarray], in_rate: int, out_rate: int) -> Iterator[np.ndarray]:
+def resample_blocks(blocks: Iterable[np.ndarray], in_rate: int, out_rate: int) -> Iterator[np.ndarray]:
     """The blocks at out_rate; one streaming resampler, so block edges leave no seams."""
     resampler = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32") if in_rate != out_rate else None
     for block in blocks:
