@@ -28,6 +28,8 @@ app.add_typer(export_app, name="export")
 
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+STDIN_ARG = "-"  # predict's file argument that means: raw PCM from stdin
+DEFAULT_PCM_RATE = 16_000  # Hz: predict -'s rate when --sample-rate is not given (the model's usual rate)
 
 DEMO = DemoCorpusOptions()  # the demo corpus options' defaults, shown in --help
 INFER = InferOptions()  # infer's defaults, shown in --help
@@ -110,18 +112,46 @@ def inspect(
     typer.echo(describe_release(corpus_dir, load_config(config, set_)))
 
 
-@app.command()
+# rich keeps a docstring's line breaks, so predict's long help is built of one-line paragraphs
+PREDICT_HELP = "\n\n".join([
+    "Print the calibrated gender of single clips, or a running estimate of a PCM stream read from stdin (-).",
+    "Files: one line each; a broken file gets its own error line and the others still run.",
+    "-: reads raw 16-bit signed little-endian mono PCM (e.g. sox IN -t raw -r 16000 -e signed -b 16 -c 1 -, "
+    "or ffmpeg -i IN -f s16le -ac 1 -ar 16000 -) and prints an estimate about once a second of audio, pooled "
+    "over the 4 s windows that hold speech so far, then a 'final' verdict at end of input. Memory stays bounded "
+    "however long the stream. (A file named - is ./-.)",
+    "Exit code 1 if any file failed, or if the stream held no speech.",
+])
+
+
+@app.command(help=PREDICT_HELP)
 @_reports_errors
 def predict(
-    files: List[Path] = typer.Argument(..., help="Audio files (MP3, WAV, FLAC, ...) to classify."),
+    files: List[Path] = typer.Argument(..., help="Audio files (MP3, WAV, FLAC, ...) to classify, or - alone "
+                                       "to read raw 16-bit signed little-endian mono PCM from stdin."),
     model: Path = typer.Option(..., "--model", help="Run folder written by 'cvlabel train' (or its model.pt)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file instead of a line of text."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per file (or per update of a "
+                                 "stream) instead of a line of text."),
+    sample_rate: Optional[int] = typer.Option(
+        None, "--sample-rate", show_default=False,
+        help=f"Rate in Hz of the PCM read by -: {DEFAULT_PCM_RATE} unless given, 8000-192000, resampled to the "
+        "model's. Only for -: files carry their own rate, so giving it with files is an error."),
 ) -> None:
-    """Print the calibrated gender of single clips; a broken file gets its own error line and the others still run."""
     import json
 
-    from .predict import predict_files
+    from .predict import predict_files, predict_stream
 
+    if STDIN_ARG in (str(f) for f in files):
+        if len(files) > 1:
+            raise CvlabelError("'-' (stdin) cannot be mixed with files; predict them in separate commands")
+        updates = predict_stream(typer.get_binary_stream("stdin"), model, sample_rate or DEFAULT_PCM_RATE)
+        for update in updates:
+            typer.echo(json.dumps(update) if as_json else _stream_line(update))  # echo flushes: pipes see it live
+        if update["error"]:
+            raise typer.Exit(EXIT_USER_ERROR)
+        return
+    if sample_rate is not None:
+        raise CvlabelError("--sample-rate applies only to - (stdin PCM); files carry their own rate")
     results = predict_files(files, model)
     for result in results:
         if as_json:
@@ -133,6 +163,18 @@ def predict(
                        f"{result['duration_s']:.2f} s")
     if any(result["error"] for result in results):
         raise typer.Exit(EXIT_USER_ERROR)
+
+
+def _stream_line(update: dict) -> str:
+    """A stream update as text: seconds heard, then the estimate or why there is none yet."""
+    if update["error"]:
+        estimate = f"error: {update['error']}" if update["final"] else update["error"]
+    else:
+        windows = update["windows"]
+        estimate = (f"{update['label']}\tp_female={update['p_female']:.4f}\t"
+                    f"({windows} window{'' if windows == 1 else 's'})")
+    line = f"{update['seconds']:.1f} s\t{estimate}"
+    return f"final\t{line}" if update["final"] else line
 
 
 @app.command()
