@@ -55,6 +55,7 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     timings: dict[str, float] = {}
 
     def timed(name, function, items):
+        function(items[0])  # first calls build caches (mel basis, FFT plans): not what a clip costs
         started = time.perf_counter()
         out = [function(item) for item in items]
         timings[name] = 1000 * (time.perf_counter() - started) / len(items)
