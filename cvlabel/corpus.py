@@ -40,6 +40,7 @@ GENDER_TABLE: dict[str, str | None] = {
     "": None,
 }
 BINARY_GENDERS = ("male", "female")
+LABELS = BINARY_GENDERS  # the model's classes by index: its logit is evidence for index 1, female
 
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint

@@ -12,11 +12,11 @@ import torch
 from .cache import AudioCache, cache_root
 from .checkpoint import load_checkpoint, run_config
 from .config import Config, FeatureConfig
-from .corpus import clips_dir, read_release
+from .corpus import LABELS, clips_dir, read_release
 from .errors import CvlabelError
 from .features import log_mel_batch
 from .metrics import classification_metrics
-from .model import LABELS, GenderCNN
+from .model import GenderCNN
 from .splits import SPLITS, assign_splits
 
 EVAL_SPLITS = SPLITS + ("all",)

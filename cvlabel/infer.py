@@ -24,20 +24,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .cache import decode_speech
-from .checkpoint import Checkpoint, load_checkpoint, model_file, run_config
+from .checkpoint import Checkpoint, existing_model_file, load_checkpoint, run_config
 from .config import InferOptions
-from .corpus import BINARY_GENDERS, CLIP_TSVS, clips_dir, read_release
+from .corpus import BINARY_GENDERS, CLIP_TSVS, LABELS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
-from .evaluate import SORT_WINDOW, batch_logits
 from .files import writable_folder, write_json, write_parquet
 from .metrics import sigmoid
-from .model import LABELS
 from .splits import assign_splits, speaker_genders
+
+# No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
+# out shards and pools the results, and importing torch there would cost ~0.3 GB and ~3 s.
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +82,7 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
     started = time.time()
     corpus_dir, model_dir, out_dir = Path(corpus_dir), Path(model_dir), Path(out_dir)
     _check_options(options)
-    checkpoint_file = model_file(model_dir)
-    checkpoint = load_checkpoint(checkpoint_file)
+    checkpoint_file = existing_model_file(model_dir)
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, model_dir)
     _prepare_out_dir(out_dir, _plan(corpus_dir, checkpoint_file, options, rows))
@@ -92,6 +90,12 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
     todo = [k for k in range(len(shards)) if not part_path(out_dir, k).exists()]
     todo_rows = sum(len(shards[k]) for k in todo)
+    jobs = 1 if options.backend == "dask" else worker_count(options.jobs, todo_rows, len(todo))
+    # the checkpoint is loaded (and checked) where the shards will run: in-process, or in the pool
+    if jobs == 1:
+        temperature = model_temperature(str(checkpoint_file))
+    else:
+        temperature = Parallel(n_jobs=jobs)([delayed(model_temperature)(str(checkpoint_file))])[0]
     calls = ((_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(part_path(out_dir, k)),
               options.batch_size) for k in todo)  # lazy: a release's rows are never all in flight
     with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
@@ -103,7 +107,6 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
             run_shards(partial(predict_shard, worker=True), calls, options.scheduler, local_workers(options.jobs),
                        bar.update)
         else:
-            jobs = worker_count(options.jobs, todo_rows, len(todo))
             log.info("%d rows in %d shards, %d to do, %d jobs", len(rows), len(shards), len(todo), jobs)
             if jobs == 1:
                 for call in calls:
@@ -115,7 +118,7 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
 
     parts = pd.concat([pq.read_table(part_path(out_dir, k)).to_pandas() for k in range(len(shards))],
                       ignore_index=True) if shards else PREDICTION_SCHEMA.empty_table().to_pandas()
-    final = speaker_pass(parts, manifest, checkpoint.temperature)
+    final = speaker_pass(parts, manifest, temperature)
     _write_parquet(final, FINAL_SCHEMA, predictions_path(out_dir))
     summary = {
         "rows": len(final),
@@ -165,6 +168,11 @@ def predict_shard(records: list[dict], model_file: str, out_file: str, batch_siz
 
     A clip that fails becomes an error row: no clip can stop the shard. Returns the row count.
     """
+    import torch
+
+    from .cache import decode_speech
+    from .evaluate import SORT_WINDOW, batch_logits
+
     if worker:
         torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
     checkpoint = _cached_checkpoint(model_file, os.stat(model_file).st_mtime_ns)
@@ -252,6 +260,11 @@ def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict]:
     return pq.read_table(final).to_pandas(), json.loads(plan_file.read_text())
 
 
+def model_temperature(model_file: str) -> float:
+    """The checkpoint's calibration temperature; loading it also checks the file (CvlabelError)."""
+    return _cached_checkpoint(model_file, os.stat(model_file).st_mtime_ns).temperature
+
+
 @lru_cache(maxsize=2)
 def _cached_checkpoint(model_file: str, mtime_ns: int) -> Checkpoint:
     # each worker process loads the model once, not once per shard
@@ -292,7 +305,8 @@ def _prepare_out_dir(out_dir: Path, plan: dict) -> None:
             previous = json.loads(plan_file.read_text())
             different = [k for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
                          if previous.get(k) != plan[k]]
-            if different:
+            # a plan with no finished shard holds nothing to lose (say, a run refused a broken model): replace it
+            if different and any(out_dir.glob("part-*.parquet")):
                 raise CvlabelError(
                     f"{out_dir} holds predictions of another {', '.join(different)} "
                     f"(model {previous.get('model')}, selection {previous.get('selection')}); choose a new --out folder"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .model import LABELS
+from .corpus import LABELS
 
 ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
+from .corpus import LABELS  # noqa: F401  (re-exported: the classes by index)
 
 # oneDNN caches a compiled convolution per input shape, and clips give a new time length in
 # nearly every batch: with the cache on, an inference worker grew from 0.7 to 1.4 GB over 20k clips.
@@ -19,7 +20,6 @@ from .config import ModelConfig
 # the first convolution, so setting it here, before any, is in time; a user's own value wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
-LABELS = ("male", "female")  # index 1 is the positive class: the logit is evidence for female
 
 
 class GenderCNN(nn.Module):

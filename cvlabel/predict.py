@@ -16,7 +16,8 @@ from .config import FeatureConfig
 from .errors import AudioError, CvlabelError
 from .evaluate import batch_logits
 from .metrics import sigmoid
-from .model import LABELS, GenderCNN
+from .corpus import LABELS
+from .model import GenderCNN
 
 STREAM_WINDOW_S = 4.0  # seconds the model hears per estimate: as long as a typical Common Voice clip
 STREAM_HOP_S = 1.0  # seconds of new audio between estimates; windows overlap, so each update hears the newest second

@@ -28,7 +28,8 @@ from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
 from .infer import write_reference_predictions
 from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
-from .model import LABELS, GenderCNN, count_parameters
+from .corpus import LABELS
+from .model import GenderCNN, count_parameters
 from .plots import plot_confusion, plot_reliability
 from .splits import SPLITS
 

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 
 import duckdb
 import numpy as np
@@ -168,6 +170,32 @@ def test_serial_and_parallel_give_the_same_rows(synthetic_corpus, trained_run, t
     two = pd.read_parquet(tmp_path / "two" / "predictions.parquet").sort_values("path").reset_index(drop=True)
     assert one["path"].tolist() == two["path"].tolist()
     np.testing.assert_allclose(one["clip_p_female"], two["clip_p_female"], atol=1e-5)
+
+
+@pytest.mark.slow
+def test_the_parent_of_parallel_inference_never_imports_torch(synthetic_corpus, trained_run, tmp_path):
+    # the workers load the model; the parent only reads TSVs and pools, so it stays small
+    script = ("import sys; from cvlabel.infer import infer; from cvlabel.config import InferOptions; "
+              f"summary = infer({str(synthetic_corpus)!r}, {str(trained_run)!r}, {str(tmp_path / 'pred')!r}, "
+              "InferOptions(jobs=2, shard_size=6)); print(summary['rows'], 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows, torch_imported = done.stdout.split()
+    assert int(rows) == len(pd.read_parquet(tmp_path / "pred" / "predictions.parquet")) > 0
+    assert torch_imported == "False"
+
+
+@pytest.mark.slow
+def test_a_broken_model_stops_parallel_inference_cleanly_and_the_folder_stays_usable(synthetic_corpus, trained_run,
+                                                                                     tmp_path):
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    out = tmp_path / "pred"
+    with pytest.raises(CvlabelError, match=r"broken\.pt: (refused|not a readable)"):  # raised in a worker
+        infer(synthetic_corpus, broken, out, InferOptions(jobs=2, shard_size=6))
+    assert not list(out.glob("part-*"))
+    infer(synthetic_corpus, trained_run, out, InferOptions(jobs=1, shard_size=6))  # same folder, good model
+    assert (out / "predictions.parquet").is_file()
 
 
 def test_a_folder_of_another_plan_is_refused(synthetic_corpus, trained_run, tmp_path):
