@@ -90,7 +90,7 @@ def decode_shard(paths: list[str], max_seconds: float, resample: bool) -> int:
 
 
 def warm_worker() -> int:
-    import cvlabel.infer  # noqa: F401  (imports torch in the worker)
+    import cvlabel.evaluate  # noqa: F401  (torch and what a shard needs; cvlabel.infer alone imports no torch)
 
     return os.getpid()
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from itertools import islice
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import CvlabelError
 
@@ -24,19 +25,60 @@ CONNECT_TIMEOUT_S = 30  # seconds to reach a scheduler before saying so
 WORKER_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
-def run_shards(function: Callable[..., int], calls: Iterable[tuple], scheduler: str, workers: int,
-               on_done: Callable[[int], Any]) -> None:
-    """Run function(*args) for every args in `calls` on Dask; on_done(result) as each finishes.
+class DaskRunner:
+    """infer's calls as Dask tasks on one client: the same interface as infer.LocalRunner."""
 
-    scheduler: "tcp://host:port" of a running cluster, or "" for a LocalCluster of `workers`
-    processes. Only IN_FLIGHT_PER_THREAD shards per worker thread are submitted at a time, so the
-    client never holds a whole release's rows. Raises CvlabelError when Dask is missing, the
-    scheduler cannot be reached, or a shard still fails after its retries (the finished shards
-    stay on disk: a re-run resumes).
+    def __init__(self, client):
+        self.client = client
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """function(*args) once, on a worker (infer loads the model there, where the shards run)."""
+        return self._result(self._submit(function, *args))
+
+    def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
+        """function(*args, worker=True) for every args in `calls`; on_done(result) as each finishes.
+
+        Only IN_FLIGHT_PER_THREAD shards per worker thread are submitted at a time, so the client
+        never holds a whole release's rows.
+        """
+        from distributed import as_completed
+
+        pending = iter(calls)
+        threads = max(1, sum(self.client.nthreads().values()))
+        first = [self._submit(function, *args, worker=True) for args in islice(pending, IN_FLIGHT_PER_THREAD * threads)]
+        running = as_completed(first)
+        for future in running:
+            on_done(self._result(future))
+            for args in islice(pending, 1):
+                running.add(self._submit(function, *args, worker=True))
+
+    def _submit(self, function: Callable[..., Any], *args: Any, **kwargs: Any):
+        return self.client.submit(function, *args, retries=SHARD_RETRIES, pure=False, **kwargs)
+
+    @staticmethod
+    def _result(future) -> Any:
+        try:
+            return future.result()
+        except CvlabelError:
+            raise  # cvlabel's own message (a broken checkpoint, say) says it all
+        except Exception as exc:  # failed on every try: say why, and the likely cause
+            raise CvlabelError(
+                f"a task failed on the Dask cluster after {SHARD_RETRIES + 1} tries ({type(exc).__name__}: "
+                f"{str(exc)[:300]}); can every worker read the clips and the model and write to --out at the "
+                "same paths?") from None
+
+
+@contextmanager
+def dask_runner(scheduler: str, workers: int) -> Iterator[DaskRunner]:
+    """A DaskRunner on the cluster at `scheduler` ("tcp://host:port"), or on a LocalCluster of
+    `workers` single-threaded processes started here for "" (closed on exit).
+
+    Raises CvlabelError when Dask is missing or the scheduler cannot be reached. Finished shards
+    stay on disk whatever happens: a re-run resumes.
     """
     try:
         import dask
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError:
         raise CvlabelError("--backend dask needs Dask: pip install 'cvlabel[dask]'") from None
 
@@ -54,23 +96,7 @@ def run_shards(function: Callable[..., int], calls: Iterable[tuple], scheduler: 
         except (OSError, TimeoutError) as exc:
             raise CvlabelError(f"cannot reach the Dask scheduler at {scheduler or 'a new LocalCluster'}: {exc}") from None
         try:
-            pending = iter(calls)
-
-            def submit(args: tuple):
-                return client.submit(function, *args, retries=SHARD_RETRIES, pure=False)
-
-            threads = max(1, sum(client.nthreads().values()))
-            running = as_completed([submit(args) for args in islice(pending, IN_FLIGHT_PER_THREAD * threads)])
-            for future in running:
-                try:
-                    on_done(future.result())
-                except Exception as exc:  # a shard that failed on every try: say which and why
-                    raise CvlabelError(
-                        f"a shard failed on the Dask cluster after {SHARD_RETRIES + 1} tries "
-                        f"({type(exc).__name__}: {str(exc)[:300]}); can every worker read the clips and the "
-                        "model and write to --out at the same paths?") from None
-                for args in islice(pending, 1):
-                    running.add(submit(args))
+            yield DaskRunner(client)
         finally:
             client.close()
             if cluster is not None:

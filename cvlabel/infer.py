@@ -17,8 +17,10 @@ import json
 import logging
 import os
 import time
-from functools import lru_cache, partial
+from contextlib import nullcontext
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -90,31 +92,21 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
     todo = [k for k in range(len(shards)) if not part_path(out_dir, k).exists()]
     todo_rows = sum(len(shards[k]) for k in todo)
-    jobs = 1 if options.backend == "dask" else worker_count(options.jobs, todo_rows, len(todo))
-    # the checkpoint is loaded (and checked) where the shards will run: in-process, or in the pool
-    if jobs == 1:
-        temperature = model_temperature(str(checkpoint_file))
-    else:
-        temperature = Parallel(n_jobs=jobs)([delayed(model_temperature)(str(checkpoint_file))])[0]
     calls = ((_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(part_path(out_dir, k)),
               options.batch_size) for k in todo)  # lazy: a release's rows are never all in flight
-    with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
-        if options.backend == "dask":
-            from .cluster import local_workers, run_shards
+    if options.backend == "dask":
+        from .cluster import dask_runner, local_workers
 
-            log.info("%d rows in %d shards, %d to do, on Dask %s", len(rows), len(shards), len(todo),
-                     options.scheduler or "LocalCluster")
-            run_shards(partial(predict_shard, worker=True), calls, options.scheduler, local_workers(options.jobs),
-                       bar.update)
-        else:
-            log.info("%d rows in %d shards, %d to do, %d jobs", len(rows), len(shards), len(todo), jobs)
-            if jobs == 1:
-                for call in calls:
-                    bar.update(predict_shard(*call, worker=False))
-            else:
-                tasks = (delayed(predict_shard)(*call, worker=True) for call in calls)
-                for done in Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks):
-                    bar.update(done)
+        runner, where = dask_runner(options.scheduler, local_workers(options.jobs)), "on Dask"
+    else:
+        jobs = worker_count(options.jobs, todo_rows, len(todo))
+        runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
+    log.info("%d rows in %d shards, %d to do, %s", len(rows), len(shards), len(todo), where)
+    with runner as run:
+        # the checkpoint is loaded (and checked) where the shards will run, never in a parent of workers
+        temperature = run.call(model_temperature, str(checkpoint_file))
+        with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+            run.map(predict_shard, calls, bar.update)
 
     parts = pd.concat([pq.read_table(part_path(out_dir, k)).to_pandas() for k in range(len(shards))],
                       ignore_index=True) if shards else PREDICTION_SCHEMA.empty_table().to_pandas()
@@ -143,6 +135,27 @@ def worker_count(requested: int, rows: int, shards: int, cores: int | None = Non
     if requested == 0:
         requested = 1 if rows < SERIAL_BELOW_ROWS else (cores or os.cpu_count() or 1)
     return max(1, min(requested, shards))
+
+
+class LocalRunner:
+    """infer's calls in this process (jobs 1) or in joblib worker processes; see cluster.DaskRunner."""
+
+    def __init__(self, jobs: int):
+        self.jobs = jobs
+
+    def call(self, function: Callable[..., Any], *args: Any) -> Any:
+        """function(*args) once, where the shards will run (the pool's workers are reused by map)."""
+        return function(*args) if self.jobs == 1 else Parallel(n_jobs=self.jobs)([delayed(function)(*args)])[0]
+
+    def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
+        """function(*args, worker=...) for every args in `calls`; on_done(result) as each finishes."""
+        if self.jobs == 1:
+            for args in calls:
+                on_done(function(*args, worker=False))
+            return
+        tasks = (delayed(function)(*args, worker=True) for args in calls)
+        for result in Parallel(n_jobs=self.jobs, return_as="generator_unordered")(tasks):
+            on_done(result)
 
 
 def select_rows(manifest: pd.DataFrame, options: InferOptions, model_dir: Path) -> tuple[pd.DataFrame, int]:

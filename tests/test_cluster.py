@@ -96,3 +96,19 @@ def test_unreachable_scheduler_and_misused_options_are_clear_errors(synthetic_co
     result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
                                  "--out", str(tmp_path / "c"), "--backend", "ray"])
     assert result.exit_code == 1 and "unknown backend 'ray'" in result.output
+
+
+def fails_on_two(shard: int, worker: bool) -> int:
+    if shard == 2:
+        raise OSError("no space left on device")
+    return shard
+
+
+def test_a_shard_that_keeps_failing_is_one_clear_error_after_its_retries():
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,  # in-process: no network
+                                  dashboard_address=None) as local:
+        done = []
+        with cluster.dask_runner(local.scheduler_address, 1) as run:
+            with pytest.raises(CvlabelError, match=r"after 3 tries \(OSError: no space left on device\)"):
+                run.map(fails_on_two, [(1,), (2,), (3,)], done.append)
+    assert 2 not in done
