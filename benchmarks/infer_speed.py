@@ -40,7 +40,8 @@ from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.config import FeatureConfig, InferOptions, ModelConfig
 from cvlabel.corpus import read_release
 from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus
-from cvlabel.features import log_mel, log_mel_batch, trim_silence
+from cvlabel.evaluate import batch_logits
+from cvlabel.features import log_mel, trim_silence
 from cvlabel.infer import infer
 from cvlabel.model import GenderCNN
 
@@ -64,15 +65,11 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     decoded = timed("decode (soundfile)", lambda p: soundfile.read(p, dtype="float32"), clips)
     resampled = timed("resample to 16 kHz (soxr)", lambda d: soxr.resample(d[0], d[1], config.sample_rate), decoded)
     trimmed = timed("silence trim", lambda x: trim_silence(x, config), resampled)
-    timed("log-mel, one clip at a time", lambda x: log_mel(x, config), trimmed)
-    by_length = sorted(trimmed, key=len)  # as infer batches them
-    batches = [by_length[i : i + BATCH] for i in range(0, len(by_length), BATCH)]
-    features = timed("log-mel, batches of 32", lambda b: log_mel_batch(b, config), batches)
-    timings["log-mel, batches of 32"] /= BATCH
+    timed("log-mel", lambda x: log_mel(x, config), trimmed)
     model = checkpoint.model.fuse_for_inference()
-    with torch.inference_mode():
-        timed("CNN, batches of 32", lambda f: model(*f), features)
-    timings["CNN, batches of 32"] /= BATCH
+    started = time.perf_counter()
+    batch_logits(model, trimmed, config, BATCH)  # as infer: batched by length
+    timings["log-mel + CNN, batches of 32"] = 1000 * (time.perf_counter() - started) / len(trimmed)
     timings["mean clip seconds (after trim)"] = float(np.mean([x.shape[0] for x in trimmed]) / config.sample_rate)
     return timings
 

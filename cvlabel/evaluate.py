@@ -14,7 +14,7 @@ from .checkpoint import load_checkpoint, run_config
 from .config import Config, FeatureConfig
 from .corpus import LABELS, clips_dir, read_release
 from .errors import CvlabelError
-from .features import log_mel_batch
+from .features import log_mel
 from .metrics import classification_metrics
 from .model import GenderCNN
 from .splits import SPLITS, assign_splits
@@ -42,15 +42,17 @@ def clip_logits(model: GenderCNN, config: FeatureConfig, load: Callable[[int], n
 
 @torch.inference_mode()
 def batch_logits(model: GenderCNN, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int) -> np.ndarray:
-    """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest first:
-    each batch's log-mels are computed in one pass."""
-    lengths = np.array([clip.shape[0] for clip in clips], dtype=np.int64)
+    """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest
+    first; log-mels are computed one batch at a time, so only a batch's features are held."""
+    frames = np.array([clip.shape[0] // config.hop_length + 1 for clip in clips], dtype=np.int64)
     logits = np.empty(len(clips), dtype=np.float64)
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort(frames, kind="stable")
     for start in range(0, len(clips), batch_size):
         chosen = order[start : start + batch_size]
-        features, frames = log_mel_batch([clips[index] for index in chosen], config)
-        logits[chosen] = model(features, frames).double().numpy()
+        batch = torch.zeros(len(chosen), config.n_mels, int(frames[chosen].max()))
+        for row, index in enumerate(chosen):
+            batch[row, :, : frames[index]] = log_mel(clips[index], config)
+        logits[chosen] = model(batch, torch.as_tensor(frames[chosen])).double().numpy()
     return logits
 
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from cvlabel.features import FeatureConfig, clip_features, log_mel, log_mel_batch, speech_bounds, trim_silence
+from cvlabel.features import FeatureConfig, clip_features, log_mel, speech_bounds, trim_silence
 
 RATE = 16_000
 
@@ -19,20 +19,6 @@ def test_log_mel_shapes_and_frame_count():
     batch = log_mel(np.stack([tone(200, 1.0), tone(300, 1.0)]), config)
     assert batch.shape == (2, config.n_mels, RATE // config.hop_length + 1)
     assert single.dtype == torch.float32 and torch.isfinite(batch).all()
-
-
-def test_log_mel_batch_of_mixed_lengths_equals_one_clip_at_a_time():
-    config = FeatureConfig()
-    rng = np.random.default_rng(0)
-    clips = [tone(180, 0.7) + 0.01 * rng.standard_normal(int(0.7 * RATE)).astype(np.float32),
-             tone(300, 1.3, 0.05), tone(220, 0.04)]  # the last is shorter than one hop
-    features, frames = log_mel_batch(clips, config)
-    assert features.shape == (3, config.n_mels, int(1.3 * RATE) // config.hop_length + 1)
-    for row, clip in enumerate(clips):
-        alone = log_mel(clip, config)
-        assert frames[row] == alone.shape[1]
-        torch.testing.assert_close(features[row, :, : frames[row]], alone, atol=1e-4, rtol=0)
-        assert (features[row, :, frames[row] :] == 0).all()  # padding frames carry nothing
 
 
 def test_energy_lands_in_the_band_of_the_tone():
