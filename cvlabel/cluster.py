@@ -80,7 +80,8 @@ def dask_runner(scheduler: str, workers: int) -> Iterator[DaskRunner]:
         import dask
         from distributed import Client, LocalCluster
     except ImportError:
-        raise CvlabelError("--backend dask needs Dask: pip install 'cvlabel[dask]'") from None
+        raise CvlabelError("--backend dask needs Dask: pip install 'cvlabel[dask]' "
+                           "(in a clone of cvlabel: pip install -e '.[dask]')") from None
 
     # Dask logs a dozen INFO lines per start and stop, which would bury the progress bar
     logging.getLogger("distributed").setLevel(logging.WARNING)
