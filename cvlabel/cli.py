@@ -272,8 +272,8 @@ def infer(
     batch_size: int = typer.Option(INFER.batch_size, help="Clips per forward pass of the model."),
     shard_size: int = typer.Option(INFER.shard_size, help="Rows per shard file: the most a kill can lose."),
     backend: str = typer.Option(INFER.backend, help="local: worker processes on this machine; dask: one Dask "
-                                "task per shard (needs pip install 'cvlabel[dask]'; workers must see the corpus, "
-                                "the model and --out at the same paths)."),
+                                "task per shard (needs the dask extra: pip install 'cvlabel\\[dask]'; workers must see "
+                                "the corpus, the model and --out at the same paths)."),
     scheduler: str = typer.Option(INFER.scheduler, help="With --backend dask: address of a running scheduler, "
                                   "e.g. tcp://host:8786; without it a LocalCluster of --jobs workers starts here."),
 ) -> None:
@@ -307,7 +307,7 @@ def export_parquet(
     target_precision: float = typer.Option(EXPORT.target_precision, "--target-precision", help="Per-gender "
                                            "thresholds reaching this precision on self-reported held-out rows."),
     reference: Optional[Path] = typer.Option(None, "--reference", help="A 'cvlabel infer --split test' folder to "
-                                             "choose thresholds on [default: the model run's own dev/test predictions]."),
+                                             "choose thresholds on (default: the model run's own dev/test predictions)."),
     rebalance: bool = typer.Option(EXPORT.rebalance, "--rebalance/--no-rebalance", help="Bring train to "
                                    "--female-share, adding the minority gender's pseudo-labels first."),
     female_share: float = typer.Option(EXPORT.female_share, "--female-share", help="Target share of female rows in train."),
