@@ -268,7 +268,7 @@ def infer(
     tsv: str = typer.Option(",".join(INFER.tsvs), "--tsv", help="Comma-separated clip TSVs to select rows from "
                             "(validated, other, invalidated)."),
     jobs: int = typer.Option(INFER.jobs, help="Worker processes; 0 means one per core, or in-process for "
-                             "fewer than 1,500 rows, where starting workers costs more than it saves."),
+                             "fewer than 1,000 rows, where starting workers costs more than it saves."),
     batch_size: int = typer.Option(INFER.batch_size, help="Clips per forward pass of the model."),
     shard_size: int = typer.Option(INFER.shard_size, help="Rows per shard file: the most a kill can lose."),
     backend: str = typer.Option(INFER.backend, help="local: worker processes on this machine; dask: one Dask "

@@ -94,7 +94,7 @@ class AugmentConfig:
 class InferOptions:
     selection: str = "unlabeled"  # unlabeled (blank gender), or the self-reported rows of the run's dev/test split
     tsvs: tuple[str, ...] = ("validated", "other")  # clip TSVs whose rows are selected
-    jobs: int = 0  # worker processes; 0 means one per core (in-process below 1,500 rows)
+    jobs: int = 0  # worker processes; 0 means one per core (in-process below 1,000 rows)
     batch_size: int = 32  # clips per forward pass
     shard_size: int = 256  # rows per shard file: what a kill can lose, and the unit of resuming
     backend: str = "local"  # local: joblib processes on this machine; dask: one Dask task per shard

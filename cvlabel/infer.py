@@ -125,9 +125,10 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, op
 
 
 # Below this many rows to predict, `--jobs 0` runs in-process: each worker process first imports
-# torch (~4 s here), which costs more than a second core saves (measured: 368 rows took 7.3 s
-# in-process and 10.3 s with two workers).
-SERIAL_BELOW_ROWS = 1500
+# torch (~3 s here), which costs more than a second core saves on a small run. Measured, `cvlabel
+# infer` from a fresh process, in-process vs two workers: 500 rows 6.7 vs 9.2 s, 1,000 rows 9.6
+# vs 9.7 s, 2,000 rows 15.1 vs 12.1 s.
+SERIAL_BELOW_ROWS = 1000
 
 
 def worker_count(requested: int, rows: int, shards: int, cores: int | None = None) -> int:
