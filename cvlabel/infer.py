@@ -34,7 +34,7 @@ from .config import InferOptions
 from .corpus import BINARY_GENDERS, CLIP_TSVS, LABELS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
 from .files import writable_folder, write_json, write_parquet
-from .metrics import sigmoid
+from .metrics import decide, sigmoid
 from .splits import assign_splits, speaker_genders
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
@@ -205,6 +205,7 @@ def predict_shard(records: list[dict], model_file: str, out_file: str, batch_siz
         if speech:
             logits[list(speech)] = batch_logits(checkpoint.model, list(speech.values()), config, batch_size)
     p_female = sigmoid(logits / checkpoint.temperature)
+    predicted, confidence = decide(p_female)
     ok = ~np.isnan(logits)
     table = pd.DataFrame({
         "path": [r["path"] for r in records],
@@ -213,8 +214,8 @@ def predict_shard(records: list[dict], model_file: str, out_file: str, batch_siz
         "duration_s": [r["duration_s"] for r in records],
         "logit": np.where(ok, logits, np.nan),
         "p_female": np.where(ok, p_female, np.nan),
-        "label": [LABELS[int(p >= 0.5)] if good else None for p, good in zip(p_female, ok)],
-        "confidence": np.where(ok, np.maximum(p_female, 1 - p_female), np.nan),
+        "label": [LABELS[k] if good else None for k, good in zip(predicted, ok)],
+        "confidence": np.where(ok, confidence, np.nan),
         "error": [errors.get(i) for i in range(len(records))],
     })
     _write_parquet(table, PREDICTION_SCHEMA, Path(out_file))
@@ -237,11 +238,11 @@ def speaker_pass(parts: pd.DataFrame, manifest: pd.DataFrame, temperature: float
     genders, _ = speaker_genders(manifest)
     stated = final["client_id"].map(genders[genders.isin(BINARY_GENDERS)])
     ok = final["error"].isna()
-    model_label = np.where(final["speaker_p_female"] >= 0.5, LABELS[1], LABELS[0])
+    model_label = np.asarray(LABELS)[decide(final["speaker_p_female"])[0]]
     final["label"] = np.where(stated.notna(), stated, np.where(ok, model_label, None))
     final["p_female"] = np.where(stated.notna(), (stated == LABELS[1]).astype(float), final["speaker_p_female"])
     final.loc[~ok & stated.isna(), "p_female"] = np.nan
-    final["confidence"] = np.maximum(final["p_female"], 1 - final["p_female"])
+    final["confidence"] = decide(final["p_female"])[1]
     final["label_source"] = np.where(stated.notna(), "speaker", np.where(ok, "model", None))
     final["label"] = final["label"].astype(object).where(final["label"].notna(), None)
     return final

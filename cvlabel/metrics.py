@@ -16,6 +16,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
 
+def decide(p_female: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """The predicted class (1, female, where p_female >= 0.5) and its confidence max(p, 1 - p): the
+    one decision rule behind every label cvlabel writes. A NaN probability gives a NaN confidence."""
+    p_female = np.asarray(p_female, dtype=float)
+    return (p_female >= 0.5).astype(int), np.maximum(p_female, 1 - p_female)
+
+
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve (the Mann-Whitney statistic, ties counted half); NaN if one class."""
     labels = np.asarray(labels).astype(bool)
@@ -31,8 +38,7 @@ def reliability_table(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_
     confidence, accuracy. Empty bins are left out."""
     labels = np.asarray(labels).astype(int)
     p_female = np.asarray(p_female, dtype=float)
-    predicted = (p_female >= 0.5).astype(int)
-    confidence = np.where(predicted == 1, p_female, 1 - p_female)
+    predicted, confidence = decide(p_female)
     edges = np.linspace(0.5, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     frame = pd.DataFrame({"bin": which, "confidence": confidence, "correct": predicted == labels})

@@ -15,7 +15,7 @@ from .checkpoint import load_checkpoint
 from .config import FeatureConfig
 from .errors import AudioError, CvlabelError
 from .evaluate import batch_logits
-from .metrics import sigmoid
+from .metrics import decide, sigmoid
 from .corpus import LABELS
 from .model import GenderCNN
 
@@ -52,8 +52,8 @@ class Predictor:
     def verdict(self, logit: float) -> dict:
         """label, calibrated p_female and confidence of one logit or of a pooled (mean) logit."""
         p_female = float(sigmoid(logit / self.temperature))
-        return {"label": LABELS[int(p_female >= 0.5)], "p_female": round(p_female, 4),
-                "confidence": round(max(p_female, 1 - p_female), 4)}
+        predicted, confidence = decide(p_female)
+        return {"label": LABELS[int(predicted)], "p_female": round(p_female, 4), "confidence": round(float(confidence), 4)}
 
 
 def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[dict]:
