@@ -22,12 +22,14 @@ import pandas as pd
 
 from cvlabel.augment import telephone
 from cvlabel.cache import AudioCache, cache_root
-from cvlabel.checkpoint import load_checkpoint, run_config
+from cvlabel.artifacts import RunFolder
+from cvlabel.checkpoint import load_checkpoint
 from cvlabel.config import load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
-from cvlabel.evaluate import clip_logits, labelled_rows
 from cvlabel.metrics import classification_metrics
-from cvlabel.train import train
+from cvlabel.scoring import clip_logits
+from cvlabel.splits import labelled_rows
+from cvlabel.training import train
 
 PITCH_THRESHOLD_HZ = 165.0  # between typical adult male (~120 Hz) and female (~210 Hz) F0
 
@@ -77,13 +79,13 @@ def main() -> None:
     train_corpus = locale_subset(args.corpus, args.train_locales.split(","), args.out / "corpus-train")
     test_corpus = locale_subset(args.corpus, args.test_locales.split(","), args.out / "corpus-test")
     run = args.out / "run"
-    if not (run / "model.pt").exists():
+    if not RunFolder(run).model.exists():
         started = time.time()
         train(train_corpus, run, config)
         print(f"trained in {time.time() - started:.0f} s", file=sys.stderr)
     checkpoint = load_checkpoint(run)
-    features = checkpoint.feature_config
-    rows = labelled_rows(test_corpus, run_config(run), "all")
+    features = checkpoint.config.features
+    rows = labelled_rows(test_corpus, checkpoint.config.splits, "all")
     cache = AudioCache(cache_root(config.train.cache_dir), features)
     errors = cache.fill(rows["clip"].tolist(), jobs=2)
     rows = rows[~rows["clip"].isin(errors)].reset_index(drop=True)

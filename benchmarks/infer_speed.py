@@ -36,14 +36,16 @@ import torch
 from joblib import Parallel, delayed
 
 from cvlabel.audio import load_audio
+from cvlabel.artifacts import RunFolder
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from cvlabel.config import FeatureConfig, InferOptions, ModelConfig
+from cvlabel.config import Config, DemoCorpusOptions, FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
-from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus
-from cvlabel.evaluate import batch_logits
-from cvlabel.features import log_mel, trim_silence
-from cvlabel.infer import infer
+from cvlabel.democorpus import make_demo_corpus
+from cvlabel.features import log_mel
+from cvlabel.inference import infer
 from cvlabel.model import GenderCNN
+from cvlabel.scoring import batch_logits
+from cvlabel.speech import trim_silence
 
 STAGE_CLIPS = 256  # clips timed per stage
 BATCH = 32  # clips per batch, as infer's default
@@ -52,7 +54,7 @@ BATCH = 32  # clips per batch, as infer's default
 def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     """Milliseconds per clip of each stage, one thread."""
     torch.set_num_threads(1)
-    config = checkpoint.feature_config
+    config = checkpoint.config.features
     timings: dict[str, float] = {}
 
     def timed(name, function, items):
@@ -87,7 +89,7 @@ def decode_shard(paths: list[str], max_seconds: float, resample: bool) -> int:
 
 
 def warm_worker() -> int:
-    import cvlabel.evaluate  # noqa: F401  (torch and what a shard needs; cvlabel.infer alone imports no torch)
+    import cvlabel.scoring  # noqa: F401  (torch and what a shard needs; cvlabel.inference alone imports no torch)
 
     return os.getpid()
 
@@ -199,14 +201,13 @@ def main() -> None:
         corpus = args.out / "corpus"
         if not (corpus / "validated.tsv").exists():
             make_demo_corpus(corpus, DemoCorpusOptions(), jobs=os.cpu_count() or 1)
-    model_file = args.out / "model.pt"
+    model_file = RunFolder(args.out).model
     if args.model:
-        model_file = args.model / "model.pt"
+        model_file = RunFolder(args.model).model
     elif not model_file.exists():
         torch.manual_seed(0)
-        features = FeatureConfig()
-        save_checkpoint(Checkpoint(GenderCNN(ModelConfig(), features.n_mels).eval(), ModelConfig(), features, 1.0),
-                        model_file)
+        config = Config()
+        save_checkpoint(GenderCNN(config.model, config.features.n_mels).eval(), config, 1.0, model_file)
     clips = sorted((corpus / "clips").glob("*.mp3"))[:STAGE_CLIPS]
     report: dict = {"stages_ms_per_clip": stage_costs(clips, load_checkpoint(model_file))}
     print(f"1. per clip, one thread ({len(clips)} clips of {corpus})")

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from cvlabel.artifacts import RunFolder
 from cvlabel.cache import AudioCache
-from cvlabel.config import load_config
-from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus
-from cvlabel.evaluate import labelled_rows
-from cvlabel.train import run_files, train
+from cvlabel.config import DemoCorpusOptions, load_config
+from cvlabel.democorpus import make_demo_corpus
+from cvlabel.runners import resolve_jobs
+from cvlabel.splits import labelled_rows
+from cvlabel.training import train
 
 
 def main() -> None:
@@ -39,15 +41,15 @@ def main() -> None:
     shutil.rmtree(run, ignore_errors=True)
     config = load_config(None, [*args.overrides, f"train.cache_dir={cache_dir}"])
 
-    rows = labelled_rows(corpus, config, "all")
+    rows = labelled_rows(corpus, config.splits, "all")
     started = time.perf_counter()
-    AudioCache(cache_dir, config.features).fill(rows["clip"].tolist(), jobs=config.train.jobs or os.cpu_count() or 1)
+    AudioCache(cache_dir, config.features).fill(rows["clip"].tolist(), jobs=resolve_jobs(config.train.jobs))
     decode_seconds = time.perf_counter() - started
     started = time.perf_counter()
     metrics = train(corpus, run, config)
     train_seconds = time.perf_counter() - started
 
-    epochs = pd.read_csv(run_files(run)["train_log.csv"])
+    epochs = pd.read_csv(RunFolder(run).train_log)
     later = epochs["seconds"].iloc[1:]
     print(f"{len(rows)} labelled clips of {corpus}; {metrics['splits']['train']['clips']} train clips")
     table = pd.DataFrame({"seconds": {

@@ -1,35 +1,37 @@
 """cvlabel: calibrated pseudo-labels for the blank speaker-gender fields of Common Voice.
 
 In a notebook: `from cvlabel import train, infer, export_parquet`. The stages that need torch
-are imported on first use, so `import cvlabel` (and the CLI's --help) stays quick.
+are imported on first use, so `import cvlabel` (and the CLI's --help) stays quick. The stage
+modules are named for the stage (cvlabel.training, cvlabel.inference, cvlabel.export), never
+like a function exported here, so `cvlabel.infer` is always the function and
+`cvlabel.inference` always the module, whatever was imported first.
 """
 from importlib import import_module
+from typing import Any
 
-from .audio import SAMPLE_RATE, load_audio
-from .config import Config, ExportOptions, InferOptions, load_config
+from .audio import load_audio
+from .config import SAMPLE_RATE, Config, ExportOptions, InferOptions, load_config
 from .corpus import read_release
 from .errors import AudioError, ConfigError, CorpusError, CvlabelError
 from .splits import assign_splits
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-_LAZY = {
-    "train": "cvlabel.train",
+_LAZY = {  # public name -> module that defines it
+    "train": "cvlabel.training",
     "evaluate_run": "cvlabel.evaluate",
-    "infer": "cvlabel.infer",
+    "infer": "cvlabel.inference",
     "export_parquet": "cvlabel.export",
     "load_checkpoint": "cvlabel.checkpoint",
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'cvlabel' has no attribute {name!r}")
-    # Importing the stages binds their *modules* as cvlabel.train, cvlabel.infer, ...; bind the
-    # functions over them, as `from .train import train` would (the modules stay in sys.modules).
-    for attribute, module in _LAZY.items():
-        globals()[attribute] = getattr(import_module(module), attribute)
-    return globals()[name]
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
 
 
 __all__ = [

@@ -7,9 +7,9 @@ import numpy as np
 import soundfile
 import soxr
 
+from .config import SAMPLE_RATE
 from .errors import AudioError
 
-SAMPLE_RATE = 16_000  # Hz: the rate every feature and model of cvlabel works at
 # libsndfile's frame count for an MP3 is an estimate; a decode this much shorter is truncated.
 TRUNCATION_TOLERANCE_S = 0.1  # seconds
 
@@ -47,7 +47,3 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     if native_rate != sample_rate:
         mono = soxr.resample(mono, native_rate, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
-
-
-def duration_seconds(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
-    return samples.shape[-1] / sample_rate

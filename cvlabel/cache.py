@@ -20,11 +20,10 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .audio import load_audio
 from .config import FeatureConfig
 from .errors import AudioError
-from .features import trim_silence
 from .files import atomic_path, write_text
+from .speech import decode_speech
 
 CACHE_VERSION = 1  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
@@ -39,24 +38,6 @@ def cache_root(setting: str = "") -> Path:
         return Path(setting)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "cvlabel"
-
-
-def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """A clip's audio as the model hears it: decoded (first max_seconds), then silence-trimmed.
-
-    Raises AudioError when the clip cannot be decoded or holds no speech.
-    """
-    return speech_of(load_audio(path, config.sample_rate, max_seconds=config.max_seconds), config, path)
-
-
-def speech_of(samples: np.ndarray, config: FeatureConfig, source: str | Path) -> np.ndarray:
-    """Decoded samples as the model hears them (silence-trimmed); AudioError naming `source` if
-    no speech is left."""
-    if config.trim_silence:
-        samples = trim_silence(samples, config)
-    if samples.shape[0] < config.n_fft:
-        raise AudioError(source, "no speech found (silent or too short)")
-    return samples
 
 
 @dataclass(frozen=True)

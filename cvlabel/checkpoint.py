@@ -1,109 +1,126 @@
-"""Self-describing checkpoints: weights plus the model and feature configs and the temperature.
+"""Self-describing checkpoints: the weights, the whole resolved config, and the temperature.
 
-Saved as tensors and plain values only, and loaded with torch's weights_only unpickler, so a
-checkpoint file can never run code.
+A checkpoint is a safetensors file: tensors plus a JSON header of strings, so loading it can
+never run code, and its config can be read without torch (the parent of a parallel
+`cvlabel infer` selects rows by the run's split settings without importing torch). Everything
+that decides what a model hears and which rows were held out travels inside the file: a copied
+checkpoint gives the same features and the same dev/test rows as the run that made it.
 """
 from __future__ import annotations
 
-import io
-import pickle
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Config, FeatureConfig, ModelConfig, config_to_dict, from_dict, load_config
-from .corpus import LABELS
+from .artifacts import LEGACY_MODEL_FILE, model_path
+from .config import Config, config_to_dict, from_dict
 from .errors import CvlabelError
 from .files import atomic_path
+from .labels import LABELS
 
 if TYPE_CHECKING:
     from .model import GenderCNN
 
-# torch is imported inside the functions that need it: the parent process of a parallel
-# `cvlabel infer` finds its run folder here but never loads a model (saves ~0.3 GB and ~3 s).
-
 CHECKPOINT_FORMAT = "cvlabel-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = "2"  # 1 was cvlabel 0.1's pickled model.pt
 
 
 @dataclass
-class Checkpoint:
-    """Everything inference needs, so pseudo-labels use exactly the features training did."""
+class CheckpointInfo:
+    """What a checkpoint says about itself, read without torch."""
 
+    config: Config  # the run's whole resolved config: features, splits, model, training
+    temperature: float  # calibrated on dev: p_female = sigmoid(logit / temperature)
+    info: dict[str, Any]  # free-form provenance (corpus, best epoch)
+
+
+@dataclass
+class Checkpoint(CheckpointInfo):
     model: GenderCNN
-    model_config: ModelConfig
-    feature_config: FeatureConfig
-    temperature: float  # calibrated on dev: p(female) = sigmoid(logit / temperature)
-    labels: tuple[str, ...] = LABELS
-    info: dict[str, Any] | None = None  # free-form provenance (corpus, git, metrics)
 
 
-def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> None:
-    """Write a checkpoint of tensors and plain values only (loadable with weights_only=True)."""
-    payload = {
+def save_checkpoint(model: GenderCNN, config: Config, temperature: float, path: str | Path,
+                    info: dict[str, Any] | None = None) -> None:
+    """Write weights and header (atomically: temp name, then rename)."""
+    from safetensors.torch import save_file
+
+    header = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "state_dict": checkpoint.model.state_dict(),
-        "model_config": config_to_dict(checkpoint.model_config),
-        "feature_config": config_to_dict(checkpoint.feature_config),
-        "labels": list(checkpoint.labels),
-        "temperature": float(checkpoint.temperature),
-        "info": checkpoint.info or {},
+        "labels": json.dumps(list(LABELS)),
+        "config": json.dumps(config_to_dict(config)),
+        "temperature": repr(float(temperature)),
+        "info": json.dumps(info or {}),
     }
-    import torch
-
+    state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def model_file(path: str | Path) -> Path:
-    """A run folder's model.pt, or the checkpoint file itself."""
-    path = Path(path)
-    return path / "model.pt" if path.is_dir() else path
-
-
-def run_config(path: str | Path) -> Config:
-    """The resolved config saved beside a checkpoint (defaults if there is none)."""
-    saved = model_file(path).parent / "config.yaml"
-    return load_config(saved if saved.is_file() else None)
+        save_file(state, str(tmp), metadata=header)
 
 
 def existing_model_file(path: str | Path) -> Path:
-    """model_file(path), or a CvlabelError when there is no such file."""
-    path = model_file(path)
-    if not path.is_file():
-        raise CvlabelError(f"{path}: no such checkpoint (expected a run folder or its model.pt)")
-    return path
+    """model_path(path), or a CvlabelError saying what is there instead."""
+    file = model_path(path)
+    if not file.is_file():
+        legacy = Path(path) / LEGACY_MODEL_FILE if Path(path).is_dir() else Path(path)
+        if legacy.is_file() and legacy.suffix == ".pt":
+            raise CvlabelError(f"{legacy}: a checkpoint of cvlabel 0.1, which this version does not read; "
+                               "train the run again with 'cvlabel train'")
+        raise CvlabelError(f"{file}: no such checkpoint (expected a run folder or its {file.name})")
+    return file
+
+
+def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
+    """The config, temperature and provenance of a checkpoint, without torch or the weights."""
+    from safetensors import SafetensorError, safe_open
+
+    file = existing_model_file(path)
+    try:
+        with safe_open(str(file), framework="numpy") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CvlabelError(f"{file}: not a readable checkpoint ({_first_line(exc)})") from None
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise CvlabelError(f"{file}: not a cvlabel checkpoint")
+    if header.get("version") != CHECKPOINT_VERSION:
+        raise CvlabelError(f"{file}: checkpoint version {header.get('version')} is not supported by this cvlabel")
+    try:
+        labels = tuple(json.loads(header["labels"]))
+        config = from_dict(Config, json.loads(header["config"]))
+        temperature = float(header["temperature"])
+        info = json.loads(header.get("info", "{}"))
+    except (KeyError, ValueError) as exc:
+        raise CvlabelError(f"{file}: damaged checkpoint header ({_first_line(exc)})") from None
+    if labels != LABELS:
+        raise CvlabelError(f"{file}: checkpoint labels {list(labels)} are not {list(LABELS)}")
+    return CheckpointInfo(config, temperature, info)
+
+
+def run_config(path: str | Path) -> Config:
+    """The resolved config a run was trained with, from its checkpoint."""
+    return read_checkpoint_info(path).config
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Load a checkpoint with torch's weights_only unpickler: a file carrying code is refused."""
-    import torch
+    """The model with its weights (in eval mode) and everything read_checkpoint_info gives."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
     from .model import GenderCNN
 
-    path = existing_model_file(path)
+    described = read_checkpoint_info(path)
+    file = existing_model_file(path)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CvlabelError(f"{path}: refused: not a plain cvlabel checkpoint ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, io.UnsupportedOperation) as exc:
-        raise CvlabelError(f"{path}: not a readable checkpoint ({_first_line(exc)})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CvlabelError(f"{path}: not a cvlabel checkpoint")
-    if payload.get("version") != CHECKPOINT_VERSION:
-        raise CvlabelError(f"{path}: checkpoint version {payload.get('version')} is not supported by this cvlabel")
-    if tuple(payload["labels"]) != LABELS:
-        raise CvlabelError(f"{path}: checkpoint labels {payload['labels']} are not {list(LABELS)}")
-    model_config = from_dict(ModelConfig, payload["model_config"])
-    feature_config = from_dict(FeatureConfig, payload["feature_config"])
-    model = GenderCNN(model_config, feature_config.n_mels)
+        state = load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CvlabelError(f"{file}: not a readable checkpoint ({_first_line(exc)})") from None
+    model = GenderCNN(described.config.model, described.config.features.n_mels)
     try:
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state)
     except RuntimeError as exc:
-        raise CvlabelError(f"{path}: weights do not fit the model config ({_first_line(exc)})") from None
+        raise CvlabelError(f"{file}: weights do not fit the model config ({_first_line(exc)})") from None
     model.eval()
-    return Checkpoint(model, model_config, feature_config, float(payload["temperature"]), LABELS, payload["info"])
+    return Checkpoint(described.config, described.temperature, described.info, model)
 
 
 def _first_line(exc: Exception) -> str:

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
-from .audio import SAMPLE_RATE
 from .errors import ConfigError
+
+SAMPLE_RATE = 16_000  # Hz: the rate every feature and model of cvlabel works at
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,19 @@ class AugmentConfig:
     freq_mask_bands: int = 8  # widest frequency mask, in mel bands
     time_masks: int = 2  # SpecAugment time masks per crop
     time_mask_frames: int = 12  # widest time mask, in frames (0.24 s at the 20 ms hop)
+
+
+# Options of `cvlabel demo-corpus` (set on its command line).
+@dataclass(frozen=True)
+class DemoCorpusOptions:
+    speakers_per_gender: int = 16  # at least 8, so every split holds several of each
+    clips_per_speaker: int = 12  # clips each speaker records
+    locales: tuple[str, ...] = ("en", "de", "fr", "es")  # speakers are spread over these
+    engine: str = "auto"  # auto | espeak | formant
+    gender_style: str = "v17"  # v17 (male_masculine, ...) or v16 (male, female, other)
+    blank_speaker_share: float = 0.25  # speakers who never state a gender (their rows are all blank)
+    blank_row_share: float = 0.05  # extra rows blanked among speakers who do state it
+    seed: int = 0  # the whole corpus is a function of the options
 
 
 # Options of `cvlabel infer` (set on its command line, not in the YAML config).

@@ -39,9 +39,6 @@ GENDER_TABLE: dict[str, str | None] = {
     "do_not_wish_to_say": "declined",  # an explicit opt-out: never pseudo-labeled
     "": None,
 }
-BINARY_GENDERS = ("male", "female")
-LABELS = BINARY_GENDERS  # the model's classes by index: its logit is evidence for index 1, female
-
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
 REQUIRED_COLUMNS = ("client_id", "path", "gender")

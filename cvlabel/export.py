@@ -14,47 +14,40 @@ and summary.json. Each file keeps every column of the release (the TSV's gender 
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
+from .artifacts import EXPORT_SPLITS, ExportFolder, RunFolder, read_predictions, read_reference, write_export_split
 from .checkpoint import run_config
 from .config import ExportOptions
-from .corpus import BINARY_GENDERS, clips_dir, read_release
+from .corpus import read_release
 from .errors import CvlabelError
-from .files import writable_folder, write_json, write_parquet
-from .infer import read_predictions
+from .files import writable_folder, write_json
+from .labels import BINARY_GENDERS, decide
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
 
-OUTPUT_SPLITS = ("train", "dev", "test", "unused")
 SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}  # kept first when capping or rebalancing
 
 
-def output_path(aug_dir: Path, split: str) -> Path:
-    return aug_dir / f"{split}.parquet"
-
-
 def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir: str | Path,
-                   options: ExportOptions = ExportOptions(), reference: str | Path | None = None) -> dict:
+                   options: ExportOptions = ExportOptions(), reference: str | Path | None = None) -> dict[str, Any]:
     """Write AUG_DIR/{train,dev,test,unused}.parquet and summary.json; return the summary."""
-    corpus_dir, aug_dir = Path(corpus_dir), Path(aug_dir)
+    corpus_dir, out = Path(corpus_dir), ExportFolder(aug_dir)
     _check_options(options)
-    writable_folder(aug_dir)
+    writable_folder(out.path)
     predictions, plan = read_predictions(predictions_dir)
     if plan.get("selection") != "unlabeled":
         raise CvlabelError(f"{predictions_dir} holds predictions of the {plan.get('selection')!r} split; "
                            "export needs those of 'cvlabel infer --unlabeled'")
     if Path(plan["corpus"]) != corpus_dir.resolve():
         raise CvlabelError(f"{predictions_dir} was made for the corpus {plan['corpus']}, not {corpus_dir.resolve()}")
-    run_dir = Path(plan["model"]).parent
     config = run_config(plan["model"])
 
     manifest = read_release(corpus_dir)
@@ -62,8 +55,8 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     if unknown:
         raise CvlabelError(f"{predictions_dir} predicts clips that are not blank-gender rows of {corpus_dir} "
                            f"(e.g. {sorted(unknown)[0]}); was it made for another corpus or release?")
-    thresholds, expected = _thresholds(options, reference or run_dir / "reference_predictions.parquet",
-                                       plan["model_sha256"], run_dir)
+    thresholds, expected = _thresholds(options, reference or RunFolder(Path(plan["model"]).parent).reference,
+                                       plan["model_sha256"])
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below
@@ -90,59 +83,39 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     metadata = {"model_sha256": plan["model_sha256"], "model": plan["model"], "corpus": plan["corpus"],
                 "thresholds": thresholds, "options": asdict(options)}
     columns = [c for c in rows.columns if c not in ("pseudo_below_threshold",)]
-    for split in OUTPUT_SPLITS:
+    for split in EXPORT_SPLITS:
         part = rows.loc[rows["split"] == split, columns]
         if split != "unused":
             part = part.drop(columns=["unused_reason"])
-        _write(part, output_path(aug_dir, split), metadata)
+        write_export_split(part, out.split(split), metadata)
     summary = {
         **metadata,
         "expected": expected,
-        "rows": {split: int((rows["split"] == split).sum()) for split in OUTPUT_SPLITS},
+        "rows": {split: int((rows["split"] == split).sum()) for split in EXPORT_SPLITS},
         "train_before_cap_and_rebalance": before,
         "train_after": _counts(rows[rows["split"] == "train"]),
         "pseudo_labels": {g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum())
                           for g in BINARY_GENDERS},
         "unused_reasons": {k: int(v) for k, v in rows["unused_reason"].value_counts().items()},
     }
-    write_json(aug_dir / "summary.json", summary)
+    write_json(out.summary, summary)
     return summary
 
 
-def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
-    """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label`."""
-    aug_dir, corpus_dir = Path(aug_dir), Path(corpus_dir)
-    summary_file = aug_dir / "summary.json"
-    if not summary_file.is_file():
-        raise CvlabelError(f"{aug_dir}: not a 'cvlabel export parquet' folder (no summary.json)")
-    made_for = json.loads(summary_file.read_text()).get("corpus")
-    if made_for != str(corpus_dir.resolve()):
-        raise CvlabelError(f"{aug_dir} was exported from {made_for}, not {corpus_dir.resolve()}")
-    parts = []
-    for split in ("train", "dev", "test"):
-        table = pq.read_table(output_path(aug_dir, split), columns=["path", "client_id", "gender", "gender_source"])
-        parts.append(table.to_pandas().assign(split=split))
-    rows = pd.concat(parts, ignore_index=True)
-    rows = rows[rows["gender"].isin(BINARY_GENDERS)].reset_index(drop=True)
-    folder = clips_dir(corpus_dir)
-    rows["clip"] = [str(folder / p) for p in rows["path"]]
-    rows["label"] = (rows["gender"] == "female").astype(int)
-    return rows
-
-
-def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple[dict, dict]:
+def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per gender, the lowest confidence at which the reference rows predicted as that gender reach
     `target_precision`, and stay there for every higher threshold. Returns (thresholds, expected)
     where expected holds the precision, coverage and rows behind each threshold. A gender that
     never reaches the target gets threshold None (no pseudo-labels of that gender).
     """
-    thresholds, expected = {}, {}
-    p_female = reference["p_female"].to_numpy()
+    thresholds: dict[str, Any] = {}
+    expected: dict[str, Any] = {}
+    decided, confidences = decide(reference["p_female"].to_numpy())
     truth = reference["gender"].to_numpy()
-    for gender in BINARY_GENDERS:
-        predicted = (p_female >= 0.5) == (gender == "female")
-        confidence = np.where(gender == "female", p_female, 1 - p_female)[predicted]
-        correct = (truth[predicted] == gender)
+    for index, gender in enumerate(BINARY_GENDERS):
+        predicted = decided == index
+        confidence = confidences[predicted]
+        correct = truth[predicted] == gender
         order = np.argsort(-confidence, kind="stable")
         confidence, correct = confidence[order], correct[order]
         precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
@@ -159,10 +132,11 @@ def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple
     return thresholds, expected
 
 
-def _thresholds(options: ExportOptions, reference_path: str | Path, model_sha256: str, run_dir: Path):
+def _thresholds(options: ExportOptions, reference_path: str | Path,
+                model_sha256: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if options.min_confidence is not None:
         return {g: options.min_confidence for g in BINARY_GENDERS}, {"rule": f"min_confidence {options.min_confidence}"}
-    reference = _read_reference(Path(reference_path), model_sha256, run_dir)
+    reference = _reference_rows(Path(reference_path), model_sha256)
     thresholds, expected = choose_thresholds(reference, options.target_precision)
     for gender, value in thresholds.items():
         if value is None:
@@ -173,7 +147,7 @@ def _thresholds(options: ExportOptions, reference_path: str | Path, model_sha256
     return thresholds, expected
 
 
-def _read_reference(path: Path, model_sha256: str, run_dir: Path) -> pd.DataFrame:
+def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
     """Reference rows: the run's reference_predictions.parquet, or a `cvlabel infer --split` folder."""
     if path.is_dir():
         frame, plan = read_predictions(path)
@@ -188,10 +162,10 @@ def _read_reference(path: Path, model_sha256: str, run_dir: Path) -> pd.DataFram
     if not path.is_file():
         raise CvlabelError(f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
                            "or --reference with a 'cvlabel infer --split test' folder")
-    return pq.read_table(path).to_pandas()
+    return read_reference(path)
 
 
-def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict) -> None:
+def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, Any]) -> None:
     """Set gender, gender_source, gender_confidence (and pseudo_below_threshold) in place."""
     stated = rows["gender"].notna()
     rows["gender_source"] = np.where(stated, "self_reported", None)
@@ -245,15 +219,9 @@ def _rebalance(rows: pd.DataFrame, female_share: float) -> None:
     rows.loc[ranked.index[keep:], "unused_reason"] = "rebalanced away"
 
 
-def _counts(frame: pd.DataFrame) -> dict:
+def _counts(frame: pd.DataFrame) -> dict[str, int]:
     table = frame.groupby(["gender", "gender_source"]).size()
     return {f"{gender}/{source}": int(n) for (gender, source), n in table.items()}
-
-
-def _write(frame: pd.DataFrame, path: Path, metadata: dict) -> None:
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cvlabel": json.dumps(metadata).encode()})
-    write_parquet(table, path)
 
 
 def _check_options(options: ExportOptions) -> None:

@@ -1,4 +1,4 @@
-"""Pure feature functions: silence trimming and log-mel spectrograms.
+"""Pure feature functions: the log-mel spectrogram the model reads (silence trimming is in speech.py).
 
 Every function takes an array and returns an array; settings live in FeatureConfig, which
 travels inside each checkpoint so that inference computes exactly the features training did.
@@ -15,33 +15,6 @@ from .config import FeatureConfig
 
 LOG_FLOOR = 1e-10  # added to mel power before the log, so that digital silence stays finite
 DYNAMIC_RANGE_DB = 80.0  # dB below each clip's loudest bin at which log-mel is clamped
-
-
-def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
-    """Sample indices [start, end) from the first to the last frame with speech energy.
-
-    samples: (n,) float mono at config.sample_rate. Returns (0, 0) when no frame has speech.
-    """
-    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
-    n_frames = samples.shape[0] // frame
-    if n_frames == 0:
-        return (0, 0) if not _loud_enough(samples, config.vad_floor_dbfs) else (0, samples.shape[0])
-    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
-    energy_db = 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
-    threshold = max(energy_db.max() - config.vad_threshold_db, config.vad_floor_dbfs)
-    speech = np.flatnonzero(energy_db >= threshold)
-    if speech.size == 0:
-        return (0, 0)
-    pad = int(config.sample_rate * config.vad_pad_ms / 1000)
-    start = max(0, speech[0] * frame - pad)
-    end = min(samples.shape[0], (speech[-1] + 1) * frame + pad)
-    return int(start), int(end)
-
-
-def trim_silence(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
-    """The clip without its leading and trailing silence; (0,) when it is all silence."""
-    start, end = speech_bounds(samples, config)
-    return samples[start:end]
 
 
 def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
@@ -70,18 +43,6 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     return features
 
 
-def clip_features(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> torch.Tensor:
-    """The model's input for one decoded clip: silence trimmed (if configured), then log-mel.
-
-    Returns (n_mels, frames); frames is 0 when the clip holds no speech.
-    """
-    if config.trim_silence:
-        samples = trim_silence(samples, config)
-    if samples.shape[0] == 0:
-        return torch.zeros(config.n_mels, 0)
-    return log_mel(samples, config)
-
-
 _NATS_PER_DB = float(np.log(10.0) / 10.0)  # natural-log units of power per decibel
 
 
@@ -100,6 +61,3 @@ def _mel_basis(config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
     used = int(torch.nonzero(filterbank.sum(dim=1)).max()) + 1  # frequency bins up to f_max
     return torch.hann_window(config.n_fft), filterbank[:used].contiguous()
 
-
-def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:
-    return samples.size > 0 and 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-12) >= floor_dbfs

@@ -1,26 +1,15 @@
 """Binary classification metrics and temperature scaling, as pure functions of arrays.
 
-Labels are 1 for female, 0 for male (model.LABELS); probabilities are p(female).
+Labels are 1 for female, 0 for male (labels.LABELS); probabilities are p(female).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .corpus import LABELS
+from .labels import LABELS, decide, decide_logits, sigmoid
 
 ECE_BINS = 15  # equal-width confidence bins of the expected calibration error
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
-
-
-def decide(p_female: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """The predicted class (1, female, where p_female >= 0.5) and its confidence max(p, 1 - p): the
-    one decision rule behind every label cvlabel writes. A NaN probability gives a NaN confidence."""
-    p_female = np.asarray(p_female, dtype=float)
-    return (p_female >= 0.5).astype(int), np.maximum(p_female, 1 - p_female)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -94,7 +83,7 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: 
     after calibration, and speaker-level accuracy (mean logit per speaker)."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, dtype=float)
-    predicted = (logits >= 0).astype(int)
+    predicted = decide_logits(logits)
     p_raw, p_cal = sigmoid(logits), sigmoid(logits / temperature)
     metrics = {
         "clips": int(labels.size),
@@ -115,7 +104,7 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: 
     if speakers is not None:
         pooled = pd.DataFrame({"speaker": speakers, "label": labels, "logit": logits}).groupby("speaker")
         per_speaker = pooled.agg(label=("label", "first"), logit=("logit", "mean"))
-        speaker_predicted = (per_speaker["logit"] >= 0).astype(int)
+        speaker_predicted = pd.Series(decide_logits(per_speaker["logit"].to_numpy()), index=per_speaker.index)
         metrics["speakers"] = int(len(per_speaker))
         metrics["speaker_accuracy"] = float((speaker_predicted == per_speaker["label"]).mean())
         metrics["speaker_balanced_accuracy"] = balanced_accuracy(per_speaker["label"].to_numpy(),

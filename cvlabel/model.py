@@ -6,19 +6,10 @@ clips of different lengths can share a batch. It outputs one logit; p(female) = 
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
 from .config import ModelConfig
-from .corpus import LABELS  # noqa: F401  (re-exported: the classes by index)
-
-# oneDNN caches a compiled convolution per input shape, and clips give a new time length in
-# nearly every batch: with the cache on, an inference worker grew from 0.7 to 1.4 GB over 20k clips.
-# Off, memory stays flat and batches ran no slower (measured, benchmarks/infer_speed.py). Read at
-# the first convolution, so setting it here, before any, is in time; a user's own value wins.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
 
 
 

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .files import atomic_path  # noqa: E402
-from .corpus import LABELS  # noqa: E402
+from .labels import LABELS  # noqa: E402
 
 
 def plot_confusion(confusion: list[list[int]], path: str | Path, title: str) -> None:

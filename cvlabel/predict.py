@@ -2,22 +2,20 @@
 PCM stream (a running estimate about once a second and a final verdict)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 import soxr
 
 from .audio import load_audio
-from .cache import speech_of
-from .checkpoint import load_checkpoint
-from .config import FeatureConfig
+from .config import SAMPLE_RATE
 from .errors import AudioError, CvlabelError
-from .evaluate import batch_logits
-from .metrics import decide, sigmoid
-from .corpus import LABELS
-from .model import GenderCNN
+from .labels import LABELS, calibrate, decide
+from .scoring import InferenceModel, inference_model
+from .speech import speech_only
+
+STDIN_ARG = "-"  # the file argument that means: raw PCM from stdin
 
 STREAM_WINDOW_S = 4.0  # seconds the model hears per estimate: as long as a typical Common Voice clip
 STREAM_HOP_S = 1.0  # seconds of new audio between estimates; windows overlap, so each update hears the newest second
@@ -29,59 +27,76 @@ STREAM_MIN_RATE = 8_000  # Hz: below it the voice band up to the model's f_max (
 STREAM_MAX_RATE = 192_000  # Hz: the highest rate of real audio hardware; more is a typo
 PCM_BYTES_PER_SAMPLE = 2  # 16-bit signed little-endian mono
 PCM_FULL_SCALE = 32768.0  # soundfile's scale for 16-bit PCM, so piped audio equals the same audio decoded from a WAV
-STREAM_NAME = "<stdin>"  # the source speech_of names in its (caught) errors
+STREAM_NAME = "<stdin>"  # the source speech_only names in its (caught) errors
 
 
-@dataclass(frozen=True)
-class Predictor:
-    """A checkpoint loaded once for inference: the fused model, its features and its temperature."""
-
-    model: GenderCNN
-    config: FeatureConfig
-    temperature: float  # p(female) = sigmoid(logit / temperature)
-
-    @classmethod
-    def load(cls, model_dir: str | Path) -> "Predictor":
-        checkpoint = load_checkpoint(model_dir)
-        return cls(checkpoint.model.fuse_for_inference(), checkpoint.feature_config, checkpoint.temperature)
-
-    def logit(self, speech: np.ndarray) -> float:
-        """The model's logit (evidence for female) of silence-trimmed samples, as speech_of gives them."""
-        return float(batch_logits(self.model, [speech], self.config, 1)[0])
-
-    def verdict(self, logit: float) -> dict:
-        """label, calibrated p_female and confidence of one logit or of a pooled (mean) logit."""
-        p_female = float(sigmoid(logit / self.temperature))
-        predicted, confidence = decide(p_female)
-        return {"label": LABELS[int(predicted)], "p_female": round(p_female, 4), "confidence": round(float(confidence), 4)}
+def predict(sources: Sequence[str | Path], model_dir: str | Path, sample_rate: int | None,
+            stdin: BinaryIO) -> Iterator[dict[str, Any]]:
+    """`cvlabel predict`: one result per file, or the updates of the PCM stream on stdin when
+    `sources` is just "-". Arguments are checked (CvlabelError) before anything is read."""
+    if STDIN_ARG in (str(source) for source in sources):
+        if len(sources) > 1:
+            raise CvlabelError("'-' (stdin) cannot be mixed with files; predict them in separate commands")
+        return predict_stream(stdin, model_dir, sample_rate or SAMPLE_RATE)
+    if sample_rate is not None:
+        raise CvlabelError("--sample-rate applies only to - (stdin PCM); files carry their own rate")
+    return iter(predict_files(sources, model_dir))
 
 
-def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[dict]:
+def failed(result: dict[str, Any]) -> bool:
+    """Whether a result makes the command fail: a file's error, or a stream's final one."""
+    return bool(result["error"]) and result.get("final", True)
+
+
+def result_line(result: dict[str, Any]) -> str:
+    """A file's result, or a stream update, as one line of text."""
+    if "final" not in result:
+        if result["error"]:
+            return f"{result['path']}\terror: {result['error']}"
+        return f"{result['path']}\t{result['label']}\tp_female={result['p_female']:.4f}\t{result['duration_s']:.2f} s"
+    if result["error"]:
+        estimate = f"error: {result['error']}" if result["final"] else result["error"]
+    else:
+        windows = result["windows"]
+        estimate = f"{result['label']}\tp_female={result['p_female']:.4f}\t({windows} window{'' if windows == 1 else 's'})"
+    line = f"{result['seconds']:.1f} s\t{estimate}"
+    return f"final\t{line}" if result["final"] else line
+
+
+def verdict(model: InferenceModel, logit: float) -> dict[str, Any]:
+    """label, calibrated p_female and confidence of one logit or of a pooled (mean) logit."""
+    p_female = float(calibrate(logit, model.temperature))
+    predicted, confidence = decide(p_female)
+    return {"label": LABELS[int(predicted)], "p_female": round(p_female, 4), "confidence": round(float(confidence), 4)}
+
+
+def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[dict[str, Any]]:
     """One dict per file: path, label, p_female (calibrated), confidence, duration_s, error.
 
     A file that cannot be decoded, or holds no speech, gets its error and null figures; the
     others are still predicted.
     """
-    predictor = Predictor.load(model_dir)
-    config = predictor.config
+    model = inference_model(model_dir)
+    config = model.features
     results = []
     for path in paths:
-        result = {"path": str(path), "label": None, "p_female": None, "confidence": None, "duration_s": None,
+        result: dict[str, Any] = {"path": str(path), "label": None, "p_female": None, "confidence": None, "duration_s": None,
                   "error": None}
         try:
             samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
             result["duration_s"] = round(samples.shape[0] / config.sample_rate, 3)
-            logit = predictor.logit(speech_of(samples, config, path))
+            logit = float(model.logits([speech_only(samples, config, path)])[0])
         except AudioError as exc:
             result["error"] = exc.reason
             results.append(result)
             continue
-        result.update(predictor.verdict(logit))
+        result.update(verdict(model, logit))
         results.append(result)
     return results
 
 
-def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path, sample_rate: int) -> Iterator[dict]:
+def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path,
+                   sample_rate: int) -> Iterator[dict[str, Any]]:
     """A running estimate of a stream's speaker gender, one dict per STREAM_HOP_S of audio, then a final one.
 
     source: a binary file of raw 16-bit signed little-endian mono PCM (e.g. stdin), or float32
@@ -98,12 +113,15 @@ def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Pat
     """
     if not STREAM_MIN_RATE <= sample_rate <= STREAM_MAX_RATE:
         raise CvlabelError(f"--sample-rate {sample_rate} Hz is outside {STREAM_MIN_RATE}-{STREAM_MAX_RATE} Hz")
-    if hasattr(source, "read"):
+    blocks: Iterable[np.ndarray]
+    if isinstance(source, Iterable) and not hasattr(source, "read"):
+        blocks = source
+    else:
         if source.isatty():  # nothing piped in: reading would wait on the keyboard forever
             raise CvlabelError("stdin is a terminal; pipe raw 16-bit PCM into 'cvlabel predict -' (see --help)")
-        source = pcm_blocks(source, sample_rate)
-    predictor = Predictor.load(model_dir)
-    return _stream_updates(resample_blocks(source, sample_rate, predictor.config.sample_rate), predictor)
+        blocks = pcm_blocks(source, sample_rate)
+    model = inference_model(model_dir)
+    return _stream_updates(resample_blocks(blocks, sample_rate, model.features.sample_rate), model)
 
 
 def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
@@ -134,8 +152,8 @@ def resample_blocks(blocks: Iterable[np.ndarray], in_rate: int, out_rate: int) -
         yield resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)  # the resampler's delay
 
 
-def _stream_updates(samples: Iterable[np.ndarray], predictor: Predictor) -> Iterator[dict]:
-    rate = predictor.config.sample_rate
+def _stream_updates(samples: Iterable[np.ndarray], model: InferenceModel) -> Iterator[dict[str, Any]]:
+    rate = model.features.sample_rate
     window, hop = int(STREAM_WINDOW_S * rate), int(STREAM_HOP_S * rate)
     buffer = np.zeros(0, dtype=np.float32)  # the last `window` samples, no more
     heard = unscored = 0  # samples in all, and since the last estimate
@@ -146,20 +164,20 @@ def _stream_updates(samples: Iterable[np.ndarray], predictor: Predictor) -> Iter
 
     def score() -> None:
         nonlocal logit_sum, windows, partial_logit
-        logit = _window_logit(buffer, predictor)
+        logit = _window_logit(buffer, model)
         if buffer.shape[0] < window:
             partial_logit = logit
         elif logit is not None:
             logit_sum, windows = logit_sum + logit, windows + 1
 
-    def update(final: bool) -> dict:
-        result = {"final": final, "seconds": round(heard / rate, 3), "label": None, "p_female": None,
+    def update(final: bool) -> dict[str, Any]:
+        result: dict[str, Any] = {"final": final, "seconds": round(heard / rate, 3), "label": None, "p_female": None,
                   "confidence": None, "windows": windows, "buffered_s": round(buffer.shape[0] / rate, 3),
                   "error": None}
         if windows:
-            result.update(predictor.verdict(logit_sum / windows))
+            result.update(verdict(model, logit_sum / windows))
         elif partial_logit is not None:
-            result.update(predictor.verdict(partial_logit), windows=1)
+            result.update(verdict(model, partial_logit), windows=1)
         else:
             result["error"] = "no speech found" if final else "no speech yet"
         return result
@@ -180,12 +198,12 @@ def _stream_updates(samples: Iterable[np.ndarray], predictor: Predictor) -> Iter
     yield update(final=True)
 
 
-def _window_logit(window: np.ndarray, predictor: Predictor) -> float | None:
+def _window_logit(window: np.ndarray, model: InferenceModel) -> float | None:
     """The logit of a window's speech, trimmed as a file's would be; None if too little speech is left."""
     try:
-        speech = speech_of(window, predictor.config, STREAM_NAME)
+        speech = speech_only(window, model.features, STREAM_NAME)
     except AudioError:  # silent window: it does not vote
         return None
-    if speech.shape[0] < STREAM_MIN_SPEECH_S * predictor.config.sample_rate:
+    if speech.shape[0] < STREAM_MIN_SPEECH_S * model.features.sample_rate:
         return None
-    return predictor.logit(speech)
+    return float(model.logits([speech])[0])

@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-import json
-
+from .artifacts import ExportFolder, read_metrics
 from .config import Config
-from .corpus import BINARY_GENDERS, read_tsv
+from .corpus import read_release, read_tsv
 from .errors import CvlabelError
-from .corpus import read_release
+from .labels import BINARY_GENDERS
 from .splits import SPLITS, assign_splits
 
 GENDER_ORDER = ["male", "female", "other", "declined", "blank"]
@@ -57,10 +56,7 @@ def compare_runs(run_dirs: list[Path]) -> str:
     """Test metrics of several runs as columns, plus their train clips."""
     columns = {}
     for run_dir in run_dirs:
-        metrics_file = Path(run_dir) / "metrics.json"
-        if not metrics_file.is_file():
-            raise CvlabelError(f"{run_dir}: no metrics.json; is it a finished 'cvlabel train' run?")
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_metrics(run_dir)
         values = {key: metrics.get(key) for key in COMPARE_KEYS}
         values["train_clips"] = metrics.get("splits", {}).get("train", {}).get("clips")
         columns[str(run_dir)] = values
@@ -69,14 +65,10 @@ def compare_runs(run_dirs: list[Path]) -> str:
 
 def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
     """Precision and coverage of an export's labels for blank-gender rows against true genders."""
-    import pyarrow.parquet as pq
-
     truth = read_tsv(truth_tsv)
     if not {"path", "true_gender"} <= set(truth.columns):
         raise CvlabelError(f"{truth_tsv}: needs the columns path and true_gender")
-    parts = [pq.read_table(Path(aug_dir) / f"{split}.parquet").to_pandas()
-             for split in ("train", "dev", "test", "unused")]
-    rows = pd.concat(parts, ignore_index=True).merge(truth[["path", "true_gender"]], on="path", how="left")
+    rows = ExportFolder(aug_dir).read_rows().merge(truth[["path", "true_gender"]], on="path", how="left")
     blank = rows[rows["gender_raw"].str.strip().eq("")]
     lines = [f"{len(blank)} blank-gender rows exported"]
     for source in ("pseudo", "speaker"):

@@ -12,13 +12,17 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .corpus import BINARY_GENDERS
+from pathlib import Path
+
 from .config import SplitConfig
-from .errors import ConfigError
+from .corpus import clips_dir, read_release
+from .errors import ConfigError, CvlabelError
+from .labels import BINARY_GENDERS, label_index
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
+EVAL_SPLITS = SPLITS + ("all",)
 
 
 @dataclass
@@ -86,6 +90,19 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig = SplitConfig()) -
         report.speakers[split] = {g: int(part.loc[part["gender"] == g, "client_id"].nunique()) for g in BINARY_GENDERS}
         report.clips[split] = {g: int((part["gender"] == g).sum()) for g in BINARY_GENDERS}
     return result, report
+
+
+def labelled_rows(corpus_dir: str | Path, config: SplitConfig, split: str) -> pd.DataFrame:
+    """Self-reported male/female rows of one split (or of all splits) with `clip` and `label`."""
+    if split not in EVAL_SPLITS:
+        raise CvlabelError(f"unknown split {split!r}; choose from {', '.join(EVAL_SPLITS)}")
+    manifest, _ = assign_splits(read_release(corpus_dir), config)
+    rows = manifest[manifest["split"] != ""] if split == "all" else manifest[manifest["split"] == split]
+    rows = rows.copy()
+    folder = clips_dir(corpus_dir)
+    rows["clip"] = [str(folder / p) for p in rows["path"]]
+    rows["label"] = label_index(rows["gender"])
+    return rows.reset_index(drop=True)
 
 
 def _allocate(ids: list[str], fixed: dict[str, str], config: SplitConfig) -> dict[str, str]:

@@ -3,38 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
-from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus, synthesize_formant_voice
-
-# Old (<= v16) and new (>= v17) Common Voice TSV headers.
-OLD_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment"]
-NEW_COLUMNS = [
-    "client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
-    "age", "gender", "accents", "variant", "locale", "segment",
-]
-
-
-def write_voice(path: Path, pitch_hz: float, seconds: float = 1.0, sample_rate: int = 48_000,
-                formant_scale: float | None = None, seed: int = 0, silence_s: float = 0.3) -> Path:
-    """Write a voiced synthetic clip (MP3 unless the suffix says otherwise) with silence around it."""
-    rng = np.random.default_rng(seed)
-    scale = formant_scale if formant_scale is not None else (1.0 if pitch_hz < 160 else 1.17)
-    text = "a e i o u " * max(1, int(seconds * 3))
-    voiced = synthesize_formant_voice(text, pitch_hz, scale, rng, sample_rate=sample_rate)[: int(seconds * sample_rate)]
-    pad = np.zeros(int(silence_s * sample_rate), dtype=np.float32)
-    soundfile.write(path, np.concatenate([pad, voiced, pad]), sample_rate, format="MP3" if path.suffix == ".mp3" else None)
-    return path
-
-
-def write_tsv(path: Path, columns: list[str], rows: list[dict]) -> Path:
-    """A Common Voice TSV: tab-joined, no quoting, missing fields blank."""
-    lines = ["\t".join(columns)] + ["\t".join(str(row.get(c, "")) for c in columns) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
+from cvlabel.config import DemoCorpusOptions
+from cvlabel.democorpus import make_demo_corpus
+from cvlabel.testing import NEW_COLUMNS, tiny_train_config, write_tsv
 
 @pytest.fixture
 def tiny_release(tmp_path: Path) -> Path:
@@ -63,25 +36,13 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     return out
 
 
-TINY_TRAIN = ["model.channels=[8, 16, 16, 16]", "model.extra_convs=0", "model.hidden=16", "train.epochs=2",
-              "train.batch_size=8", "train.crop_seconds=1.0", "train.jobs=1", "train.threads=1"]
-
-
 @pytest.fixture(scope="session")
 def trained_run(synthetic_corpus, tmp_path_factory) -> Path:
     """A tiny model trained for two epochs on the synthetic corpus (read-only)."""
     from cvlabel.config import load_config
-    from cvlabel.train import train
+    from cvlabel.training import train
 
     base = tmp_path_factory.mktemp("trained")
     run = base / "run"
-    train(synthetic_corpus, run, load_config(None, [*TINY_TRAIN, f"train.cache_dir={base / 'cache'}"]))
+    train(synthetic_corpus, run, load_config(None, tiny_train_config(base / "cache")))
     return run
-
-
-def copy_corpus(source: Path, target: Path) -> Path:
-    """A writable copy of a corpus (clips copied, so tests may break some)."""
-    import shutil
-
-    shutil.copytree(source, target)
-    return target

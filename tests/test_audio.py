@@ -5,7 +5,7 @@ import soundfile
 from cvlabel.audio import SAMPLE_RATE, load_audio
 from cvlabel.errors import AudioError
 
-from conftest import write_voice
+from cvlabel.testing import write_voice
 
 
 @pytest.mark.parametrize("rate", [48_000, 44_100, 32_000, 8_000])

@@ -1,10 +1,9 @@
-import pandas as pd
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
 from cvlabel.cli import app
-from cvlabel.corpus import read_release
+from cvlabel.corpus import read_release, read_tsv
 
 runner = CliRunner()
 
@@ -69,7 +68,7 @@ def test_demo_corpus_is_a_readable_release(tmp_path):
                                  "--clips-per-speaker", "3", "--locales", "en,de", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     manifest = read_release(out)
-    truth = pd.read_csv(out / "truth.tsv", sep="\t", keep_default_na=False, quoting=3)
+    truth = read_tsv(out / "truth.tsv")
     assert len(manifest) == len(truth) == 48
     assert set(truth["true_gender"]) == {"male", "female"}
     assert truth.groupby("true_gender")["client_id"].nunique().min() >= 8
@@ -106,3 +105,20 @@ def test_public_api_is_importable_without_loading_torch_first():
             "from cvlabel import train, infer, export_parquet, evaluate_run, load_checkpoint; "
             "assert callable(train) and callable(infer) and callable(export_parquet)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("first", ["function", "module"])
+def test_public_functions_never_shadow_the_stage_modules(first):
+    """`cvlabel.infer` is the function and `cvlabel.inference` the module, in either import order."""
+    import subprocess
+    import sys
+
+    steps = {
+        "function": "import cvlabel; f = cvlabel.infer; assert callable(f) and not isinstance(f, types.ModuleType)",
+        "module": "import cvlabel.inference as m; assert isinstance(m, types.ModuleType)",
+    }
+    order = [steps[first], steps["module" if first == "function" else "function"]]
+    checks = ("import cvlabel.inference as m, cvlabel.training as t; from cvlabel import infer, train; "
+              "assert isinstance(m, types.ModuleType) and isinstance(t, types.ModuleType); "
+              "assert infer is m.infer and train is t.train and cvlabel.infer is m.infer")
+    subprocess.run([sys.executable, "-c", "; ".join(["import types", *order, checks])], check=True)

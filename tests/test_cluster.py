@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from cvlabel import cluster
+from cvlabel import runners
 from cvlabel.cli import app
 from cvlabel.config import InferOptions
 from cvlabel.errors import CvlabelError
-from cvlabel.infer import infer, part_path, predictions_path
+from cvlabel.artifacts import PredictionsFolder
+from cvlabel.inference import infer
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,11 +28,11 @@ SHARD = 2  # rows per shard: many shards from the small synthetic corpus
 def local_predictions(synthetic_corpus, trained_run, tmp_path_factory) -> pd.DataFrame:
     out = tmp_path_factory.mktemp("local") / "pred"
     infer(synthetic_corpus, trained_run, out, InferOptions(jobs=1, shard_size=SHARD))
-    return pd.read_parquet(predictions_path(out))
+    return pd.read_parquet(PredictionsFolder(out).predictions)
 
 
 def assert_same_predictions(out, expected: pd.DataFrame) -> None:
-    got = pd.read_parquet(predictions_path(out))
+    got = pd.read_parquet(PredictionsFolder(out).predictions)
     assert got["path"].tolist() == expected["path"].tolist()
     for column in ("logit", "p_female", "clip_p_female", "speaker_p_female"):
         np.testing.assert_allclose(got[column].to_numpy(float), expected[column].to_numpy(float), atol=1e-6, rtol=0)
@@ -73,7 +74,7 @@ def test_a_killed_worker_loses_nothing(synthetic_corpus, trained_run, tmp_path, 
         killer.join()
     assert killed, "no worker was ever busy"
     shards = -(-len(local_predictions) // SHARD)
-    assert all(part_path(out, k).exists() for k in range(shards))
+    assert all(PredictionsFolder(out).part(k).exists() for k in range(shards))
     assert not list(out.glob("*.tmp*"))
     assert_same_predictions(out, local_predictions)
 
@@ -86,7 +87,7 @@ def test_missing_dask_is_a_clear_error(synthetic_corpus, trained_run, tmp_path, 
 
 def test_unreachable_scheduler_and_misused_options_are_clear_errors(synthetic_corpus, trained_run, tmp_path,
                                                                       monkeypatch):
-    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(runners, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(CvlabelError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
         infer(synthetic_corpus, trained_run, tmp_path / "a",
               InferOptions(backend="dask", scheduler="tcp://127.0.0.1:9"))  # port 9: nothing listens
@@ -108,7 +109,7 @@ def test_a_shard_that_keeps_failing_is_one_clear_error_after_its_retries():
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,  # in-process: no network
                                   dashboard_address=None) as local:
         done = []
-        with cluster.dask_runner(local.scheduler_address, 1) as run:
+        with runners.dask_runner(local.scheduler_address, 1) as run:
             with pytest.raises(CvlabelError, match=r"after 3 tries \(OSError: no space left on device\)"):
                 run.map(fails_on_two, [(1,), (2,), (3,)], done.append)
     assert 2 not in done

@@ -6,7 +6,7 @@ import pytest
 from cvlabel.corpus import GENDER_TABLE, MANIFEST_COLUMNS, normalise_gender, read_release
 from cvlabel.errors import CorpusError
 
-from conftest import NEW_COLUMNS, OLD_COLUMNS, write_tsv
+from cvlabel.testing import NEW_COLUMNS, OLD_COLUMNS, write_tsv
 
 
 def make_release(tmp_path: Path, columns: list[str], rows: list[dict], name: str = "validated") -> Path:

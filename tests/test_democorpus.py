@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from cvlabel.audio import load_audio
-from cvlabel.democorpus import DemoCorpusOptions, make_demo_corpus, synthesize_formant_voice
-from cvlabel.features import trim_silence
+from cvlabel.config import DemoCorpusOptions
+from cvlabel.democorpus import make_demo_corpus
+from cvlabel.synthesis import synthesize_formant_voice
+from cvlabel.speech import trim_silence
 
 
 def estimated_f0(samples: np.ndarray, rate: int = 16_000) -> float:

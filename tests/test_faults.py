@@ -16,14 +16,15 @@ import soundfile
 from typer.testing import CliRunner
 
 from cvlabel.audio import SAMPLE_RATE, load_audio
-from cvlabel.cache import decode_speech
+from cvlabel.speech import decode_speech
 from cvlabel.cli import app
 from cvlabel.config import FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
 from cvlabel.errors import AudioError
-from cvlabel.infer import infer
+from cvlabel.inference import infer
 
-from conftest import NEW_COLUMNS, copy_corpus, write_tsv, write_voice
+from cvlabel.corpus import read_tsv
+from cvlabel.testing import NEW_COLUMNS, copy_corpus, rewrite_tsv, write_tsv, write_voice
 
 runner = CliRunner()
 
@@ -129,7 +130,7 @@ def with_many_blank_rows(source, target, copies: int):
     """A corpus copy whose blank rows are repeated `copies` times (hard-linked clips): a run long
     enough to be killed in the middle."""
     corpus = copy_corpus(source, target)
-    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    validated = read_tsv(corpus / "validated.tsv")
     blank = validated[validated["gender"] == ""]
     extra = []
     for copy in range(copies):
@@ -137,7 +138,7 @@ def with_many_blank_rows(source, target, copies: int):
             name = f"copy{copy}_{row['path']}"
             os.link(corpus / "clips" / row["path"], corpus / "clips" / name)
             extra.append({**row.to_dict(), "path": name})
-    pd.concat([validated, pd.DataFrame(extra)]).to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
+    rewrite_tsv(corpus / "validated.tsv", pd.concat([validated, pd.DataFrame(extra)]))
     return corpus
 
 

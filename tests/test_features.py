@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from cvlabel.features import FeatureConfig, clip_features, log_mel, speech_bounds, trim_silence
+import dataclasses
+
+from cvlabel.config import FeatureConfig
+from cvlabel.errors import AudioError
+from cvlabel.features import log_mel
+from cvlabel.speech import speech_bounds, speech_only, trim_silence
 
 RATE = 16_000
 
@@ -51,23 +56,24 @@ def test_silence_and_noise_floor_give_no_speech():
     assert trim_silence(np.zeros(RATE, dtype=np.float32), config).shape == (0,)
     hiss = (1e-4 * np.random.default_rng(0).standard_normal(RATE)).astype(np.float32)  # -80 dBFS
     assert trim_silence(hiss, config).shape == (0,)
-    assert clip_features(hiss, config).shape == (config.n_mels, 0)
+    with pytest.raises(AudioError, match="no speech"):
+        speech_only(hiss, config, "hiss.wav")
 
 
 def test_trimming_is_switchable_and_pure():
     clip = np.concatenate([np.zeros(RATE), tone(200, 0.5)]).astype(np.float32)
     before = clip.copy()
-    trimmed = clip_features(clip, FeatureConfig())
-    untrimmed = clip_features(clip, FeatureConfig(trim_silence=False))
-    assert untrimmed.shape[1] > trimmed.shape[1]
+    trimmed = speech_only(clip, FeatureConfig(), "clip")
+    untrimmed = speech_only(clip, FeatureConfig(trim_silence=False), "clip")
+    assert untrimmed.shape[0] == clip.shape[0] > trimmed.shape[0] >= 0.5 * RATE
     np.testing.assert_array_equal(clip, before)
 
 
 def test_config_is_hashable_and_frozen():
     config = FeatureConfig()
     assert hash(config) == hash(FeatureConfig())
-    with pytest.raises(Exception):
-        config.n_mels = 80
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.n_mels = 80  # type: ignore[misc]
 
 
 def test_log_mel_matches_torchaudio_melspectrogram():

@@ -10,15 +10,16 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import cvlabel.infer
+import cvlabel.inference
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.corpus import normalise_gender, read_release
 from cvlabel.errors import CvlabelError
 from cvlabel.export import choose_thresholds, export_parquet
-from cvlabel.infer import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
+from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
 
-from conftest import TINY_TRAIN, copy_corpus
+from cvlabel.corpus import read_tsv
+from cvlabel.testing import as_set_options, copy_corpus, rewrite_tsv, tiny_train_config
 
 runner = CliRunner()
 EXPORT_EXTRA = ["gender", "gender_source", "gender_confidence", "split"]
@@ -73,7 +74,7 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     summary = json.loads((aug / "summary.json").read_text())
     assert summary["thresholds"] == {"male": 0.6, "female": 0.6}
 
-    sets = [a for item in [*TINY_TRAIN, "train.epochs=1", f"train.cache_dir={tmp_path / 'cache'}"] for a in ("--set", item)]
+    sets = as_set_options(tiny_train_config(tmp_path / "cache", "train.epochs=1"))
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--augmented", str(aug), "--out", str(run2), *sets])
     assert result.exit_code == 0, result.output
     first, second = (json.loads((r / "metrics.json").read_text()) for r in (trained_run, run2))
@@ -97,13 +98,13 @@ def test_self_reported_values_are_never_changed(synthetic_corpus, trained_run, t
 
 def test_opt_out_and_other_speakers_are_never_labelled(synthetic_corpus, trained_run, tmp_path):
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
-    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    validated = read_tsv(corpus / "validated.tsv")
     blanked = []
     for value in ("do_not_wish_to_say", "non-binary"):
         index = validated.index[validated["gender"] == value][0]
         validated.loc[index, "gender"] = ""  # a blank row of a speaker who opted out / answered other
         blanked.append(validated.loc[index, "path"])
-    validated.to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
+    rewrite_tsv(corpus / "validated.tsv", validated)
     summary = infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     predicted = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
     assert not set(blanked) & set(predicted["path"])
@@ -135,7 +136,7 @@ def test_bad_clips_become_error_rows(synthetic_corpus, trained_run, tmp_path):
 def test_interrupted_run_resumes_and_writes_every_row_once(synthetic_corpus, trained_run, tmp_path, monkeypatch):
     out = tmp_path / "pred"
     options = InferOptions(jobs=1, shard_size=5)
-    real_shard = cvlabel.infer.predict_shard
+    real_shard = cvlabel.inference.predict_shard
     calls = {"n": 0}
 
     def dies_after_two(*args, **kwargs):
@@ -145,13 +146,13 @@ def test_interrupted_run_resumes_and_writes_every_row_once(synthetic_corpus, tra
         calls["n"] += 1
         return real_shard(*args, **kwargs)
 
-    monkeypatch.setattr(cvlabel.infer, "predict_shard", dies_after_two)
+    monkeypatch.setattr(cvlabel.inference, "predict_shard", dies_after_two)
     with pytest.raises(KeyboardInterrupt):
         infer(synthetic_corpus, trained_run, out, options)
     finished = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
     assert len(finished) == 2 and not (out / "predictions.parquet").exists()
 
-    monkeypatch.setattr(cvlabel.infer, "predict_shard", real_shard)
+    monkeypatch.setattr(cvlabel.inference, "predict_shard", real_shard)
     infer(synthetic_corpus, trained_run, out, options)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished shards were not redone
     assert not list(out.glob("*.tmp*"))
@@ -175,7 +176,7 @@ def test_serial_and_parallel_give_the_same_rows(synthetic_corpus, trained_run, t
 @pytest.mark.slow
 def test_the_parent_of_parallel_inference_never_imports_torch(synthetic_corpus, trained_run, tmp_path):
     # the workers load the model; the parent only reads TSVs and pools, so it stays small
-    script = ("import sys; from cvlabel.infer import infer; from cvlabel.config import InferOptions; "
+    script = ("import sys; from cvlabel.inference import infer; from cvlabel.config import InferOptions; "
               f"summary = infer({str(synthetic_corpus)!r}, {str(trained_run)!r}, {str(tmp_path / 'pred')!r}, "
               "InferOptions(jobs=2, shard_size=6)); print(summary['rows'], 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -237,9 +238,8 @@ def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, 
 
     other_run = tmp_path / "other-run"
     shutil.copytree(trained_run, other_run)
-    checkpoint = load_checkpoint(other_run)
-    checkpoint.temperature = checkpoint.temperature + 0.5  # another model file
-    save_checkpoint(checkpoint, other_run / "model.pt")
+    checkpoint = load_checkpoint(other_run)  # another model file: another temperature
+    save_checkpoint(checkpoint.model, checkpoint.config, checkpoint.temperature + 0.5, other_run / "model.safetensors")
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     infer(synthetic_corpus, other_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
     with pytest.raises(CvlabelError, match="made by another model"):
@@ -258,18 +258,17 @@ def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tm
 
 
 def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_corpus, trained_run, tmp_path):
-    from cvlabel.config import load_config
-    from cvlabel.evaluate import labelled_rows
+    from cvlabel.checkpoint import run_config
+    from cvlabel.splits import labelled_rows
 
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
-    config = load_config(trained_run / "config.yaml")
+    config = run_config(trained_run).splits
     test_rows = labelled_rows(corpus, config, "test")
     # a self-reported clip of a test speaker that sits in other.tsv: not an evaluation row
-    validated = pd.read_csv(corpus / "validated.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
-    other = pd.read_csv(corpus / "other.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
+    validated, other = read_tsv(corpus / "validated.tsv"), read_tsv(corpus / "other.tsv")
     moved = validated[validated["path"] == test_rows["path"].iloc[0]]
-    validated.drop(moved.index).to_csv(corpus / "validated.tsv", sep="\t", index=False, quoting=3)
-    pd.concat([other, moved]).to_csv(corpus / "other.tsv", sep="\t", index=False, quoting=3)
+    rewrite_tsv(corpus / "validated.tsv", validated.drop(moved.index))
+    rewrite_tsv(corpus / "other.tsv", pd.concat([other, moved]))
 
     infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
@@ -283,8 +282,8 @@ def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_co
 def test_a_release_without_blank_rows_gives_empty_outputs(synthetic_corpus, trained_run, tmp_path):
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
     for name in ("validated", "other", "invalidated"):
-        table = pd.read_csv(corpus / f"{name}.tsv", sep="\t", quoting=3, dtype=str, keep_default_na=False)
-        table[table["gender"] != ""].to_csv(corpus / f"{name}.tsv", sep="\t", index=False, quoting=3)
+        table = read_tsv(corpus / f"{name}.tsv")
+        rewrite_tsv(corpus / f"{name}.tsv", table[table["gender"] != ""])
     summary = infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     assert summary["rows"] == 0
     assert pq.read_schema(tmp_path / "pred" / "predictions.parquet").remove_metadata() == FINAL_SCHEMA
@@ -293,11 +292,14 @@ def test_a_release_without_blank_rows_gives_empty_outputs(synthetic_corpus, trai
     assert exported["rows"]["train"] > 0
 
 
-def test_worker_count():
-    from cvlabel.infer import SERIAL_BELOW_ROWS, worker_count
+def test_how_many_processes():
+    from cvlabel.runners import SERIAL_BELOW_ROWS, resolve_jobs
 
-    assert worker_count(0, SERIAL_BELOW_ROWS - 1, 10, cores=4) == 1  # small run: in-process
-    assert worker_count(0, SERIAL_BELOW_ROWS, 10, cores=4) == 4
-    assert worker_count(0, 10_000, 3, cores=4) == 3  # never more workers than shards to do
-    assert worker_count(2, 10, 5, cores=4) == 2  # an explicit --jobs is obeyed
-    assert worker_count(3, 0, 0, cores=4) == 1
+    assert resolve_jobs(0, rows=SERIAL_BELOW_ROWS - 1, tasks=10, cores=4) == 1  # small run: in-process
+    assert resolve_jobs(0, rows=SERIAL_BELOW_ROWS, tasks=10, cores=4) == 4
+    assert resolve_jobs(0, rows=10_000, tasks=3, cores=4) == 3  # never more workers than shards to do
+    assert resolve_jobs(2, rows=10, tasks=5, cores=4) == 2  # an explicit --jobs is obeyed
+    assert resolve_jobs(3, rows=0, tasks=0, cores=4) == 1
+    assert resolve_jobs(0, cores=4) == 4  # no row count known: one per core
+    with pytest.raises(CvlabelError, match="--jobs"):
+        resolve_jobs(-1)

@@ -11,13 +11,13 @@ import soxr
 from typer.testing import CliRunner
 
 from cvlabel.cli import app
-from cvlabel.democorpus import synthesize_formant_voice
 from cvlabel.errors import CvlabelError
-from cvlabel.model import LABELS
-from cvlabel.cache import speech_of
-from cvlabel.predict import STREAM_WINDOW_S, Predictor, pcm_blocks, predict_files, predict_stream, resample_blocks
-
-from conftest import write_voice
+from cvlabel.labels import LABELS
+from cvlabel.predict import STREAM_WINDOW_S, pcm_blocks, predict_files, predict_stream, resample_blocks, verdict
+from cvlabel.scoring import InferenceModel, inference_model
+from cvlabel.speech import speech_only
+from cvlabel.synthesis import synthesize_formant_voice
+from cvlabel.testing import write_voice
 
 runner = CliRunner()
 
@@ -92,21 +92,23 @@ def test_predict_stream_estimates_each_second_then_a_final_verdict_with_the_tail
 def speech_seconds_logit(monkeypatch):
     """The model's logit replaced by the seconds of speech it is given, minus 2, so which samples each
     window heard after trimming shows in p_female (the tiny test model says about 0.5 to any audio)."""
-    monkeypatch.setattr(Predictor, "logit", lambda self, speech: speech.shape[0] / RATE - 2.0)
+    monkeypatch.setattr(InferenceModel, "logits",
+                        lambda self, speech, batch_size=32: np.array([s.shape[0] / RATE - 2.0 for s in speech]))
 
 
 def test_full_windows_of_trimmed_speech_are_pooled_by_mean_logit(trained_run, speech_seconds_logit):
     stream = pcm(voice(5.5, silence_s=0.4))
     updates = list(predict_stream(io.BytesIO(stream), trained_run, RATE))
-    predictor = Predictor.load(trained_run)
+    model = inference_model(trained_run)
     samples = np.frombuffer(stream, "<i2").astype(np.float32) / 32768
 
     def window_logit(start_s: float, end_s: float) -> float:
-        return predictor.logit(speech_of(samples[int(start_s * RATE) : int(end_s * RATE)], predictor.config, "w"))
+        return float(model.logits([speech_only(samples[int(start_s * RATE) : int(end_s * RATE)], model.features,
+                                               "w")])[0])
 
     growing = [window_logit(0, end) for end in (1, 2, 3)]  # each alone, until the window first fills
     full = [window_logit(0, 4), window_logit(1, 5), window_logit(1.5, 5.5)]  # the last: the tail's window
-    expected = [predictor.verdict(logit)["p_female"] for logit in growing + [full[0], np.mean(full[:2]),
+    expected = [verdict(model, logit)["p_female"] for logit in growing + [full[0], np.mean(full[:2]),
                                                                               np.mean(full)]]
     assert len(set(expected)) == 6  # the figures tell the windows apart
     assert [u["p_female"] for u in updates] == pytest.approx(expected, abs=1e-4)

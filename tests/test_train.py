@@ -1,40 +1,41 @@
 import csv
 import json
 import pickle
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-import cvlabel.cache
-from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+import cvlabel.speech
+from cvlabel.checkpoint import load_checkpoint, read_checkpoint_info, run_config, save_checkpoint
 from cvlabel.cli import app
-from cvlabel.config import FeatureConfig, ModelConfig, load_config
+from cvlabel.config import Config, FeatureConfig, ModelConfig, load_config
 from cvlabel.errors import CvlabelError
+from cvlabel.metrics import MAX_TEMPERATURE
 from cvlabel.model import GenderCNN, count_parameters
-from cvlabel.train import LOG_COLUMNS, train
+from cvlabel.testing import as_set_options, tiny_train_config
+from cvlabel.training import LOG_COLUMNS, train
 
 runner = CliRunner()
 
-TINY = ["model.channels=[8, 16, 16, 16]", "model.extra_convs=0", "model.hidden=16", "train.epochs=2",
-        "train.batch_size=8", "train.crop_seconds=1.0", "train.jobs=1", "train.threads=1"]
-
 
 def tiny_config(cache_dir, *extra):
-    return load_config(None, [*TINY, f"train.cache_dir={cache_dir}", *extra])
+    return load_config(None, tiny_train_config(cache_dir, *extra))
 
 
 @pytest.mark.slow
 def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
     run = tmp_path / "run"
-    sets = [a for item in [*TINY, f"train.cache_dir={tmp_path / 'cache'}"] for a in ("--set", item)]
+    sets = as_set_options(tiny_train_config(tmp_path / "cache"))
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("accuracy", "balanced_accuracy", "roc_auc", "precision_male", "precision_female", "recall_male",
                 "recall_female", "ece", "ece_before_calibration", "speaker_accuracy", "temperature", "parameters"):
         assert key in metrics, key
-    assert 0 <= metrics["balanced_accuracy"] <= 1 and metrics["temperature"] > 0
+    assert 0 <= metrics["balanced_accuracy"] <= 1 and 1 <= metrics["temperature"] <= MAX_TEMPERATURE
     for split in ("train", "dev", "test"):
         assert metrics["splits"][split]["clips"] > 0 and metrics["splits"][split]["speakers"] > 0
     with open(run / "train_log.csv") as handle:
@@ -45,8 +46,8 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
         assert (run / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     checkpoint = load_checkpoint(run)
     assert checkpoint.temperature == pytest.approx(metrics["temperature"])
-    assert checkpoint.feature_config == FeatureConfig()
-    assert not list(run.glob("*.tmp"))
+    assert checkpoint.config == tiny_config(tmp_path / "cache")  # the whole resolved config travels inside
+    assert not list(run.glob("*.tmp*"))
 
     evaluated = runner.invoke(app, ["evaluate", str(run), str(synthetic_corpus), "--json", "--jobs", "1"])
     assert evaluated.exit_code == 0, evaluated.output
@@ -69,7 +70,7 @@ def test_second_run_decodes_nothing(synthetic_corpus, tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached clip was decoded again")
 
-    monkeypatch.setattr(cvlabel.cache, "load_audio", no_decoding)
+    monkeypatch.setattr(cvlabel.speech, "load_audio", no_decoding)
     train(synthetic_corpus, tmp_path / "second", config)
     assert sorted((tmp_path / "cache").rglob("*.npy")) == entries
 
@@ -82,13 +83,26 @@ def test_too_few_speakers_is_a_clear_error(tiny_release, tmp_path):
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     model = GenderCNN(ModelConfig(), 40).eval()
-    features = FeatureConfig(n_mels=40, f_max=7600.0)
-    save_checkpoint(Checkpoint(model, ModelConfig(), features, 1.7, info={"corpus": "x"}), tmp_path / "model.pt")
+    config = load_config(None, ["features.n_mels=40", "features.f_max=7600", "splits.seed=7"])
+    save_checkpoint(model, config, 1.7, tmp_path / "model.safetensors", info={"corpus": "x"})
     loaded = load_checkpoint(tmp_path)
-    assert loaded.feature_config == features and loaded.temperature == 1.7 and loaded.info == {"corpus": "x"}
+    assert loaded.config == config and loaded.temperature == 1.7 and loaded.info == {"corpus": "x"}
     x = torch.randn(2, 40, 150)
     torch.testing.assert_close(loaded.model(x), model(x))
-    assert count_parameters(model) < 2_000_000
+    assert read_checkpoint_info(tmp_path).config.splits.seed == 7  # readable without loading the weights
+
+
+def test_default_model_size():
+    assert count_parameters(GenderCNN(ModelConfig(), FeatureConfig().n_mels)) == 94_393  # as the README says
+
+
+def test_a_copied_checkpoint_keeps_its_split_settings(trained_run, tmp_path):
+    """A checkpoint moved away from its config.yaml still selects the same dev/test rows."""
+    copy = tmp_path / "elsewhere"
+    copy.mkdir()
+    shutil.copy(trained_run / "model.safetensors", copy / "model.safetensors")
+    assert not (copy / "config.yaml").exists()
+    assert run_config(copy) == load_config(trained_run / "config.yaml") != Config()
 
 
 class _Payload:
@@ -101,27 +115,32 @@ class _Payload:
 
 def test_checkpoint_carrying_code_is_refused_and_never_runs(tmp_path):
     marker = str(tmp_path / "code-ran")
-    path = tmp_path / "model.pt"
+    path = tmp_path / "model.safetensors"
     with open(path, "wb") as handle:
         pickle.dump({"format": "cvlabel-checkpoint", "evil": _Payload(marker)}, handle)
-    with pytest.raises(CvlabelError, match="refused"):
+    with pytest.raises(CvlabelError, match="not a readable checkpoint"):
         load_checkpoint(path)
     assert not (tmp_path / "code-ran").exists()
     torch.save({"format": "cvlabel-checkpoint", "evil": _Payload(marker)}, path)
-    with pytest.raises(CvlabelError, match="refused"):
+    with pytest.raises(CvlabelError, match="not a readable checkpoint"):
         load_checkpoint(path)
     assert not (tmp_path / "code-ran").exists()
 
 
-def test_corrupt_and_foreign_checkpoints(tmp_path):
-    (tmp_path / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 10)
-    with pytest.raises(CvlabelError):
-        load_checkpoint(tmp_path / "garbage.pt")
-    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign.pt")
+def test_corrupt_foreign_and_old_checkpoints(tmp_path):
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x00not a checkpoint" * 10)
+    with pytest.raises(CvlabelError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.safetensors")
+    save_file({"weights": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CvlabelError, match="not a cvlabel checkpoint"):
-        load_checkpoint(tmp_path / "foreign.pt")
+        load_checkpoint(tmp_path / "foreign.safetensors")
     with pytest.raises(CvlabelError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing")
+    old_run = tmp_path / "old-run"
+    old_run.mkdir()
+    torch.save({"format": "cvlabel-checkpoint", "version": 1}, old_run / "model.pt")
+    with pytest.raises(CvlabelError, match="a checkpoint of cvlabel 0.1"):
+        load_checkpoint(old_run)
 
 
 def test_model_takes_any_length_and_masks_padding():

@@ -8,61 +8,53 @@ from __future__ import annotations
 import csv
 import logging
 import math
-import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
+from .artifacts import RunFolder, read_augmented_splits, write_reference
 from .augment import augment_waveform, random_crop, spec_augment
 from .cache import AudioCache, cache_root
-from .checkpoint import Checkpoint, save_checkpoint
+from .checkpoint import save_checkpoint
 from .config import Config, save_config
 from .errors import CvlabelError
-from .evaluate import clip_logits, labelled_rows
-from .export import read_augmented_splits
 from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
-from .infer import write_reference_predictions
-from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table, sigmoid
-from .corpus import LABELS
+from .labels import LABELS, calibrate, decide_logits
+from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table
 from .model import GenderCNN, count_parameters
 from .plots import plot_confusion, plot_reliability
-from .splits import SPLITS
+from .runners import resolve_jobs
+from .scoring import clip_logits
+from .splits import SPLITS, labelled_rows
 
 log = logging.getLogger(__name__)
 
 LOG_COLUMNS = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_balanced_accuracy", "learning_rate", "seconds"]
 
 
-def run_files(run_dir: Path) -> dict[str, Path]:
-    """Every artifact of a run, by name: the one place that knows their paths."""
-    names = ["model.pt", "config.yaml", "metrics.json", "confusion.png", "reliability.png", "train_log.csv",
-             "reference_predictions.parquet"]
-    return {name: run_dir / name for name in names}
-
-
 def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config(),
-          augmented: str | Path | None = None) -> dict:
+          augmented: str | Path | None = None) -> dict[str, Any]:
     """Train on the self-reported rows of a release (or on the train/dev/test files of a
     `cvlabel export parquet` folder); write the run folder; return the metrics."""
     started = time.time()
-    out_dir = Path(out_dir)
-    files = run_files(out_dir)
-    if files["model.pt"].exists():
+    run = RunFolder(out_dir)
+    if run.model.exists():
         raise CvlabelError(f"{out_dir} already holds a trained model; choose a new --out folder")
-    writable_folder(out_dir)
+    writable_folder(run.path)
     torch.manual_seed(config.train.seed)
     rng = np.random.default_rng(config.train.seed)
     generator = torch.Generator().manual_seed(config.train.seed)
-    torch.set_num_threads(config.train.threads or os.cpu_count() or 1)
+    torch.set_num_threads(resolve_jobs(config.train.threads))
 
-    rows = read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config, "all")
+    rows = read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config.splits, "all")
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
-    errors = cache.fill(rows["clip"].tolist(), jobs=config.train.jobs or os.cpu_count() or 1)
+    errors = cache.fill(rows["clip"].tolist(), jobs=resolve_jobs(config.train.jobs))
     if errors:
         log.warning("%d clips could not be used (first: %s: %s)", len(errors), *next(iter(errors.items())))
     rows = rows[~rows["clip"].isin(errors)]
@@ -80,8 +72,8 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     train_labels = data["train"]["label"].to_numpy()
     dev_labels = data["dev"]["label"].to_numpy()
 
-    best = {"balanced_accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
-    history = []
+    best: dict[str, Any] = {"balanced_accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    history: list[dict[str, Any]] = []
     bar = tqdm(total=config.train.epochs * steps_per_epoch, desc="training", unit="step")
     for epoch in range(1, config.train.epochs + 1):
         epoch_start = time.time()
@@ -103,13 +95,14 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
             bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", dev_bacc=f"{best['balanced_accuracy']:.3f}")
 
         dev_logits = _logits(model, data["dev"], cache, config)
-        dev_bacc = balanced_accuracy(dev_labels, (dev_logits >= 0).astype(int))
+        dev_predicted = decide_logits(dev_logits)
+        dev_bacc = balanced_accuracy(dev_labels, dev_predicted)
         dev_loss = binary_nll(dev_labels, dev_logits)
         history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev_loss,
-                        "dev_accuracy": float(((dev_logits >= 0) == dev_labels).mean()),
+                        "dev_accuracy": float((dev_predicted == dev_labels).mean()),
                         "dev_balanced_accuracy": dev_bacc, "learning_rate": schedule.get_last_lr()[0],
                         "seconds": round(time.time() - epoch_start, 2)})
-        _write_log(files["train_log.csv"], history)
+        _write_log(run.train_log, history)
         log.info("epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
                  epoch, history[-1]["train_loss"], dev_loss, dev_bacc)
         if dev_bacc > best["balanced_accuracy"] or (dev_bacc == best["balanced_accuracy"] and dev_loss < best["loss"]):
@@ -122,30 +115,38 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     bar.close()
 
     model.load_state_dict(best["state"])
-    dev_logits = _logits(model, data["dev"], cache, config)
-    temperature = fit_temperature(dev_labels, dev_logits)
-    test = data["test"]
+    metrics = _write_run(run, model, data, cache, config)
+    metrics.update({"best_epoch": best["epoch"], "epochs_run": len(history), "decode_errors": len(errors),
+                    "train_seconds": round(time.time() - started, 1)})
+    write_json(run.metrics, metrics)
+    save_checkpoint(model, config, metrics["temperature"], run.model,
+                    info={"corpus": str(corpus_dir), "augmented": str(augmented or ""), "best_epoch": best["epoch"]})
+    return metrics
+
+
+def _write_run(run: RunFolder, model: GenderCNN, data: dict[str, pd.DataFrame], cache: AudioCache,
+               config: Config) -> dict[str, Any]:
+    """Calibrate on dev, measure on test, and write everything of the run but the metrics and the
+    checkpoint (which the caller writes last: a run folder with a checkpoint is a finished run)."""
+    dev, test = data["dev"], data["test"]
+    dev_logits = _logits(model, dev, cache, config)
+    temperature = fit_temperature(dev["label"].to_numpy(), dev_logits)
     test_logits = _logits(model, test, cache, config)
-    metrics = classification_metrics(test["label"].to_numpy(), test_logits, temperature, test["client_id"].to_numpy())
-    metrics["dev"] = classification_metrics(dev_labels, dev_logits, temperature, data["dev"]["client_id"].to_numpy())
+    labels = test["label"].to_numpy()
+    metrics = classification_metrics(labels, test_logits, temperature, test["client_id"].to_numpy())
+    metrics["dev"] = classification_metrics(dev["label"].to_numpy(), dev_logits, temperature, dev["client_id"].to_numpy())
     metrics["splits"] = {split: {"clips": len(part), "speakers": int(part["client_id"].nunique()),
                                  **{f"clips_{g}": int((part["label"] == i).sum()) for i, g in enumerate(LABELS)}}
                          for split, part in data.items()}
-    metrics.update({"parameters": count_parameters(model), "best_epoch": best["epoch"], "epochs_run": len(history),
-                    "decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
+    metrics["parameters"] = count_parameters(model)
 
-    reference = pd.concat([part.assign(logit=logits) for part, logits in ((data["dev"], dev_logits), (test, test_logits))])
-    write_reference_predictions(reference, temperature, files["reference_predictions.parquet"])
-    save_checkpoint(Checkpoint(model, config.model, config.features, temperature,
-                               info={"corpus": str(corpus_dir), "augmented": str(augmented or ""),
-                                     "best_epoch": best["epoch"]}), files["model.pt"])
-    save_config(config, files["config.yaml"])
-    write_json(files["metrics.json"], metrics)
-    plot_confusion(metrics["confusion"], files["confusion.png"], f"test clips (n={len(test)})")
-    labels = test["label"].to_numpy()
-    plot_reliability({"before calibration": reliability_table(labels, sigmoid(test_logits)),
-                      f"after (T={temperature:.2f})": reliability_table(labels, sigmoid(test_logits / temperature))},
-                     files["reliability.png"], "test reliability")
+    reference = pd.concat([dev.assign(logit=dev_logits), test.assign(logit=test_logits)])
+    write_reference(reference, temperature, run.reference)
+    save_config(config, run.config)
+    plot_confusion(metrics["confusion"], run.confusion_plot, f"test clips (n={len(test)})")
+    plot_reliability({"before calibration": reliability_table(labels, calibrate(test_logits, 1.0)),
+                      f"after (T={temperature:.2f})": reliability_table(labels, calibrate(test_logits, temperature))},
+                     run.reliability_plot, "test reliability")
     return metrics
 
 
@@ -164,7 +165,7 @@ def _logits(model: GenderCNN, part: pd.DataFrame, cache: AudioCache, config: Con
 
 
 def _check_both_genders(data: dict[str, pd.DataFrame]) -> None:
-    for split in ("train", "dev", "test"):
+    for split in SPLITS:
         present = set(data[split]["label"])
         if present != {0, 1}:
             raise CvlabelError(
@@ -173,7 +174,7 @@ def _check_both_genders(data: dict[str, pd.DataFrame]) -> None:
             )
 
 
-def _write_log(path: Path, history: list[dict]) -> None:
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LOG_COLUMNS)
         writer.writeheader()

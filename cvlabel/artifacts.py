@@ -1,0 +1,209 @@
+"""Every file cvlabel writes between stages: its name, its schema, its writer and its reader.
+
+Three folders, in the order the data flows:
+
+    run folder (`cvlabel train --out RUN`)
+        model.safetensors             weights + the whole resolved config + temperature (checkpoint.py)
+        config.yaml                   the same config, for people to read
+        metrics.json                  test metrics, dev metrics, split sizes
+        train_log.csv                 one row per epoch
+        confusion.png, reliability.png
+        reference_predictions.parquet held-out self-reported rows and their logits (REFERENCE_SCHEMA)
+    predictions folder (`cvlabel infer --out PRED`)
+        plan.json                     what was asked: a re-run must match it to resume
+        part-NNNNN.parquet            one per shard (PREDICTION_SCHEMA)
+        predictions.parquet           every row after pooling per speaker (FINAL_SCHEMA)
+    export folder (`cvlabel export parquet --out AUG`)
+        train/dev/test/unused.parquet the release's rows with gender, gender_source, ...
+        summary.json                  thresholds, what they promise, counts
+
+No torch here: the parent of parallel inference reads and writes these without it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .corpus import clips_dir
+from .errors import CvlabelError
+from .files import write_json, write_parquet
+from .labels import BINARY_GENDERS, calibrate, label_index
+
+# ---- the run folder ------------------------------------------------------------------------
+
+MODEL_FILE = "model.safetensors"
+LEGACY_MODEL_FILE = "model.pt"  # cvlabel 0.1's checkpoint, refused with a message (checkpoint.py)
+
+
+class RunFolder:
+    """The paths of one training run's files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.model = self.path / MODEL_FILE
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.json"
+        self.train_log = self.path / "train_log.csv"
+        self.confusion_plot = self.path / "confusion.png"
+        self.reliability_plot = self.path / "reliability.png"
+        self.reference = self.path / "reference_predictions.parquet"
+
+
+def model_path(path: str | Path) -> Path:
+    """A run folder's checkpoint, or the checkpoint file itself."""
+    path = Path(path)
+    return RunFolder(path).model if path.is_dir() else path
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    metrics = RunFolder(run_dir).metrics
+    if not metrics.is_file():
+        raise CvlabelError(f"{run_dir}: no metrics.json; is it a finished 'cvlabel train' run?")
+    result: dict[str, Any] = json.loads(metrics.read_text())
+    return result
+
+
+REFERENCE_SCHEMA = pa.schema(
+    [
+        ("split", pa.string()),  # dev | test: the run's held-out speakers
+        ("path", pa.string()),
+        ("client_id", pa.string()),
+        ("gender", pa.string()),  # self-reported: male | female
+        ("logit", pa.float64()),
+        ("p_female", pa.float64()),  # calibrated, clip-level
+    ]
+)
+
+
+def write_reference(rows: pd.DataFrame, temperature: float, path: Path) -> None:
+    """Predictions on self-reported held-out rows, for choosing thresholds at a target precision."""
+    frame = rows.assign(p_female=calibrate(rows["logit"].to_numpy(dtype=float), temperature))
+    write_frame(frame, REFERENCE_SCHEMA, path)
+
+
+def read_reference(path: Path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+
+# ---- the predictions folder ----------------------------------------------------------------
+
+PLAN_VERSION = 1
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),  # as in the TSV, relative to clips/
+        ("client_id", pa.string()),
+        ("source_tsv", pa.string()),  # validated | other | invalidated
+        ("duration_s", pa.float64()),  # from clip_durations.tsv, else null
+        ("logit", pa.float64()),  # the model's raw output; null on error
+        ("p_female", pa.float64()),  # calibrated: sigmoid(logit / temperature); null on error
+        ("label", pa.string()),  # male | female; null on error
+        ("confidence", pa.float64()),  # max(p_female, 1 - p_female); null on error
+        ("error", pa.string()),  # null, or why the clip gave no prediction
+    ]
+)
+FINAL_SCHEMA = pa.schema(
+    list(PREDICTION_SCHEMA)
+    + [
+        ("clip_p_female", pa.float64()),  # the clip's own calibrated p_female, before pooling
+        ("speaker_p_female", pa.float64()),  # sigmoid(mean logit of the speaker's predicted clips / T)
+        ("speaker_n_clips", pa.int64()),  # clips pooled into speaker_p_female
+        ("label_source", pa.string()),  # speaker: self-reported on the speaker's other rows; model: pooled prediction
+    ]
+)
+
+
+class PredictionsFolder:
+    """The paths of one `cvlabel infer` output folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.plan = self.path / "plan.json"
+        self.predictions = self.path / "predictions.parquet"
+
+    def part(self, index: int) -> Path:
+        """The file of shard `index`."""
+        return self.path / f"part-{index:05d}.parquet"
+
+    def parts(self) -> list[Path]:
+        return sorted(self.path.glob("part-*.parquet"))
+
+    def read_plan(self) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = json.loads(self.plan.read_text()) if self.plan.is_file() else None
+        return result
+
+    def write_plan(self, plan: dict[str, Any]) -> None:
+        write_json(self.plan, plan)
+
+    def read_parts(self, count: int) -> pd.DataFrame:
+        if count == 0:
+            return PREDICTION_SCHEMA.empty_table().to_pandas()
+        return pd.concat([pq.read_table(self.part(k)).to_pandas() for k in range(count)], ignore_index=True)
+
+
+def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The final predictions and the plan of a finished `cvlabel infer` folder."""
+    folder = PredictionsFolder(out_dir)
+    plan = folder.read_plan()
+    if plan is None or not folder.predictions.is_file():
+        raise CvlabelError(f"{out_dir}: not a finished 'cvlabel infer' folder (no plan.json or predictions.parquet)")
+    return pq.read_table(folder.predictions).to_pandas(), plan
+
+
+# ---- the export folder ---------------------------------------------------------------------
+
+EXPORT_SPLITS = ("train", "dev", "test", "unused")
+TRAINING_SPLITS = ("train", "dev", "test")
+
+
+class ExportFolder:
+    """The paths of one `cvlabel export parquet` output folder."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.summary = self.path / "summary.json"
+
+    def split(self, name: str) -> Path:
+        return self.path / f"{name}.parquet"
+
+    def read_summary(self) -> dict[str, Any]:
+        if not self.summary.is_file():
+            raise CvlabelError(f"{self.path}: not a 'cvlabel export parquet' folder (no summary.json)")
+        result: dict[str, Any] = json.loads(self.summary.read_text())
+        return result
+
+    def read_rows(self, splits: tuple[str, ...] = EXPORT_SPLITS, columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows of the named split files, with a `split` column."""
+        self.read_summary()
+        parts = [pq.read_table(self.split(name), columns=columns).to_pandas().assign(split=name) for name in splits]
+        return pd.concat(parts, ignore_index=True)
+
+
+def write_export_split(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> None:
+    """One split file, with the export's metadata (model, thresholds, options) in the Parquet footer."""
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cvlabel": json.dumps(metadata).encode()})
+    write_parquet(table, path)
+
+
+def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
+    """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label`."""
+    folder, corpus_dir = ExportFolder(aug_dir), Path(corpus_dir)
+    made_for = folder.read_summary().get("corpus")
+    if made_for != str(corpus_dir.resolve()):
+        raise CvlabelError(f"{aug_dir} was exported from {made_for}, not {corpus_dir.resolve()}")
+    rows = folder.read_rows(TRAINING_SPLITS, columns=["path", "client_id", "gender", "gender_source"])
+    rows = rows[rows["gender"].isin(BINARY_GENDERS)].reset_index(drop=True)
+    clips = clips_dir(corpus_dir)
+    rows["clip"] = [str(clips / p) for p in rows["path"]]
+    rows["label"] = label_index(rows["gender"])
+    return rows
+
+
+def write_frame(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
+    """A DataFrame as Parquet with exactly `schema`'s columns and types (atomically)."""
+    write_parquet(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False), path)

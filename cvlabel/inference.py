@@ -1,0 +1,219 @@
+"""`cvlabel infer`: predict the gender of selected rows in parallel shards, then pool per speaker.
+
+The predictions folder (artifacts.PredictionsFolder) holds plan.json, one part file per shard
+and, at the end, predictions.parquet. A killed run loses only the shards in flight; running the
+same command again skips the finished ones. One function, `predict_shard`, does one shard;
+`--jobs 1` calls it in-process, `--jobs N` maps it over worker processes, and `--backend dask`
+runs it on a Dask cluster (runners.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
+from .checkpoint import existing_model_file, run_config
+from .config import InferOptions
+from .corpus import CLIP_TSVS, clips_dir, read_release
+from .errors import AudioError, CvlabelError
+from .files import writable_folder
+from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names
+from .pooling import pool_by_speaker
+from .runners import LocalRunner, dask_runner, resolve_jobs
+from .splits import assign_splits, speaker_genders
+
+# No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
+# out shards and pools the results, and importing torch there would cost ~0.3 GB and ~3 s.
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("unlabeled", "dev", "test")
+BACKENDS = ("local", "dask")
+
+
+def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
+          options: InferOptions = InferOptions()) -> dict[str, Any]:
+    """Predict the selected rows into out_dir (resuming a previous run) and pool per speaker."""
+    started = time.time()
+    corpus_dir, out = Path(corpus_dir), PredictionsFolder(out_dir)
+    _check_options(options)
+    checkpoint_file = existing_model_file(model_dir)
+    manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
+    rows, skipped_opt_out = select_rows(manifest, options, checkpoint_file)
+    _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
+
+    shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
+    todo = [k for k in range(len(shards)) if not out.part(k).exists()]
+    todo_rows = sum(len(shards[k]) for k in todo)
+    calls = ((_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(out.part(k)), options.batch_size)
+             for k in todo)  # lazy: a release's rows are never all in flight
+    runner: AbstractContextManager[Any]
+    if options.backend == "dask":
+        runner, where = dask_runner(options.scheduler, options.jobs), "on Dask"
+    else:
+        jobs = resolve_jobs(options.jobs, rows=todo_rows, tasks=len(todo))
+        runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
+    log.info("%d rows in %d shards, %d to do, %s", len(rows), len(shards), len(todo), where)
+    with runner as run:
+        # the checkpoint is loaded (and checked) where the shards will run, never in a parent of workers
+        temperature = run.call(model_temperature, str(checkpoint_file))
+        with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+            run.map(predict_shard, calls, bar.update)
+
+    final = pool_by_speaker(out.read_parts(len(shards)), manifest, temperature)
+    write_frame(final, FINAL_SCHEMA, out.predictions)
+    return {
+        "rows": len(final),
+        "errors": int(final["error"].notna().sum()),
+        "labels": {g: int((final["label"] == g).sum()) for g in LABELS},
+        "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
+        "speakers": int(final["client_id"].nunique()),
+        "skipped_opted_out_rows": skipped_opt_out,
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path) -> tuple[pd.DataFrame, int]:
+    """The rows to predict, and how many blank rows were skipped because their speaker opted out.
+
+    unlabeled: blank gender, from options.tsvs, and the speaker never said `other` or
+    `do_not_wish_to_say` on any row (an opt-out or a non-binary answer is the speaker's, so it
+    covers their blank rows too). dev/test: the self-reported rows of that split, placed by the
+    split settings inside the checkpoint.
+    """
+    if options.selection == "unlabeled":
+        genders, conflicting = speaker_genders(manifest)
+        not_binary = set(genders.index[~genders.isin(BINARY_GENDERS)]) | set(conflicting)
+        blank = manifest["gender"].isna() & manifest["source_tsv"].isin(options.tsvs)
+        opted_out = blank & manifest["client_id"].isin(not_binary)
+        return manifest[blank & ~opted_out].reset_index(drop=True), int(opted_out.sum())
+    with_splits, _ = assign_splits(manifest, run_config(model_file).splits)
+    return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
+
+
+def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int,
+                  worker: bool) -> int:
+    """Decode, featurise and predict one shard of rows; write its Parquet file atomically.
+
+    A clip that fails becomes an error row: no clip can stop the shard. Returns the row count.
+    """
+    import torch
+
+    from .scoring import SORT_WINDOW, inference_model
+    from .speech import decode_speech
+
+    if worker:
+        torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
+    model = inference_model(model_file)
+    logits = np.full(len(records), np.nan)
+    errors = {}
+    for first in range(0, len(records), SORT_WINDOW):  # bounded audio in memory, whatever the shard size
+        speech = {}
+        for index in range(first, min(len(records), first + SORT_WINDOW)):
+            try:
+                speech[index] = decode_speech(records[index]["clip"], model.features)
+            except AudioError as exc:
+                errors[index] = exc.reason
+            except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
+                errors[index] = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
+        if speech:
+            logits[list(speech)] = model.logits(list(speech.values()), batch_size)
+    p_female = calibrate(logits, model.temperature)
+    predicted, confidence = decide(p_female)
+    ok = ~np.isnan(logits)
+    table = pd.DataFrame({
+        "path": [r["path"] for r in records],
+        "client_id": [r["client_id"] for r in records],
+        "source_tsv": [r["source_tsv"] for r in records],
+        "duration_s": [r["duration_s"] for r in records],
+        "logit": logits,
+        "p_female": np.where(ok, p_female, np.nan),
+        "label": np.where(ok, label_names(predicted), None),
+        "confidence": np.where(ok, confidence, np.nan),
+        "error": [errors.get(i) for i in range(len(records))],
+    })
+    write_frame(table, PREDICTION_SCHEMA, Path(out_file))
+    return len(records)
+
+
+def model_temperature(model_file: str) -> float:
+    """The checkpoint's calibration temperature; loading the model also checks the file (CvlabelError)."""
+    from .scoring import inference_model
+
+    return inference_model(model_file).temperature
+
+
+def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]]:
+    folder = clips_dir(corpus_dir)
+    return [
+        {"path": row.path, "clip": str(folder / row.path), "client_id": row.client_id, "source_tsv": row.source_tsv,
+         "duration_s": None if pd.isna(row.duration_s) else float(row.duration_s)}
+        for row in shard[["path", "client_id", "source_tsv", "duration_s"]].itertuples(index=False)
+    ]
+
+
+def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "version": PLAN_VERSION,
+        "model_sha256": file_digest(model_file),
+        "model": str(model_file.resolve()),
+        "corpus": str(corpus_dir.resolve()),
+        "selection": options.selection,
+        "tsvs": list(options.tsvs),
+        "shard_size": options.shard_size,
+        "rows": len(rows),
+        "rows_sha256": hashlib.sha256("\n".join(rows["path"]).encode()).hexdigest(),
+    }
+
+
+def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
+    """Create the folder or check that it was made for the same plan; drop leftovers of a killed run."""
+    writable_folder(out.path)
+    try:
+        previous = out.read_plan()
+        if previous is not None:
+            different = [k for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
+                         if previous.get(k) != plan[k]]
+            # a plan with no finished shard holds nothing to lose (say, a run refused a broken model): replace it
+            if different and out.parts():
+                raise CvlabelError(
+                    f"{out.path} holds predictions of another {', '.join(different)} "
+                    f"(model {previous.get('model')}, selection {previous.get('selection')}); choose a new --out folder"
+                )
+        elif out.parts():
+            raise CvlabelError(f"{out.path} holds prediction shards without a plan.json; choose a new --out folder")
+        for leftover in out.path.glob("*.tmp*"):
+            leftover.unlink()
+        out.write_plan(plan)
+    except OSError as exc:
+        raise CvlabelError(f"{out.path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_options(options: InferOptions) -> None:
+    if options.selection not in SELECTIONS:
+        raise CvlabelError(f"unknown selection {options.selection!r}; choose from {', '.join(SELECTIONS)}")
+    unknown = [t for t in options.tsvs if t not in CLIP_TSVS]
+    if unknown or not options.tsvs:
+        raise CvlabelError(f"unknown TSV {unknown[0] if unknown else ''!r}; choose from {', '.join(CLIP_TSVS)}")
+    if options.backend not in BACKENDS:
+        raise CvlabelError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
+    if options.scheduler and options.backend != "dask":
+        raise CvlabelError("--scheduler is an address for --backend dask")
+    if options.batch_size < 1 or options.shard_size < 1 or options.jobs < 0:
+        raise CvlabelError("--batch-size and --shard-size must be at least 1, --jobs at least 0")

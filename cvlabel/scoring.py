@@ -1,0 +1,83 @@
+"""Clip logits from speech samples: the one batched scoring path of train, evaluate, infer and predict."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import existing_model_file, load_checkpoint
+from .config import FeatureConfig
+from .features import log_mel
+from .model import GenderCNN
+
+SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
+
+
+def clip_logits(model: GenderCNN, config: FeatureConfig, load: Callable[[int], np.ndarray], count: int,
+                batch_size: int = 32) -> np.ndarray:
+    """Logits of `count` clips, where load(i) gives clip i's speech samples.
+
+    Within windows of SORT_WINDOW clips, clips are batched in order of length so padding stays
+    small; padded frames are masked out of the model's pooling.
+    """
+    model.eval()
+    logits = np.empty(count, dtype=np.float64)
+    for first in range(0, count, SORT_WINDOW):
+        indices = list(range(first, min(count, first + SORT_WINDOW)))
+        logits[indices] = batch_logits(model, [load(index) for index in indices], config, batch_size)
+    return logits
+
+
+@torch.inference_mode()
+def batch_logits(model: GenderCNN, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int) -> np.ndarray:
+    """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest
+    first; log-mels are computed one batch at a time, so only a batch's features are held."""
+    frames = np.array([clip.shape[0] // config.hop_length + 1 for clip in clips], dtype=np.int64)
+    logits = np.empty(len(clips), dtype=np.float64)
+    order = np.argsort(frames, kind="stable")
+    for start in range(0, len(clips), batch_size):
+        chosen = order[start : start + batch_size]
+        batch = torch.zeros(len(chosen), config.n_mels, int(frames[chosen].max()))
+        for row, index in enumerate(chosen):
+            batch[row, :, : frames[index]] = log_mel(clips[index], config)
+        logits[chosen] = model(batch, torch.as_tensor(frames[chosen])).double().numpy()
+    return logits
+
+
+@dataclass(frozen=True)
+class InferenceModel:
+    """A checkpoint loaded once for inference: the fused model, its features and its temperature."""
+
+    model: GenderCNN
+    features: FeatureConfig
+    temperature: float  # p_female = sigmoid(logit / temperature)
+
+    def logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Raw logits (evidence for female) of speech samples, as speech.speech_only gives them."""
+        return batch_logits(self.model, speech, self.features, batch_size)
+
+
+def inference_model(path: str | Path) -> InferenceModel:
+    """The checkpoint at `path` (a run folder or its model file) loaded and fused, once per process:
+    a worker reuses it for every shard. A replaced file is loaded again."""
+    file = existing_model_file(path)
+    return _load_inference_model(str(file.resolve()), file.stat().st_mtime_ns)
+
+
+# oneDNN caches a compiled convolution per input shape, and clips give a new time length in
+# nearly every batch: with the cache on, an inference worker grew from 0.7 to 1.4 GB over 20k clips.
+# Off, memory stays flat and batches ran no slower (measured, benchmarks/infer_speed.py). It is read
+# at the process's first convolution; a user's own value wins.
+ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
+
+
+@lru_cache(maxsize=2)
+def _load_inference_model(path: str, mtime_ns: int) -> InferenceModel:
+    os.environ.setdefault(*ONEDNN_CACHE)
+    checkpoint = load_checkpoint(path)
+    return InferenceModel(checkpoint.model.fuse_for_inference(), checkpoint.config.features, checkpoint.temperature)

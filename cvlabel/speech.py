@@ -1,0 +1,61 @@
+"""Audio as the model hears it: decoded, then cut to the speech (numpy only, no torch).
+
+The silence trimmer is a pure function of samples; `decode_speech` is what training's cache,
+inference and `cvlabel predict` all feed the features with, so they cannot drift apart.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .audio import load_audio
+from .config import FeatureConfig
+from .errors import AudioError
+
+
+def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
+    """Sample indices [start, end) from the first to the last frame with speech energy.
+
+    samples: (n,) float mono at config.sample_rate. Returns (0, 0) when no frame has speech.
+    """
+    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
+    n_frames = samples.shape[0] // frame
+    if n_frames == 0:
+        return (0, 0) if not _loud_enough(samples, config.vad_floor_dbfs) else (0, samples.shape[0])
+    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    energy_db = 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
+    threshold = max(energy_db.max() - config.vad_threshold_db, config.vad_floor_dbfs)
+    speech = np.flatnonzero(energy_db >= threshold)
+    if speech.size == 0:
+        return (0, 0)
+    pad = int(config.sample_rate * config.vad_pad_ms / 1000)
+    start = max(0, speech[0] * frame - pad)
+    end = min(samples.shape[0], (speech[-1] + 1) * frame + pad)
+    return int(start), int(end)
+
+
+def trim_silence(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The clip without its leading and trailing silence; (0,) when it is all silence."""
+    start, end = speech_bounds(samples, config)
+    return samples[start:end]
+
+
+def speech_only(samples: np.ndarray, config: FeatureConfig, source: str | Path) -> np.ndarray:
+    """Decoded samples cut to their speech (when config.trim_silence); AudioError naming `source`
+    when less than one analysis window of speech is left."""
+    if config.trim_silence:
+        samples = trim_silence(samples, config)
+    if samples.shape[0] < config.n_fft:
+        raise AudioError(source, "no speech found (silent or too short)")
+    return samples
+
+
+def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """A clip as the model hears it: its first max_seconds decoded at the model's rate, cut to
+    the speech. Raises AudioError when the clip cannot be decoded or holds no speech."""
+    return speech_only(load_audio(path, config.sample_rate, max_seconds=config.max_seconds), config, path)
+
+
+def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:
+    return samples.size > 0 and 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-12) >= floor_dbfs
