@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.cvlabel-installed
 DEMO_DIR ?= outputs/demo
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask]'
 	touch $@
 
-test: $(STAMP)
+# The linter, the formatter's check and the type checker; `make test` runs them first, so CI does too.
+LINTED := cvlabel tests benchmarks
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest
 
 # The whole loop on a corpus made here: corpus -> train -> infer -> export -> retrain -> compare,

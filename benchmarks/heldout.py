@@ -8,6 +8,7 @@ the research repo's recipe lost to on real telephone speech.
     python benchmarks/heldout.py ../shared/corpora/devcorpus --train-locales de,fr --test-locales en,es \\
         --out outputs/heldout [--set train.epochs=20 ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cvlabel.artifacts import RunFolder
 from cvlabel.augment import telephone
 from cvlabel.cache import AudioCache, cache_root
-from cvlabel.artifacts import RunFolder
 from cvlabel.checkpoint import load_checkpoint
 from cvlabel.config import load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
@@ -93,15 +94,20 @@ def main() -> None:
     labels, speakers = rows["label"].to_numpy(), rows["client_id"].to_numpy()
 
     results = {}
-    for condition, clips in (("as recorded", audio), ("telephone", [telephone(a, features.sample_rate) for a in audio])):
-        logits = clip_logits(checkpoint.model, features, lambda i: clips[i], len(clips))
+    for condition, clips in (
+        ("as recorded", audio),
+        ("telephone", [telephone(a, features.sample_rate) for a in audio]),
+    ):
+        logits = clip_logits(checkpoint.model, features, clips.__getitem__, len(clips))
         results[f"cnn, {condition}"] = classification_metrics(labels, logits, checkpoint.temperature, speakers)
         f0 = np.array([median_f0(a) for a in clips])
         pitch_logits = np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0) / 20.0
-        results[f"pitch {PITCH_THRESHOLD_HZ:.0f} Hz, {condition}"] = classification_metrics(labels, pitch_logits, 1.0,
-                                                                                           speakers)
-    table = pd.DataFrame(results).T[["clips", "speakers", "balanced_accuracy", "accuracy", "roc_auc", "ece",
-                                      "speaker_accuracy"]]
+        results[f"pitch {PITCH_THRESHOLD_HZ:.0f} Hz, {condition}"] = classification_metrics(
+            labels, pitch_logits, 1.0, speakers
+        )
+    table = pd.DataFrame(results).T[
+        ["clips", "speakers", "balanced_accuracy", "accuracy", "roc_auc", "ece", "speaker_accuracy"]
+    ]
     print(f"train locales {args.train_locales}; test locales {args.test_locales} (self-reported rows only)")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     (args.out / "heldout.json").write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -16,6 +16,7 @@ default shape (inference costs the same whatever the weights). Prints three tabl
 4. the same command with `--backend dask` (a LocalCluster of 2 single-threaded worker processes)
    against the local backend, back to back on the same rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,8 @@ import soxr
 import torch
 from joblib import Parallel, delayed
 
-from cvlabel.audio import load_audio
 from cvlabel.artifacts import RunFolder
+from cvlabel.audio import load_audio
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.config import Config, DemoCorpusOptions, FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
@@ -116,9 +117,14 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[st
     started = time.perf_counter()
     infer(corpus, model_file, out, options)
     infer_rate = len(paths) / (time.perf_counter() - started)
-    return {"clips": len(paths), "decode_clips_per_s": rates[False], "decode_resample_clips_per_s": rates[True],
-            "infer_clips_per_s": infer_rate, "infer/decode": infer_rate / rates[False],
-            "infer/decode+resample": infer_rate / rates[True]}
+    return {
+        "clips": len(paths),
+        "decode_clips_per_s": rates[False],
+        "decode_resample_clips_per_s": rates[True],
+        "infer_clips_per_s": infer_rate,
+        "infer/decode": infer_rate / rates[False],
+        "infer/decode+resample": infer_rate / rates[True],
+    }
 
 
 def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
@@ -132,8 +138,9 @@ def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
         name = f"row{index:06d}.mp3"
         os.link(sources[index % len(sources)], target / "clips" / name)
         names.append(name)
-    table = pd.DataFrame({"client_id": [f"speaker{i % 500:03d}" for i in range(rows)], "path": names,
-                          "sentence": "x", "gender": ""})
+    table = pd.DataFrame(
+        {"client_id": [f"speaker{i % 500:03d}" for i in range(rows)], "path": names, "sentence": "x", "gender": ""}
+    )
     table.to_csv(target / "validated.tsv", sep="\t", index=False)
     return target
 
@@ -154,8 +161,13 @@ def run_and_watch(command: list[str]) -> dict[str, float]:
         time.sleep(0.2)
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
-    return {"seconds": time.perf_counter() - started, "peak_rss_main_mb": peak_main,
-            "peak_rss_worker_mb": peak_worker, "peak_rss_tree_mb": peak_tree, "peak_pss_tree_mb": peak_pss}
+    return {
+        "seconds": time.perf_counter() - started,
+        "peak_rss_main_mb": peak_main,
+        "peak_rss_worker_mb": peak_worker,
+        "peak_rss_tree_mb": peak_tree,
+        "peak_pss_tree_mb": peak_pss,
+    }
 
 
 def _descendants(root: int) -> list[int]:
@@ -190,8 +202,12 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="a run folder [default: an untrained model of the default shape]")
     parser.add_argument("--rows", default="1000,10000,50000", help="row counts of the scale table")
     parser.add_argument("--jobs", default="1,2", help="process counts of the throughput table")
-    parser.add_argument("--backend-rows", type=int, default=10000,
-                        help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)")
+    parser.add_argument(
+        "--backend-rows",
+        type=int,
+        default=10000,
+        help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)",
+    )
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
 
@@ -215,7 +231,9 @@ def main() -> None:
         print(f"   {name:<32} {value:8.2f}")
 
     with tempfile.TemporaryDirectory(dir=args.out) as work:
-        report["throughput"] = {int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")}
+        report["throughput"] = {
+            int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")
+        }
     print("\n2. infer vs decode-only and decode+resample, same shards and processes (pools warm)")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
 
@@ -223,8 +241,23 @@ def main() -> None:
         scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}")
         pred = args.out / f"scale-{rows}-pred"
         shutil.rmtree(pred, ignore_errors=True)
-        watched = run_and_watch([sys.executable, "-m", "cvlabel", "infer", str(scaled), "--unlabeled",
-                                 "--model", str(model_file), "--out", str(pred), "--jobs", "2", *extra])
+        watched = run_and_watch(
+            [
+                sys.executable,
+                "-m",
+                "cvlabel",
+                "infer",
+                str(scaled),
+                "--unlabeled",
+                "--model",
+                str(model_file),
+                "--out",
+                str(pred),
+                "--jobs",
+                "2",
+                *extra,
+            ]
+        )
         watched["clips_per_s"] = rows / watched["seconds"]
         return watched
 
@@ -233,8 +266,10 @@ def main() -> None:
     print(pd.DataFrame(report["scale"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
 
     if args.backend_rows:
-        report["backends"] = {"local": timed_infer(args.backend_rows),
-                              "dask": timed_infer(args.backend_rows, "--backend", "dask")}
+        report["backends"] = {
+            "local": timed_infer(args.backend_rows),
+            "dask": timed_infer(args.backend_rows, "--backend", "dask"),
+        }
         print(f"\n4. cvlabel infer --jobs 2 on {args.backend_rows} rows: local processes vs a Dask LocalCluster")
         print(pd.DataFrame(report["backends"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
     (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")

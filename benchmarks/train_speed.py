@@ -6,6 +6,7 @@ Without --corpus it builds a demo corpus. With an empty cache folder it times th
 into the cache (what a first run pays once), then a full `train` on the warm cache, and prints
 the epoch times from its train_log.csv: epoch 1 against the mean of the later ones.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,17 @@ def main() -> None:
     epochs = pd.read_csv(RunFolder(run).train_log)
     later = epochs["seconds"].iloc[1:]
     print(f"{len(rows)} labelled clips of {corpus}; {metrics['splits']['train']['clips']} train clips")
-    table = pd.DataFrame({"seconds": {
-        "decoding pass into the cache (once)": decode_seconds,
-        "epoch 1 (cache warm)": epochs["seconds"].iloc[0],
-        "later epochs, mean": later.mean() if len(later) else float("nan"),
-        "whole train run on the warm cache": train_seconds,
-        "first run (decoding + train)": decode_seconds + train_seconds,
-    }})
+    table = pd.DataFrame(
+        {
+            "seconds": {
+                "decoding pass into the cache (once)": decode_seconds,
+                "epoch 1 (cache warm)": epochs["seconds"].iloc[0],
+                "later epochs, mean": later.mean() if len(later) else float("nan"),
+                "whole train run on the warm cache": train_seconds,
+                "first run (decoding + train)": decode_seconds + train_seconds,
+            }
+        }
+    )
     print(table.to_string(float_format=lambda v: f"{v:.1f}"))
     if len(later):
         print(f"later epochs / epoch 1: {later.mean() / epochs['seconds'].iloc[0]:.2f}")

@@ -6,6 +6,7 @@ modules are named for the stage (cvlabel.training, cvlabel.inference, cvlabel.ex
 like a function exported here, so `cvlabel.infer` is always the function and
 `cvlabel.inference` always the module, whatever was imported first.
 """
+
 from importlib import import_module
 from typing import Any
 
@@ -35,6 +36,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "SAMPLE_RATE", "AudioError", "Config", "ConfigError", "CorpusError", "CvlabelError", "ExportOptions",
-    "InferOptions", "assign_splits", "load_audio", "load_config", "read_release", *_LAZY,
+    "SAMPLE_RATE",
+    "AudioError",
+    "Config",
+    "ConfigError",
+    "CorpusError",
+    "CvlabelError",
+    "ExportOptions",
+    "InferOptions",
+    "assign_splits",
+    "load_audio",
+    "load_config",
+    "read_release",
+    *_LAZY,
 ]

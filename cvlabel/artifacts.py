@@ -19,6 +19,7 @@ Three folders, in the order the data flows:
 
 No torch here: the parent of parallel inference reads and writes these without it.
 """
+
 from __future__ import annotations
 
 import json

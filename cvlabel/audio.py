@@ -1,4 +1,5 @@
 """The one audio loader: any clip to float32 mono at the model's rate, or an AudioError."""
+
 from __future__ import annotations
 
 from pathlib import Path

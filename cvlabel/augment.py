@@ -3,6 +3,7 @@
 Waveform changes (crop, gain, noise, telephone band) come before the log-mel; SpecAugment
 masks after it. Nothing here shifts pitch or formants: those are the cues of voice gender.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,11 +25,11 @@ def random_crop(samples: np.ndarray, length: int, rng: np.random.Generator) -> n
 
 def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator, brown: bool = False) -> np.ndarray:
     """Add white (or brown: -6 dB/octave, like hum and rumble) noise at `snr_db` below the signal."""
-    noise = rng.standard_normal(samples.shape[0])
+    noise = np.asarray(rng.standard_normal(int(samples.shape[0])), dtype=np.float64)
     if brown:
         noise = np.cumsum(noise)
         noise -= np.linspace(noise[0], noise[-1], noise.shape[0])  # no drift
-    signal_power = np.mean(samples.astype(np.float64) ** 2) + 1e-12
+    signal_power = float(np.mean(samples.astype(np.float64) ** 2)) + 1e-12
     noise *= np.sqrt(signal_power / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
     return (samples + noise).astype(np.float32)
 
@@ -48,7 +49,9 @@ def telephone(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return (decoded * peak).astype(np.float32)
 
 
-def augment_waveform(samples: np.ndarray, config: AugmentConfig, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+def augment_waveform(
+    samples: np.ndarray, config: AugmentConfig, sample_rate: int, rng: np.random.Generator
+) -> np.ndarray:
     """Random gain, then maybe noise, then maybe a telephone channel (which also sees the noise)."""
     out = samples * np.float32(10 ** (float(rng.uniform(-config.gain_db, config.gain_db)) / 20))
     if rng.random() < config.noise_prob:

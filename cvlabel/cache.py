@@ -6,15 +6,16 @@ keyed by the settings that shape the audio (rate, trimming, max_seconds). Log-me
 cached: they are cheap, and training augments the waveform before computing them.
 A clip that cannot be decoded leaves a `.err` entry holding the reason, so it is not retried.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -28,8 +29,15 @@ from .speech import decode_speech
 CACHE_VERSION = 1  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
 CLIPS_PER_TASK = 32  # clips a worker decodes per task: amortises the task overhead
-AUDIO_FIELDS = ("sample_rate", "trim_silence", "vad_frame_ms", "vad_threshold_db", "vad_floor_dbfs", "vad_pad_ms",
-                "max_seconds")
+AUDIO_FIELDS = (
+    "sample_rate",
+    "trim_silence",
+    "vad_frame_ms",
+    "vad_threshold_db",
+    "vad_floor_dbfs",
+    "vad_pad_ms",
+    "max_seconds",
+)
 
 
 def cache_root(setting: str = "") -> Path:

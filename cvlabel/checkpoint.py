@@ -6,6 +6,7 @@ never run code, and its config can be read without torch (the parent of a parall
 that decides what a model hears and which rows were held out travels inside the file: a copied
 checkpoint gives the same features and the same dev/test rows as the run that made it.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ class Checkpoint(CheckpointInfo):
     model: GenderCNN
 
 
-def save_checkpoint(model: GenderCNN, config: Config, temperature: float, path: str | Path,
-                    info: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    model: GenderCNN, config: Config, temperature: float, path: str | Path, info: dict[str, Any] | None = None
+) -> None:
     """Write weights and header (atomically: temp name, then rename)."""
     from safetensors.torch import save_file
 
@@ -64,8 +66,10 @@ def existing_model_file(path: str | Path) -> Path:
     if not file.is_file():
         legacy = Path(path) / LEGACY_MODEL_FILE if Path(path).is_dir() else Path(path)
         if legacy.is_file() and legacy.suffix == ".pt":
-            raise CvlabelError(f"{legacy}: a checkpoint of cvlabel 0.1, which this version does not read; "
-                               "train the run again with 'cvlabel train'")
+            raise CvlabelError(
+                f"{legacy}: a checkpoint of cvlabel 0.1, which this version does not read; "
+                "train the run again with 'cvlabel train'"
+            )
         raise CvlabelError(f"{file}: no such checkpoint (expected a run folder or its {file.name})")
     return file
 

@@ -3,12 +3,14 @@
 No logic lives here. A user mistake (a CvlabelError) prints one line and exits 1. Each stage is
 imported inside its command, so `cvlabel --help` stays quick.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, List, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -32,17 +34,33 @@ DEMO = DemoCorpusOptions()  # demo-corpus's defaults, shown in --help
 INFER = InferOptions()  # infer's defaults, shown in --help
 EXPORT = ExportOptions()  # export's defaults, shown in --help
 
-SUMMARY_KEYS = ["clips", "speakers", "accuracy", "balanced_accuracy", "roc_auc", "ece_before_calibration", "ece",
-                "speaker_accuracy", "precision_male", "recall_male", "precision_female", "recall_female"]
+SUMMARY_KEYS = [
+    "clips",
+    "speakers",
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+    "ece_before_calibration",
+    "ece",
+    "speaker_accuracy",
+    "precision_male",
+    "recall_male",
+    "precision_female",
+    "recall_female",
+]
 
 # Arguments and options that several commands share: one definition each.
 CorpusArg = Annotated[Path, typer.Argument(help="A Common Voice locale folder (clips/ and the TSVs).")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML file of config overrides "
-                                                   "(see configs/default.yaml).")]
-SetOpt = Annotated[List[str], typer.Option("--set", help="Override one config value, e.g. --set splits.seed=3 "
-                                           "(repeatable; wins over --config).")]
-ModelOpt = Annotated[Path, typer.Option("--model", help="Run folder written by 'cvlabel train' (or its "
-                                        "model.safetensors).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML file of config overrides (see configs/default.yaml).")
+]
+SetOpt = Annotated[
+    list[str],
+    typer.Option("--set", help="Override one config value, e.g. --set splits.seed=3 (repeatable; wins over --config)."),
+]
+ModelOpt = Annotated[
+    Path, typer.Option("--model", help="Run folder written by 'cvlabel train' (or its model.safetensors).")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
@@ -64,8 +82,9 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step, not only warnings.")]
-          = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step, not only warnings.")] = False,
+) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="cvlabel: %(message)s")
 
 
@@ -75,12 +94,19 @@ def demo_corpus(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create; it must be new or empty.")],
     speakers_per_gender: Annotated[int, typer.Option(help="Speakers of each gender.")] = DEMO.speakers_per_gender,
     clips_per_speaker: Annotated[int, typer.Option(help="Clips each speaker records.")] = DEMO.clips_per_speaker,
-    locales: Annotated[str, typer.Option(help="Comma-separated locales to spread speakers over.")]
-        = ",".join(DEMO.locales),
-    engine: Annotated[str, typer.Option(help="Voice engine: espeak (Debian's espeak-ng), formant (built-in numpy "
-                                        "synthesizer), or auto (espeak when installed, else formant).")] = DEMO.engine,
-    gender_style: Annotated[str, typer.Option(help="Gender vocabulary of the TSVs: v17 (male_masculine, ...) or "
-                                              "v16 (male, female, other).")] = DEMO.gender_style,
+    locales: Annotated[str, typer.Option(help="Comma-separated locales to spread speakers over.")] = ",".join(
+        DEMO.locales
+    ),
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Voice engine: espeak (Debian's espeak-ng), formant (built-in numpy "
+            "synthesizer), or auto (espeak when installed, else formant)."
+        ),
+    ] = DEMO.engine,
+    gender_style: Annotated[
+        str, typer.Option(help="Gender vocabulary of the TSVs: v17 (male_masculine, ...) or v16 (male, female, other).")
+    ] = DEMO.gender_style,
     seed: Annotated[int, typer.Option(help="Seed: the corpus is a function of the options.")] = DEMO.seed,
     jobs: Annotated[int, typer.Option(help="Processes that synthesize clips; 0 means one per core.")] = 0,
 ) -> None:
@@ -114,33 +140,50 @@ def inspect(corpus_dir: CorpusArg, config: ConfigOpt = None, set_: SetOpt = []) 
 
 
 # rich keeps a docstring's line breaks, so predict's long help is built of one-line paragraphs
-PREDICT_HELP = "\n\n".join([
-    "Print the calibrated gender of single clips, or a running estimate of a PCM stream read from stdin (-).",
-    "Files: one line each; a broken file gets its own error line and the others still run.",
-    "-: reads raw 16-bit signed little-endian mono PCM (e.g. sox IN -t raw -r 16000 -e signed -b 16 -c 1 -, "
-    "or ffmpeg -i IN -f s16le -ac 1 -ar 16000 -) and prints an estimate about once a second of audio, pooled "
-    "over the 4 s windows that hold speech so far, then a 'final' verdict at end of input. Memory stays bounded "
-    "however long the stream. (A file named - is ./-.)",
-    "Exit code 1 if any file failed, or if the stream held no speech.",
-])
+PREDICT_HELP = "\n\n".join(
+    [
+        "Print the calibrated gender of single clips, or a running estimate of a PCM stream read from stdin (-).",
+        "Files: one line each; a broken file gets its own error line and the others still run.",
+        "-: reads raw 16-bit signed little-endian mono PCM (e.g. sox IN -t raw -r 16000 -e signed -b 16 -c 1 -, "
+        "or ffmpeg -i IN -f s16le -ac 1 -ar 16000 -) and prints an estimate about once a second of audio, pooled "
+        "over the 4 s windows that hold speech so far, then a 'final' verdict at end of input. Memory stays bounded "
+        "however long the stream. (A file named - is ./-.)",
+        "Exit code 1 if any file failed, or if the stream held no speech.",
+    ]
+)
 
 
 @app.command(help=PREDICT_HELP)
 @_reports_errors
 def predict(
-    files: Annotated[List[Path], typer.Argument(help="Audio files (MP3, WAV, FLAC, ...) to classify, or - alone "
-                                                "to read raw 16-bit signed little-endian mono PCM from stdin.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Audio files (MP3, WAV, FLAC, ...) to classify, or - alone "
+            "to read raw 16-bit signed little-endian mono PCM from stdin."
+        ),
+    ],
     model: ModelOpt,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per file (or per update of a "
-                                          "stream) instead of a line of text.")] = False,
-    sample_rate: Annotated[Optional[int], typer.Option(
-        "--sample-rate", show_default=False,
-        help="Rate in Hz of the PCM read by -: 16000 unless given, 8000-192000, resampled to the model's. Only "
-        "for -: files carry their own rate, so giving it with files is an error.")] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print one JSON object per file (or per update of a stream) instead of a line of text."
+        ),
+    ] = False,
+    sample_rate: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-rate",
+            show_default=False,
+            help="Rate in Hz of the PCM read by -: 16000 unless given, 8000-192000, resampled to the model's. Only "
+            "for -: files carry their own rate, so giving it with files is an error.",
+        ),
+    ] = None,
 ) -> None:
     import json
 
-    from .predict import failed, predict as run_predict, result_line
+    from .predict import failed, result_line
+    from .predict import predict as run_predict
 
     any_failed = False
     for result in run_predict(files, model, sample_rate, typer.get_binary_stream("stdin")):
@@ -153,7 +196,7 @@ def predict(
 @app.command()
 @_reports_errors
 def compare(
-    run_dirs: Annotated[List[Path], typer.Argument(help="Two or more run folders written by 'cvlabel train'.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run folders written by 'cvlabel train'.")],
 ) -> None:
     """Print the test metrics of training runs side by side (e.g. before and after retraining on pseudo-labels)."""
     from .report import compare_runs
@@ -165,8 +208,12 @@ def compare(
 @_reports_errors
 def check_truth(
     aug_dir: Annotated[Path, typer.Argument(help="Folder written by 'cvlabel export parquet'.")],
-    truth: Annotated[Path, typer.Option("--truth", help="TSV with columns path and true_gender (a demo or "
-                                        "development corpus's truth.tsv).")],
+    truth: Annotated[
+        Path,
+        typer.Option(
+            "--truth", help="TSV with columns path and true_gender (a demo or development corpus's truth.tsv)."
+        ),
+    ],
 ) -> None:
     """Score an export's pseudo-labels against known true genders: precision and coverage, per clip and speaker."""
     from .report import check_truth as run_check
@@ -190,9 +237,14 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B
 def train(
     corpus_dir: CorpusArg,
     out: Annotated[Path, typer.Option("--out", help="New run folder for the model, metrics, plots and logs.")],
-    augmented: Annotated[Optional[Path], typer.Option(
-        "--augmented", help="Train on the train/dev/test.parquet of a 'cvlabel export parquet' folder "
-        "(pseudo-labels included) instead.")] = None,
+    augmented: Annotated[
+        Path | None,
+        typer.Option(
+            "--augmented",
+            help="Train on the train/dev/test.parquet of a 'cvlabel export parquet' folder "
+            "(pseudo-labels included) instead.",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006 (Typer)
 ) -> None:
@@ -211,8 +263,13 @@ def train(
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by 'cvlabel train'.")],
     corpus_dir: CorpusArg,
-    split: Annotated[str, typer.Option(help="Which self-reported rows: train, dev, test (the split settings "
-                                       "inside the run's checkpoint decide them), or all.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            help="Which self-reported rows: train, dev, test (the split settings "
+            "inside the run's checkpoint decide them), or all."
+        ),
+    ] = "test",
     as_json: JsonOpt = False,
     jobs: Annotated[int, typer.Option(help="Processes that decode clips not yet cached; 0 means one per core.")] = 0,
 ) -> None:
@@ -230,36 +287,72 @@ def evaluate(
 def infer(
     corpus_dir: CorpusArg,
     model: ModelOpt,
-    out: Annotated[Path, typer.Option("--out", help="Folder for the prediction shards and predictions.parquet; "
-                                      "running the same command again resumes an interrupted run.")],
-    unlabeled: Annotated[bool, typer.Option("--unlabeled", help="Predict the rows whose gender is blank (never "
-                                            "rows of speakers who answered other or do_not_wish_to_say).")] = False,
-    split: Annotated[Optional[str], typer.Option(
-        "--split", help="Instead of --unlabeled, predict the self-reported rows of the run's dev or test split, "
-        "to check precision at any threshold.")] = None,
-    tsv: Annotated[str, typer.Option("--tsv", help="Comma-separated clip TSVs to select rows from (validated, "
-                                     "other, invalidated).")] = ",".join(INFER.tsvs),
-    jobs: Annotated[int, typer.Option(help="Worker processes; 0 means one per core, or in-process for fewer than "
-                                      "1,000 rows, where starting workers costs more than it saves.")] = INFER.jobs,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Folder for the prediction shards and predictions.parquet; "
+            "running the same command again resumes an interrupted run.",
+        ),
+    ],
+    unlabeled: Annotated[
+        bool,
+        typer.Option(
+            "--unlabeled",
+            help="Predict the rows whose gender is blank (never "
+            "rows of speakers who answered other or do_not_wish_to_say).",
+        ),
+    ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            "--split",
+            help="Instead of --unlabeled, predict the self-reported rows of the run's dev or test split, "
+            "to check precision at any threshold.",
+        ),
+    ] = None,
+    tsv: Annotated[
+        str,
+        typer.Option("--tsv", help="Comma-separated clip TSVs to select rows from (validated, other, invalidated)."),
+    ] = ",".join(INFER.tsvs),
+    jobs: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes; 0 means one per core, or in-process for fewer than "
+            "1,000 rows, where starting workers costs more than it saves."
+        ),
+    ] = INFER.jobs,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass of the model.")] = INFER.batch_size,
     shard_size: Annotated[int, typer.Option(help="Rows per shard file: the most a kill can lose.")] = INFER.shard_size,
-    backend: Annotated[str, typer.Option(
-        help="local: worker processes on this machine; dask: one Dask task per shard (needs the dask extra: pip "
-        "install 'cvlabel\\[dask]'; workers must see the corpus, the model and --out at the same paths).")]
-        = INFER.backend,
-    scheduler: Annotated[str, typer.Option(
-        help="With --backend dask: address of a running scheduler, e.g. tcp://host:8786; without it a "
-        "LocalCluster of --jobs workers starts here.")] = INFER.scheduler,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local: worker processes on this machine; dask: one Dask task per shard (needs the dask extra: pip "
+            "install 'cvlabel\\[dask]'; workers must see the corpus, the model and --out at the same paths)."
+        ),
+    ] = INFER.backend,
+    scheduler: Annotated[
+        str,
+        typer.Option(
+            help="With --backend dask: address of a running scheduler, e.g. tcp://host:8786; without it a "
+            "LocalCluster of --jobs workers starts here."
+        ),
+    ] = INFER.scheduler,
 ) -> None:
     """Predict speaker gender for the blank-gender rows, in parallel resumable shards, pooled per speaker."""
     from .inference import infer as run_infer
 
     if unlabeled == (split is not None):
         raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test")
-    options = InferOptions(selection="unlabeled" if unlabeled else str(split),
-                           tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
-                           jobs=jobs, batch_size=batch_size, shard_size=shard_size, backend=backend,
-                           scheduler=scheduler)
+    options = InferOptions(
+        selection="unlabeled" if unlabeled else str(split),
+        tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
+        jobs=jobs,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        backend=backend,
+        scheduler=scheduler,
+    )
     summary = run_infer(corpus_dir, model, out, options)
     typer.echo(
         f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
@@ -274,28 +367,46 @@ def infer(
 @_reports_errors
 def export_parquet(
     corpus_dir: CorpusArg,
-    predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer "
-                                              "--unlabeled'.")],
+    predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for train/dev/test/unused.parquet and summary.json.")],
-    min_confidence: Annotated[Optional[float], typer.Option(
-        "--min-confidence", help="One confidence threshold for both genders, in (0.5, 1]; replaces "
-        "--target-precision.")] = EXPORT.min_confidence,
-    target_precision: Annotated[float, typer.Option(
-        "--target-precision", help="Per-gender thresholds reaching this precision on self-reported held-out "
-        "rows.")] = EXPORT.target_precision,
-    reference: Annotated[Optional[Path], typer.Option(
-        "--reference", help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model "
-        "run's own dev/test predictions).")] = None,
-    rebalance: Annotated[bool, typer.Option("--rebalance/--no-rebalance", help="Bring train to --female-share, "
-                                            "adding the minority gender's pseudo-labels first.")] = EXPORT.rebalance,
-    female_share: Annotated[float, typer.Option("--female-share", help="Target share of female rows in train.")]
-        = EXPORT.female_share,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
+        ),
+    ] = EXPORT.min_confidence,
+    target_precision: Annotated[
+        float,
+        typer.Option(
+            "--target-precision", help="Per-gender thresholds reaching this precision on self-reported held-out rows."
+        ),
+    ] = EXPORT.target_precision,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model "
+            "run's own dev/test predictions).",
+        ),
+    ] = None,
+    rebalance: Annotated[
+        bool,
+        typer.Option(
+            "--rebalance/--no-rebalance",
+            help="Bring train to --female-share, adding the minority gender's pseudo-labels first.",
+        ),
+    ] = EXPORT.rebalance,
+    female_share: Annotated[
+        float, typer.Option("--female-share", help="Target share of female rows in train.")
+    ] = EXPORT.female_share,
 ) -> None:
     """Write the release with self-reported and pseudo labels as train/dev/test Parquet files."""
     from .export import export_parquet as run_export
 
-    options = ExportOptions(min_confidence=min_confidence, target_precision=target_precision, rebalance=rebalance,
-                            female_share=female_share)
+    options = ExportOptions(
+        min_confidence=min_confidence, target_precision=target_precision, rebalance=rebalance, female_share=female_share
+    )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
     thresholds = ", ".join(f"{g} {'none' if t is None else f'{t:.3f}'}" for g, t in summary["thresholds"].items())
     typer.echo(f"thresholds: {thresholds}; pseudo-labels: {summary['pseudo_labels']}; rows: {summary['rows']}")

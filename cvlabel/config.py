@@ -5,6 +5,7 @@ Precedence: dataclass defaults < YAML file < `--set section.key=value`.
 YAML files hold overrides only. An unknown key, or a value of the wrong type, is a ConfigError
 naming the key. The resolved config is saved beside every run's outputs.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -211,7 +212,7 @@ def _build(cls: type, tree: dict[str, Any], prefix: str) -> Any:
     values = {}
     for name, value in tree.items():
         kind = hints[name]
-        if dataclasses.is_dataclass(kind):
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, prefix=f"{prefix}{name}.")
         else:
             values[name] = _coerce(value, kind, f"{prefix}{name}")

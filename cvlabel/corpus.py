@@ -11,6 +11,7 @@ The manifest has one row per clip with the release's own columns kept as strings
 Releases 7 to 23 are read by header, so renamed and added columns (`accent`/`accents`,
 `variant`, `sentence_id`, `sentence_domain`) need no special case.
 """
+
 from __future__ import annotations
 
 import csv
@@ -90,8 +91,7 @@ def normalise_gender(raw: pd.Series, source: str | Path) -> pd.Series:
     if unknown:
         shown = ", ".join(repr(v) for v in unknown[:5])
         raise CorpusError(
-            f"{source}: unknown gender value {shown}; known values: "
-            + ", ".join(repr(k) for k in GENDER_TABLE if k)
+            f"{source}: unknown gender value {shown}; known values: " + ", ".join(repr(k) for k in GENDER_TABLE if k)
         )
     mapped = cleaned.map(GENDER_TABLE).astype(object)
     return mapped.where(mapped.notna(), None)
@@ -183,7 +183,7 @@ def _clip_durations(corpus_dir: Path, paths: pd.Series) -> pd.Series:
         log.warning("%s lacks the columns clip and duration[ms]; durations unknown", tsv_path)
         return pd.Series(np.nan, index=paths.index)
     ms = pd.to_numeric(table["duration[ms]"], errors="coerce")
-    return paths.map(dict(zip(table["clip"], ms / 1000.0))).astype(float)
+    return paths.map(dict(zip(table["clip"], ms / 1000.0, strict=False))).astype(float)
 
 
 def _first_line(exc: Exception) -> str:

@@ -8,6 +8,7 @@ Writes OUT/clips/*.mp3 (mono 48 kHz), validated.tsv, other.tsv, invalidated.tsv,
 clip_durations.tsv (Common Voice v17+ columns), truth.tsv (the true gender of every clip,
 blank rows included) and demo_corpus.json (engine, counts, seed).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -77,8 +78,9 @@ SENTENCES = {
 ESPEAK_VARIANTS = {"male": ["m1", "m2", "m3", "m4", "m5", "m6", "m7"], "female": ["f1", "f2", "f3", "f4", "f5"]}
 
 
-
-def make_demo_corpus(out_dir: str | Path, options: DemoCorpusOptions = DemoCorpusOptions(), jobs: int = 1) -> dict[str, Any]:
+def make_demo_corpus(
+    out_dir: str | Path, options: DemoCorpusOptions = DemoCorpusOptions(), jobs: int = 1
+) -> dict[str, Any]:
     """Write the corpus to out_dir (which must be empty or absent); returns the summary."""
     out_dir = Path(out_dir)
     if options.speakers_per_gender < 1 or options.clips_per_speaker < 1:
@@ -98,15 +100,17 @@ def make_demo_corpus(out_dir: str | Path, options: DemoCorpusOptions = DemoCorpu
 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "clips").mkdir()
-    work = [(row["path"], row["sentence"], speaker_of) for row, speaker_of in
-            ((r, speakers[r["speaker_index"]]) for r in rows)]
+    work = [
+        (row["path"], row["sentence"], speaker_of)
+        for row, speaker_of in ((r, speakers[r["speaker_index"]]) for r in rows)
+    ]
     seeds = rng.integers(0, 2**31, size=len(work))
     rendered = Parallel(n_jobs=resolve_jobs(jobs), return_as="generator")(
         delayed(render_clip)(out_dir / "clips" / path, text, speaker, engine, int(seed))
-        for (path, text, speaker), seed in zip(work, seeds)
+        for (path, text, speaker), seed in zip(work, seeds, strict=False)
     )
     durations = list(tqdm(rendered, total=len(work), desc="synthesizing clips", unit="clip"))
-    for row, duration in zip(rows, durations):
+    for row, duration in zip(rows, durations, strict=False):
         row["duration_s"] = duration
 
     summary = _write_tables(out_dir, rows, speakers, options, engine)
@@ -191,13 +195,25 @@ def _gender_string(gender: str, style: str) -> str:
 
 
 TSV_COLUMNS = [
-    "client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
-    "age", "gender", "accents", "variant", "locale", "segment",
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
 ]
 
 
-def _write_tables(out_dir: Path, rows: list[dict], speakers: list[Speaker], options: DemoCorpusOptions,
-                  engine: str) -> dict:
+def _write_tables(
+    out_dir: Path, rows: list[dict], speakers: list[Speaker], options: DemoCorpusOptions, engine: str
+) -> dict:
     table = pd.DataFrame(rows)
     table["sentence_id"] = table["sentence"].map(lambda s: hashlib.sha256(s.encode()).hexdigest())
     table["sentence_domain"] = ""

@@ -1,4 +1,5 @@
 """Domain errors: a user mistake or bad input, reported by the CLI as one line, never a traceback."""
+
 from __future__ import annotations
 
 

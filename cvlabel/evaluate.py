@@ -1,8 +1,10 @@
 """`cvlabel evaluate`: a trained run's metrics on the self-reported rows of any corpus and split."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .cache import AudioCache, cache_root
 from .checkpoint import load_checkpoint
@@ -27,10 +29,12 @@ def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
     errors = cache.fill(rows["clip"].tolist(), jobs=resolve_jobs(jobs))
     rows = rows[~rows["clip"].isin(errors)].reset_index(drop=True)
-    logits = clip_logits(checkpoint.model, config.features, lambda i: cache.load(rows["clip"][i]),
-                         len(rows), config.train.batch_size)
-    metrics = classification_metrics(rows["label"].to_numpy(), logits, checkpoint.temperature,
-                                     rows["client_id"].to_numpy())
+    logits = clip_logits(
+        checkpoint.model, config.features, lambda i: cache.load(rows["clip"][i]), len(rows), config.train.batch_size
+    )
+    metrics = classification_metrics(
+        rows["label"].to_numpy(), logits, checkpoint.temperature, rows["client_id"].to_numpy()
+    )
     metrics["split"] = split
     metrics["decode_errors"] = len(errors)
     return metrics

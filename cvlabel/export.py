@@ -12,6 +12,7 @@ and summary.json. Each file keeps every column of the release (the TSV's gender 
   to a target female share.
 - unused holds the rest, with `unused_reason`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,7 +29,7 @@ from .config import ExportOptions
 from .corpus import read_release
 from .errors import CvlabelError
 from .files import writable_folder, write_json
-from .labels import BINARY_GENDERS, decide
+from .labels import BINARY_GENDERS, decide, or_null
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -36,16 +37,23 @@ log = logging.getLogger(__name__)
 SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}  # kept first when capping or rebalancing
 
 
-def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir: str | Path,
-                   options: ExportOptions = ExportOptions(), reference: str | Path | None = None) -> dict[str, Any]:
+def export_parquet(
+    corpus_dir: str | Path,
+    predictions_dir: str | Path,
+    aug_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    reference: str | Path | None = None,
+) -> dict[str, Any]:
     """Write AUG_DIR/{train,dev,test,unused}.parquet and summary.json; return the summary."""
     corpus_dir, out = Path(corpus_dir), ExportFolder(aug_dir)
     _check_options(options)
     writable_folder(out.path)
     predictions, plan = read_predictions(predictions_dir)
     if plan.get("selection") != "unlabeled":
-        raise CvlabelError(f"{predictions_dir} holds predictions of the {plan.get('selection')!r} split; "
-                           "export needs those of 'cvlabel infer --unlabeled'")
+        raise CvlabelError(
+            f"{predictions_dir} holds predictions of the {plan.get('selection')!r} split; "
+            "export needs those of 'cvlabel infer --unlabeled'"
+        )
     if Path(plan["corpus"]) != corpus_dir.resolve():
         raise CvlabelError(f"{predictions_dir} was made for the corpus {plan['corpus']}, not {corpus_dir.resolve()}")
     config = run_config(plan["model"])
@@ -53,10 +61,13 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     manifest = read_release(corpus_dir)
     unknown = set(predictions["path"]) - set(manifest.loc[manifest["gender"].isna(), "path"])
     if unknown:
-        raise CvlabelError(f"{predictions_dir} predicts clips that are not blank-gender rows of {corpus_dir} "
-                           f"(e.g. {sorted(unknown)[0]}); was it made for another corpus or release?")
-    thresholds, expected = _thresholds(options, reference or RunFolder(Path(plan["model"]).parent).reference,
-                                       plan["model_sha256"])
+        raise CvlabelError(
+            f"{predictions_dir} predicts clips that are not blank-gender rows of {corpus_dir} "
+            f"(e.g. {sorted(unknown)[0]}); was it made for another corpus or release?"
+        )
+    thresholds, expected = _thresholds(
+        options, reference or RunFolder(Path(plan["model"]).parent).reference, plan["model_sha256"]
+    )
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below
@@ -73,15 +84,22 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
     in_train = rows["split"].eq("train")
     rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "unused_reason"] = np.where(
         rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "pseudo_below_threshold"],
-        "below confidence threshold", "no male/female label")
+        "below confidence threshold",
+        "no male/female label",
+    )
     before = _counts(rows[in_train & rows["unused_reason"].isna()])
     _cap_per_speaker(rows, config.splits.max_clips_per_speaker)
     if options.rebalance:
         _rebalance(rows, options.female_share)
     rows.loc[rows["unused_reason"].notna(), "split"] = "unused"
 
-    metadata = {"model_sha256": plan["model_sha256"], "model": plan["model"], "corpus": plan["corpus"],
-                "thresholds": thresholds, "options": asdict(options)}
+    metadata = {
+        "model_sha256": plan["model_sha256"],
+        "model": plan["model"],
+        "corpus": plan["corpus"],
+        "thresholds": thresholds,
+        "options": asdict(options),
+    }
     columns = [c for c in rows.columns if c not in ("pseudo_below_threshold",)]
     for split in EXPORT_SPLITS:
         part = rows.loc[rows["split"] == split, columns]
@@ -94,8 +112,9 @@ def export_parquet(corpus_dir: str | Path, predictions_dir: str | Path, aug_dir:
         "rows": {split: int((rows["split"] == split).sum()) for split in EXPORT_SPLITS},
         "train_before_cap_and_rebalance": before,
         "train_after": _counts(rows[rows["split"] == "train"]),
-        "pseudo_labels": {g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum())
-                          for g in BINARY_GENDERS},
+        "pseudo_labels": {
+            g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum()) for g in BINARY_GENDERS
+        },
         "unused_reasons": {k: int(v) for k, v in rows["unused_reason"].value_counts().items()},
     }
     write_json(out.summary, summary)
@@ -120,30 +139,41 @@ def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple
         confidence, correct = confidence[order], correct[order]
         precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
         # the deepest cut whose every shallower cut also reaches the target
-        ok = np.flatnonzero(np.minimum.accumulate(precision) >= target_precision) if len(precision) else []
+        ok = np.flatnonzero(np.minimum.accumulate(precision) >= target_precision) if len(precision) else np.array([])
         if len(ok) == 0:
             thresholds[gender] = None
             expected[gender] = {"precision": None, "coverage": 0.0, "reference_rows": int(predicted.sum())}
             continue
         cut = int(ok[-1])
         thresholds[gender] = float(confidence[cut])
-        expected[gender] = {"precision": float(precision[cut]), "coverage": float((cut + 1) / max(1, predicted.sum())),
-                            "reference_rows": int(predicted.sum())}
+        expected[gender] = {
+            "precision": float(precision[cut]),
+            "coverage": float((cut + 1) / max(1, predicted.sum())),
+            "reference_rows": int(predicted.sum()),
+        }
     return thresholds, expected
 
 
-def _thresholds(options: ExportOptions, reference_path: str | Path,
-                model_sha256: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _thresholds(
+    options: ExportOptions, reference_path: str | Path, model_sha256: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     if options.min_confidence is not None:
         return {g: options.min_confidence for g in BINARY_GENDERS}, {"rule": f"min_confidence {options.min_confidence}"}
     reference = _reference_rows(Path(reference_path), model_sha256)
     thresholds, expected = choose_thresholds(reference, options.target_precision)
     for gender, value in thresholds.items():
         if value is None:
-            log.warning("no confidence threshold reaches precision %.3f for %s on the %d reference rows: "
-                        "no %s pseudo-labels", options.target_precision, gender, len(reference), gender)
-    expected["rule"] = (f"target precision {options.target_precision} on {len(reference)} self-reported dev/test "
-                        "rows (clip level; pooling per speaker usually does better)")
+            log.warning(
+                "no confidence threshold reaches precision %.3f for %s on the %d reference rows: no %s pseudo-labels",
+                options.target_precision,
+                gender,
+                len(reference),
+                gender,
+            )
+    expected["rule"] = (
+        f"target precision {options.target_precision} on {len(reference)} self-reported dev/test "
+        "rows (clip level; pooling per speaker usually does better)"
+    )
     return thresholds, expected
 
 
@@ -160,23 +190,29 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
         frame = frame.merge(manifest[["path", "gender"]], on="path").dropna(subset=["clip_p_female"])
         return frame.assign(p_female=frame["clip_p_female"])
     if not path.is_file():
-        raise CvlabelError(f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
-                           "or --reference with a 'cvlabel infer --split test' folder")
+        raise CvlabelError(
+            f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
+            "or --reference with a 'cvlabel infer --split test' folder"
+        )
     return read_reference(path)
 
 
 def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, Any]) -> None:
     """Set gender, gender_source, gender_confidence (and pseudo_below_threshold) in place."""
     stated = rows["gender"].notna()
-    rows["gender_source"] = np.where(stated, "self_reported", None)
+    rows["gender_source"] = or_null(stated, "self_reported")
     rows["gender_confidence"] = np.where(stated, 1.0, np.nan)
     rows["pseudo_below_threshold"] = False
     by_path = predictions.set_index("path")
     blank = rows.index[~stated & rows["path"].isin(by_path.index)]
     found = by_path.loc[rows.loc[blank, "path"]]
-    label, confidence, source = found["label"].to_numpy(), found["confidence"].to_numpy(), found["label_source"].to_numpy()
+    label, confidence, source = (
+        found["label"].to_numpy(),
+        found["confidence"].to_numpy(),
+        found["label_source"].to_numpy(),
+    )
     threshold = np.array([thresholds.get(g) if g in thresholds else None for g in label], dtype=object)
-    passes = np.array([t is not None and c >= t for t, c in zip(threshold, confidence)], dtype=bool)
+    passes = np.array([t is not None and c >= t for t, c in zip(threshold, confidence, strict=False)], dtype=bool)
     from_speaker = source == "speaker"
     take = from_speaker | passes
     rows.loc[blank[take], "gender"] = label[take]
@@ -213,8 +249,9 @@ def _rebalance(rows: pd.DataFrame, female_share: float) -> None:
     candidates = train[train["gender"] == majority]
     if len(candidates) <= keep:
         return
-    ranked = candidates.assign(_source=candidates["gender_source"].map(SOURCE_ORDER),
-                               _conf=-candidates["gender_confidence"])
+    ranked = candidates.assign(
+        _source=candidates["gender_source"].map(SOURCE_ORDER), _conf=-candidates["gender_confidence"]
+    )
     ranked = ranked.sort_values(["_source", "_conf", "path"])
     rows.loc[ranked.index[keep:], "unused_reason"] = "rebalanced away"
 

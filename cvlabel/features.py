@@ -3,6 +3,7 @@
 Every function takes an array and returns an array; settings live in FeatureConfig, which
 travels inside each checkpoint so that inference computes exactly the features training did.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -27,8 +28,9 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     """
     waveform = torch.as_tensor(samples, dtype=torch.float32)
     window, filterbank = _mel_basis(config)
-    spectrum = torch.stft(waveform, config.n_fft, config.hop_length, window=window, center=True,
-                          pad_mode="reflect", return_complex=True)
+    spectrum = torch.stft(
+        waveform, config.n_fft, config.hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
     # |X|^2 as re^2 + im^2: several times faster on a CPU than abs().pow(2) (measured)
     spectrum = spectrum[..., : filterbank.shape[0], :]  # bins above f_max carry no mel weight
     power = spectrum.real**2 + spectrum.imag**2
@@ -60,4 +62,3 @@ def _mel_basis(config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
     )
     used = int(torch.nonzero(filterbank.sum(dim=1)).max()) + 1  # frequency bins up to f_max
     return torch.hann_window(config.n_fft), filterbank[:used].contiguous()
-

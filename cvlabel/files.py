@@ -1,12 +1,14 @@
 """Writing artifacts so that a reader never sees half a file: temp name beside it, then rename."""
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq

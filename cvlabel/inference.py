@@ -6,6 +6,7 @@ same command again skips the finished ones. One function, `predict_shard`, does 
 `--jobs 1` calls it in-process, `--jobs N` maps it over worker processes, and `--backend dask`
 runs it on a Dask cluster (runners.py).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release
 from .errors import AudioError, CvlabelError
 from .files import writable_folder
-from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names
+from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
 from .runners import LocalRunner, dask_runner, resolve_jobs
 from .splits import assign_splits, speaker_genders
@@ -39,8 +40,9 @@ SELECTIONS = ("unlabeled", "dev", "test")
 BACKENDS = ("local", "dask")
 
 
-def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
-          options: InferOptions = InferOptions()) -> dict[str, Any]:
+def infer(
+    corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, options: InferOptions = InferOptions()
+) -> dict[str, Any]:
     """Predict the selected rows into out_dir (resuming a previous run) and pool per speaker."""
     started = time.time()
     corpus_dir, out = Path(corpus_dir), PredictionsFolder(out_dir)
@@ -53,8 +55,10 @@ def infer(corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path,
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
     todo = [k for k in range(len(shards)) if not out.part(k).exists()]
     todo_rows = sum(len(shards[k]) for k in todo)
-    calls = ((_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(out.part(k)), options.batch_size)
-             for k in todo)  # lazy: a release's rows are never all in flight
+    calls = (
+        (_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(out.part(k)), options.batch_size)
+        for k in todo
+    )  # lazy: a release's rows are never all in flight
     runner: AbstractContextManager[Any]
     if options.backend == "dask":
         runner, where = dask_runner(options.scheduler, options.jobs), "on Dask"
@@ -99,8 +103,7 @@ def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path)
     return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
 
 
-def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int,
-                  worker: bool) -> int:
+def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int, worker: bool) -> int:
     """Decode, featurise and predict one shard of rows; write its Parquet file atomically.
 
     A clip that fails becomes an error row: no clip can stop the shard. Returns the row count.
@@ -129,17 +132,19 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
     p_female = calibrate(logits, model.temperature)
     predicted, confidence = decide(p_female)
     ok = ~np.isnan(logits)
-    table = pd.DataFrame({
-        "path": [r["path"] for r in records],
-        "client_id": [r["client_id"] for r in records],
-        "source_tsv": [r["source_tsv"] for r in records],
-        "duration_s": [r["duration_s"] for r in records],
-        "logit": logits,
-        "p_female": np.where(ok, p_female, np.nan),
-        "label": np.where(ok, label_names(predicted), None),
-        "confidence": np.where(ok, confidence, np.nan),
-        "error": [errors.get(i) for i in range(len(records))],
-    })
+    table = pd.DataFrame(
+        {
+            "path": [r["path"] for r in records],
+            "client_id": [r["client_id"] for r in records],
+            "source_tsv": [r["source_tsv"] for r in records],
+            "duration_s": [r["duration_s"] for r in records],
+            "logit": logits,
+            "p_female": np.where(ok, p_female, np.nan),
+            "label": or_null(ok, label_names(predicted)),
+            "confidence": np.where(ok, confidence, np.nan),
+            "error": [errors.get(i) for i in range(len(records))],
+        }
+    )
     write_frame(table, PREDICTION_SCHEMA, Path(out_file))
     return len(records)
 
@@ -154,8 +159,13 @@ def model_temperature(model_file: str) -> float:
 def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]]:
     folder = clips_dir(corpus_dir)
     return [
-        {"path": row.path, "clip": str(folder / row.path), "client_id": row.client_id, "source_tsv": row.source_tsv,
-         "duration_s": None if pd.isna(row.duration_s) else float(row.duration_s)}
+        {
+            "path": row.path,
+            "clip": str(folder / row.path),
+            "client_id": row.client_id,
+            "source_tsv": row.source_tsv,
+            "duration_s": None if pd.isna(row.duration_s) else float(row.duration_s),
+        }
         for row in shard[["path", "client_id", "source_tsv", "duration_s"]].itertuples(index=False)
     ]
 
@@ -180,8 +190,11 @@ def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
     try:
         previous = out.read_plan()
         if previous is not None:
-            different = [k for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
-                         if previous.get(k) != plan[k]]
+            different = [
+                k
+                for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
+                if previous.get(k) != plan[k]
+            ]
             # a plan with no finished shard holds nothing to lose (say, a run refused a broken model): replace it
             if different and out.parts():
                 raise CvlabelError(

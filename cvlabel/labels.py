@@ -2,6 +2,7 @@
 
 The model outputs one logit, evidence for LABELS[1] (female); p_female = sigmoid(logit / T).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,3 +44,8 @@ def label_index(genders: object) -> np.ndarray:
 def label_names(indices: np.ndarray) -> np.ndarray:
     """male/female strings of 0/1 class indices."""
     return np.asarray(LABELS, dtype=object)[np.asarray(indices, dtype=int)]
+
+
+def or_null(condition: object, values: object) -> np.ndarray:
+    """`values` where `condition` holds and None (a Parquet null) elsewhere, as an object array."""
+    return np.where(np.asarray(condition, dtype=bool), np.asarray(values, dtype=object), np.array(None, dtype=object))

@@ -2,7 +2,10 @@
 
 Labels are 1 for female, 0 for male (labels.LABELS); probabilities are p(female).
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,8 +34,9 @@ def reliability_table(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_
     edges = np.linspace(0.5, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
     frame = pd.DataFrame({"bin": which, "confidence": confidence, "correct": predicted == labels})
-    table = frame.groupby("bin").agg(clips=("correct", "size"), confidence=("confidence", "mean"),
-                                     accuracy=("correct", "mean"))
+    table = frame.groupby("bin").agg(
+        clips=("correct", "size"), confidence=("confidence", "mean"), accuracy=("correct", "mean")
+    )
     table["bin_low"] = edges[table.index]
     table["bin_high"] = edges[table.index + 1]
     return table.reset_index(drop=True)
@@ -77,15 +81,16 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
     return float(grid[int(np.argmin([binary_nll(labels, logits / t) for t in grid]))])
 
 
-def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: float,
-                           speakers: np.ndarray | None = None) -> dict:
+def classification_metrics(
+    labels: np.ndarray, logits: np.ndarray, temperature: float, speakers: np.ndarray | None = None
+) -> dict:
     """accuracy, balanced_accuracy, roc_auc, per-gender precision/recall, ECE and NLL before and
     after calibration, and speaker-level accuracy (mean logit per speaker)."""
     labels = np.asarray(labels).astype(int)
     logits = np.asarray(logits, dtype=float)
     predicted = decide_logits(logits)
     p_raw, p_cal = sigmoid(logits), sigmoid(logits / temperature)
-    metrics = {
+    metrics: dict[str, Any] = {
         "clips": int(labels.size),
         "accuracy": float((predicted == labels).mean()) if labels.size else float("nan"),
         "balanced_accuracy": balanced_accuracy(labels, predicted),
@@ -107,8 +112,9 @@ def classification_metrics(labels: np.ndarray, logits: np.ndarray, temperature: 
         speaker_predicted = pd.Series(decide_logits(per_speaker["logit"].to_numpy()), index=per_speaker.index)
         metrics["speakers"] = int(len(per_speaker))
         metrics["speaker_accuracy"] = float((speaker_predicted == per_speaker["label"]).mean())
-        metrics["speaker_balanced_accuracy"] = balanced_accuracy(per_speaker["label"].to_numpy(),
-                                                                 speaker_predicted.to_numpy())
+        metrics["speaker_balanced_accuracy"] = balanced_accuracy(
+            per_speaker["label"].to_numpy(), speaker_predicted.to_numpy()
+        )
     return metrics
 
 

@@ -4,13 +4,13 @@ The network downsamples time and frequency by 16 with strided convolutions, then
 valid (unpadded) frames into per-clip mean and standard deviation: any clip length works, and
 clips of different lengths can share a batch. It outputs one logit; p(female) = sigmoid(logit / T).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from .config import ModelConfig
-
 
 
 class GenderCNN(nn.Module):
@@ -20,16 +20,21 @@ class GenderCNN(nn.Module):
         layers: list[nn.Module] = []
         width, freq = 1, n_mels
         for channels in config.channels:
-            layers += [nn.Conv2d(width, channels, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+            layers += [
+                nn.Conv2d(width, channels, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(channels),
+                nn.ReLU(),
+            ]
             width, freq = channels, (freq - 1) // 2 + 1
         for _ in range(config.extra_convs):
             layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
         self.body = nn.Sequential(*layers)
         pooled = 2 * width * freq  # mean and std of every (channel, frequency) row
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled, config.hidden), nn.ReLU(),
-                                  nn.Linear(config.hidden, 1))
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(pooled, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
+        )
 
-    def fuse_for_inference(self) -> "GenderCNN":
+    def fuse_for_inference(self) -> GenderCNN:
         """Fold each batch norm and ReLU into the convolution before it (eval mode only): the same
         outputs to float rounding, fewer passes over memory. The state dict changes, so fuse only
         a model that will not be saved."""

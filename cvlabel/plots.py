@@ -1,4 +1,5 @@
 """The two figures of a training run: a confusion matrix and a reliability diagram."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,8 +21,9 @@ def plot_confusion(confusion: list[list[int]], path: str | Path, title: str) -> 
     figure, axes = plt.subplots(figsize=(4, 3.6))
     axes.imshow(counts, cmap="Blues")
     for (row, column), value in np.ndenumerate(counts):
-        axes.text(column, row, str(value), ha="center", va="center",
-                  color="white" if value > counts.max() / 2 else "black")
+        axes.text(
+            column, row, str(value), ha="center", va="center", color="white" if value > counts.max() / 2 else "black"
+        )
     axes.set_xticks(range(len(LABELS)), LABELS)
     axes.set_yticks(range(len(LABELS)), LABELS)
     axes.set_xlabel("predicted")

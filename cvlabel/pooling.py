@@ -7,12 +7,13 @@ The one rule, in one place:
   / T), and every clip of the speaker gets that label and confidence (label_source `model`).
 - Rows whose clip failed to decode keep a null label unless the speaker's answer covers them.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from .labels import BINARY_GENDERS, FEMALE, LABELS, calibrate, decide, label_names
+from .labels import BINARY_GENDERS, FEMALE, LABELS, calibrate, decide, label_names, or_null
 from .splits import speaker_genders
 
 
@@ -27,10 +28,10 @@ def pool_by_speaker(clips: pd.DataFrame, manifest: pd.DataFrame, temperature: fl
     stated = final["client_id"].map(genders[genders.isin(BINARY_GENDERS)])
     ok = final["error"].isna()
     model_label = label_names(decide(final["speaker_p_female"])[0])
-    final["label"] = np.where(stated.notna(), stated, np.where(ok, model_label, None))
+    final["label"] = np.where(stated.notna(), stated, or_null(ok, model_label))
     final["p_female"] = np.where(stated.notna(), (stated == LABELS[FEMALE]).astype(float), final["speaker_p_female"])
     final.loc[~ok & stated.isna(), "p_female"] = np.nan
     final["confidence"] = decide(final["p_female"])[1]
-    final["label_source"] = np.where(stated.notna(), "speaker", np.where(ok, "model", None))
+    final["label_source"] = np.where(stated.notna(), "speaker", or_null(ok, "model"))
     final["label"] = final["label"].astype(object).where(final["label"].notna(), None)
     return final

@@ -1,9 +1,11 @@
 """`cvlabel predict`: the calibrated gender of single clips (one result per file), or of a raw
 PCM stream (a running estimate about once a second and a final verdict)."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import soxr
@@ -30,8 +32,9 @@ PCM_FULL_SCALE = 32768.0  # soundfile's scale for 16-bit PCM, so piped audio equ
 STREAM_NAME = "<stdin>"  # the source speech_only names in its (caught) errors
 
 
-def predict(sources: Sequence[str | Path], model_dir: str | Path, sample_rate: int | None,
-            stdin: BinaryIO) -> Iterator[dict[str, Any]]:
+def predict(
+    sources: Sequence[str | Path], model_dir: str | Path, sample_rate: int | None, stdin: BinaryIO
+) -> Iterator[dict[str, Any]]:
     """`cvlabel predict`: one result per file, or the updates of the PCM stream on stdin when
     `sources` is just "-". Arguments are checked (CvlabelError) before anything is read."""
     if STDIN_ARG in (str(source) for source in sources):
@@ -58,7 +61,9 @@ def result_line(result: dict[str, Any]) -> str:
         estimate = f"error: {result['error']}" if result["final"] else result["error"]
     else:
         windows = result["windows"]
-        estimate = f"{result['label']}\tp_female={result['p_female']:.4f}\t({windows} window{'' if windows == 1 else 's'})"
+        estimate = (
+            f"{result['label']}\tp_female={result['p_female']:.4f}\t({windows} window{'' if windows == 1 else 's'})"
+        )
     line = f"{result['seconds']:.1f} s\t{estimate}"
     return f"final\t{line}" if result["final"] else line
 
@@ -80,8 +85,14 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
     config = model.features
     results = []
     for path in paths:
-        result: dict[str, Any] = {"path": str(path), "label": None, "p_female": None, "confidence": None, "duration_s": None,
-                  "error": None}
+        result: dict[str, Any] = {
+            "path": str(path),
+            "label": None,
+            "p_female": None,
+            "confidence": None,
+            "duration_s": None,
+            "error": None,
+        }
         try:
             samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
             result["duration_s"] = round(samples.shape[0] / config.sample_rate, 3)
@@ -95,8 +106,9 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
     return results
 
 
-def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path,
-                   sample_rate: int) -> Iterator[dict[str, Any]]:
+def predict_stream(
+    source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path, sample_rate: int
+) -> Iterator[dict[str, Any]]:
     """A running estimate of a stream's speaker gender, one dict per STREAM_HOP_S of audio, then a final one.
 
     source: a binary file of raw 16-bit signed little-endian mono PCM (e.g. stdin), or float32
@@ -114,12 +126,13 @@ def predict_stream(source: BinaryIO | Iterable[np.ndarray], model_dir: str | Pat
     if not STREAM_MIN_RATE <= sample_rate <= STREAM_MAX_RATE:
         raise CvlabelError(f"--sample-rate {sample_rate} Hz is outside {STREAM_MIN_RATE}-{STREAM_MAX_RATE} Hz")
     blocks: Iterable[np.ndarray]
-    if isinstance(source, Iterable) and not hasattr(source, "read"):
-        blocks = source
-    else:
-        if source.isatty():  # nothing piped in: reading would wait on the keyboard forever
+    if hasattr(source, "read"):
+        stream = cast(BinaryIO, source)
+        if stream.isatty():  # nothing piped in: reading would wait on the keyboard forever
             raise CvlabelError("stdin is a terminal; pipe raw 16-bit PCM into 'cvlabel predict -' (see --help)")
-        blocks = pcm_blocks(source, sample_rate)
+        blocks = pcm_blocks(stream, sample_rate)
+    else:
+        blocks = source
     model = inference_model(model_dir)
     return _stream_updates(resample_blocks(blocks, sample_rate, model.features.sample_rate), model)
 
@@ -171,9 +184,16 @@ def _stream_updates(samples: Iterable[np.ndarray], model: InferenceModel) -> Ite
             logit_sum, windows = logit_sum + logit, windows + 1
 
     def update(final: bool) -> dict[str, Any]:
-        result: dict[str, Any] = {"final": final, "seconds": round(heard / rate, 3), "label": None, "p_female": None,
-                  "confidence": None, "windows": windows, "buffered_s": round(buffer.shape[0] / rate, 3),
-                  "error": None}
+        result: dict[str, Any] = {
+            "final": final,
+            "seconds": round(heard / rate, 3),
+            "label": None,
+            "p_female": None,
+            "confidence": None,
+            "windows": windows,
+            "buffered_s": round(buffer.shape[0] / rate, 3),
+            "error": None,
+        }
         if windows:
             result.update(verdict(model, logit_sum / windows))
         elif partial_logit is not None:

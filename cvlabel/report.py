@@ -1,5 +1,6 @@
 """Plain-text reports: a release (`inspect`), runs side by side (`compare`), pseudo-labels
 against known truth (`check-truth`)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,17 +40,31 @@ def describe_release(corpus_dir: str | Path, config: Config) -> str:
     for split in SPLITS:
         spk, clips = report.speakers[split], report.clips[split]
         lines.append(
-            f"  {split:<5} {spk['male']:>5} + {spk['female']:<5} speakers  {clips['male']:>7} + {clips['female']:<7} clips"
+            f"  {split:<5} {spk['male']:>5} + {spk['female']:<5} speakers  "
+            f"{clips['male']:>7} + {clips['female']:<7} clips"
         )
     if report.capped_clips:
-        lines.append(f"  {report.capped_clips} train clips over the cap of {config.splits.max_clips_per_speaker} per speaker")
+        lines.append(
+            f"  {report.capped_clips} train clips over the cap of {config.splits.max_clips_per_speaker} per speaker"
+        )
     if report.conflicting_speakers:
         lines.append(f"  {len(report.conflicting_speakers)} speakers whose rows disagree about gender are left out")
     return "\n".join(lines)
 
 
-COMPARE_KEYS = ["clips", "speakers", "accuracy", "balanced_accuracy", "roc_auc", "ece", "speaker_accuracy",
-                "precision_female", "recall_female", "precision_male", "recall_male"]
+COMPARE_KEYS = [
+    "clips",
+    "speakers",
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+    "ece",
+    "speaker_accuracy",
+    "precision_female",
+    "recall_female",
+    "precision_male",
+    "recall_male",
+]
 
 
 def compare_runs(run_dirs: list[Path]) -> str:
@@ -77,15 +92,20 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
             lines.append(f"  {source:<8} no rows")
             continue
         correct = labelled["gender"] == labelled["true_gender"]
-        speakers = labelled.groupby("client_id").apply(lambda g: bool((g["gender"] == g["true_gender"]).all()),
-                                                       include_groups=False)
-        lines.append(f"  {source:<8} {len(labelled):>6} rows ({len(labelled) / max(1, len(blank)):.1%} coverage), "
-                     f"precision {correct.mean():.4f}; {len(speakers)} speakers, {speakers.mean():.4f} all correct")
+        speakers = labelled.groupby("client_id").apply(
+            lambda g: bool((g["gender"] == g["true_gender"]).all()), include_groups=False
+        )
+        lines.append(
+            f"  {source:<8} {len(labelled):>6} rows ({len(labelled) / max(1, len(blank)):.1%} coverage), "
+            f"precision {correct.mean():.4f}; {len(speakers)} speakers, {speakers.mean():.4f} all correct"
+        )
         for gender in BINARY_GENDERS:
             chosen = labelled[labelled["gender"] == gender]
             if len(chosen):
-                lines.append(f"           {gender:<6} {len(chosen):>6} rows, precision "
-                             f"{(chosen['gender'] == chosen['true_gender']).mean():.4f}")
+                lines.append(
+                    f"           {gender:<6} {len(chosen):>6} rows, precision "
+                    f"{(chosen['gender'] == chosen['true_gender']).mean():.4f}"
+                )
     unlabelled = blank["gender"].isna().sum()
     lines.append(f"  left blank: {unlabelled} rows (below threshold, or the speaker opted out)")
     return "\n".join(lines)

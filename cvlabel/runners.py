@@ -11,13 +11,15 @@ paths the client gives them and write their shard files straight into the output
 name, then rename), so every worker must see those paths: a shared filesystem. A task whose
 worker dies is rescheduled by Dask; a task that raises is retried SHARD_RETRIES times.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from joblib import Parallel, delayed
 
@@ -110,7 +112,8 @@ class DaskRunner:
             raise CvlabelError(
                 f"a task failed on the Dask cluster after {SHARD_RETRIES + 1} tries ({type(exc).__name__}: "
                 f"{str(exc)[:300]}); can every worker read the clips and the model and write to --out at the "
-                "same paths?") from None
+                "same paths?"
+            ) from None
 
 
 @contextmanager
@@ -125,8 +128,9 @@ def dask_runner(scheduler: str, jobs: int) -> Iterator[DaskRunner]:
         import dask
         from distributed import Client, LocalCluster
     except ImportError:
-        raise CvlabelError("--backend dask needs Dask: pip install 'cvlabel[dask]' "
-                           "(in a clone of cvlabel: pip install -e '.[dask]')") from None
+        raise CvlabelError(
+            "--backend dask needs Dask: pip install 'cvlabel[dask]' (in a clone of cvlabel: pip install -e '.[dask]')"
+        ) from None
 
     # Dask logs a dozen INFO lines per start and stop, which would bury the progress bar
     logging.getLogger("distributed").setLevel(logging.WARNING)
@@ -136,11 +140,18 @@ def dask_runner(scheduler: str, jobs: int) -> Iterator[DaskRunner]:
             if scheduler:
                 client = Client(scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
             else:
-                cluster = LocalCluster(n_workers=resolve_jobs(jobs), threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+                cluster = LocalCluster(
+                    n_workers=resolve_jobs(jobs),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                )
                 client = Client(cluster)
         except (OSError, TimeoutError) as exc:
-            raise CvlabelError(f"cannot reach the Dask scheduler at {scheduler or 'a new LocalCluster'}: {exc}") from None
+            raise CvlabelError(
+                f"cannot reach the Dask scheduler at {scheduler or 'a new LocalCluster'}: {exc}"
+            ) from None
         try:
             yield DaskRunner(client)
         finally:

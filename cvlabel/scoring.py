@@ -1,11 +1,12 @@
 """Clip logits from speech samples: the one batched scoring path of train, evaluate, infer and predict."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ from .model import GenderCNN
 SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
 
 
-def clip_logits(model: GenderCNN, config: FeatureConfig, load: Callable[[int], np.ndarray], count: int,
-                batch_size: int = 32) -> np.ndarray:
+def clip_logits(
+    model: GenderCNN, config: FeatureConfig, load: Callable[[int], np.ndarray], count: int, batch_size: int = 32
+) -> np.ndarray:
     """Logits of `count` clips, where load(i) gives clip i's speech samples.
 
     Within windows of SORT_WINDOW clips, clips are batched in order of length so padding stays

@@ -3,6 +3,7 @@
 The silence trimmer is a pure function of samples; `decode_speech` is what training's cache,
 inference and `cvlabel predict` all feed the features with, so they cannot drift apart.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -4,15 +4,15 @@ Gender is a property of a speaker (`client_id`), so whole speakers go to one spl
 depends only on the seed and each speaker's id (a hash), never on row order, so the same
 release always gives the same splits. Speakers in the release's own dev.tsv/test.tsv stay there.
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
-
-from pathlib import Path
 
 from .config import SplitConfig
 from .corpus import clips_dir, read_release

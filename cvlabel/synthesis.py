@@ -5,6 +5,7 @@ Two engines:
   formant  a built-in numpy source-filter synthesizer: a glottal pulse train at the speaker's
            pitch shaped by vowel formants scaled to the speaker's vocal tract
 """
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,6 @@ class Speaker:
     formant_scale: float  # vocal-tract scale for the formant engine (female ~1.17)
     espeak_pitch: int  # espeak-ng -p (0-99)
     espeak_speed: int  # espeak-ng -s (words per minute)
-
 
 
 def resolve_engine(engine: str) -> str:
@@ -106,8 +106,19 @@ def _espeak(text: str, speaker: Speaker) -> tuple[np.ndarray, int]:
         wav = os.path.join(tmp, "voice.wav")
         # an argument list, never a shell string: the text comes from data
         subprocess.run(
-            ["espeak-ng", "-v", speaker.voice, "-p", str(speaker.espeak_pitch), "-s", str(speaker.espeak_speed),
-             "-w", wav, "--", text],
+            [
+                "espeak-ng",
+                "-v",
+                speaker.voice,
+                "-p",
+                str(speaker.espeak_pitch),
+                "-s",
+                str(speaker.espeak_speed),
+                "-w",
+                wav,
+                "--",
+                text,
+            ],
             check=True,
             capture_output=True,
         )
@@ -127,7 +138,7 @@ def _voiced_vowel(
     spectrum = np.fft.rfft(source)
     freqs = np.fft.rfftfreq(n, 1 / sample_rate)
     response = 1.0 / (1.0 + (freqs / 300.0) ** 2)  # the glottal pulse's -12 dB/octave tilt
-    for formant, bandwidth in zip(VOWEL_FORMANTS[vowel], FORMANT_BANDWIDTHS):
+    for formant, bandwidth in zip(VOWEL_FORMANTS[vowel], FORMANT_BANDWIDTHS, strict=False):
         centre = formant * scale
         response = response * centre**2 / np.sqrt((centre**2 - freqs**2) ** 2 + (bandwidth * freqs) ** 2)
     signal = np.fft.irfft(spectrum * response, n)

@@ -2,6 +2,7 @@
 
 Everything is made on the spot in a folder the caller gives: no download, no audio in the repo.
 """
+
 from __future__ import annotations
 
 import csv
@@ -17,26 +18,65 @@ from .corpus import read_tsv
 from .synthesis import synthesize_formant_voice
 
 # Old (<= v16) and new (>= v17) Common Voice TSV headers.
-OLD_COLUMNS = ["client_id", "path", "sentence", "up_votes", "down_votes", "age", "gender", "accent", "locale", "segment"]
+OLD_COLUMNS = [
+    "client_id",
+    "path",
+    "sentence",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accent",
+    "locale",
+    "segment",
+]
 NEW_COLUMNS = [
-    "client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
-    "age", "gender", "accents", "variant", "locale", "segment",
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
 ]
 
 # A model small and short enough to train in seconds (for tests of the pipeline, not of accuracy).
-TINY_TRAIN = ["model.channels=[8, 16, 16, 16]", "model.extra_convs=0", "model.hidden=16", "train.epochs=2",
-              "train.batch_size=8", "train.crop_seconds=1.0", "train.jobs=1", "train.threads=1"]
+TINY_TRAIN = [
+    "model.channels=[8, 16, 16, 16]",
+    "model.extra_convs=0",
+    "model.hidden=16",
+    "train.epochs=2",
+    "train.batch_size=8",
+    "train.crop_seconds=1.0",
+    "train.jobs=1",
+    "train.threads=1",
+]
 
 
-def write_voice(path: Path, pitch_hz: float, seconds: float = 1.0, sample_rate: int = 48_000,
-                formant_scale: float | None = None, seed: int = 0, silence_s: float = 0.3) -> Path:
+def write_voice(
+    path: Path,
+    pitch_hz: float,
+    seconds: float = 1.0,
+    sample_rate: int = 48_000,
+    formant_scale: float | None = None,
+    seed: int = 0,
+    silence_s: float = 0.3,
+) -> Path:
     """Write a voiced synthetic clip (MP3 unless the suffix says otherwise) with silence around it."""
     rng = np.random.default_rng(seed)
     scale = formant_scale if formant_scale is not None else (1.0 if pitch_hz < 160 else 1.17)
     text = "a e i o u " * max(1, int(seconds * 3))
     voiced = synthesize_formant_voice(text, pitch_hz, scale, rng, sample_rate=sample_rate)[: int(seconds * sample_rate)]
     pad = np.zeros(int(silence_s * sample_rate), dtype=np.float32)
-    soundfile.write(path, np.concatenate([pad, voiced, pad]), sample_rate, format="MP3" if path.suffix == ".mp3" else None)
+    soundfile.write(
+        path, np.concatenate([pad, voiced, pad]), sample_rate, format="MP3" if path.suffix == ".mp3" else None
+    )
     return path
 
 

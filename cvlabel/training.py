@@ -3,6 +3,7 @@
 Read top to bottom: splits, decode into the cache, train with early stopping on dev balanced
 accuracy, restore the best epoch, fit the temperature on dev, measure on test, write the run.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,9 @@ log = logging.getLogger(__name__)
 LOG_COLUMNS = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_balanced_accuracy", "learning_rate", "seconds"]
 
 
-def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config(),
-          augmented: str | Path | None = None) -> dict[str, Any]:
+def train(
+    corpus_dir: str | Path, out_dir: str | Path, config: Config = Config(), augmented: str | Path | None = None
+) -> dict[str, Any]:
     """Train on the self-reported rows of a release (or on the train/dev/test files of a
     `cvlabel export parquet` folder); write the run folder; return the metrics."""
     started = time.time()
@@ -52,7 +54,9 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
     generator = torch.Generator().manual_seed(config.train.seed)
     torch.set_num_threads(resolve_jobs(config.train.threads))
 
-    rows = read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config.splits, "all")
+    rows = (
+        read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config.splits, "all")
+    )
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
     errors = cache.fill(rows["clip"].tolist(), jobs=resolve_jobs(config.train.jobs))
     if errors:
@@ -63,10 +67,12 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
 
     model = GenderCNN(config.model, config.features.n_mels)
     steps_per_epoch = math.ceil(len(data["train"]) / config.train.batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.learning_rate,
-                                  weight_decay=config.train.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.train.learning_rate,
-                                                   total_steps=config.train.epochs * steps_per_epoch, pct_start=0.1)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.train.learning_rate, total_steps=config.train.epochs * steps_per_epoch, pct_start=0.1
+    )
     loss_fn = torch.nn.BCEWithLogitsLoss()
     crop = int(config.train.crop_seconds * config.features.sample_rate)
     train_labels = data["train"]["label"].to_numpy()
@@ -82,8 +88,15 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
         losses = []
         for first in range(0, len(order), config.train.batch_size):
             chosen = order[first : first + config.train.batch_size]
-            waves = [augment_waveform(random_crop(cache.load(data["train"]["clip"][i]), crop, rng), config.augment,
-                                      config.features.sample_rate, rng) for i in chosen]
+            waves = [
+                augment_waveform(
+                    random_crop(cache.load(data["train"]["clip"][i]), crop, rng),
+                    config.augment,
+                    config.features.sample_rate,
+                    rng,
+                )
+                for i in chosen
+            ]
             features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
             loss = loss_fn(model(features), torch.as_tensor(train_labels[chosen], dtype=torch.float32))
             optimizer.zero_grad()
@@ -98,16 +111,32 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
         dev_predicted = decide_logits(dev_logits)
         dev_bacc = balanced_accuracy(dev_labels, dev_predicted)
         dev_loss = binary_nll(dev_labels, dev_logits)
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_loss": dev_loss,
-                        "dev_accuracy": float((dev_predicted == dev_labels).mean()),
-                        "dev_balanced_accuracy": dev_bacc, "learning_rate": schedule.get_last_lr()[0],
-                        "seconds": round(time.time() - epoch_start, 2)})
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "dev_loss": dev_loss,
+                "dev_accuracy": float((dev_predicted == dev_labels).mean()),
+                "dev_balanced_accuracy": dev_bacc,
+                "learning_rate": schedule.get_last_lr()[0],
+                "seconds": round(time.time() - epoch_start, 2),
+            }
+        )
         _write_log(run.train_log, history)
-        log.info("epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
-                 epoch, history[-1]["train_loss"], dev_loss, dev_bacc)
+        log.info(
+            "epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
+            epoch,
+            history[-1]["train_loss"],
+            dev_loss,
+            dev_bacc,
+        )
         if dev_bacc > best["balanced_accuracy"] or (dev_bacc == best["balanced_accuracy"] and dev_loss < best["loss"]):
-            best = {"balanced_accuracy": dev_bacc, "loss": dev_loss, "epoch": epoch,
-                    "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            best = {
+                "balanced_accuracy": dev_bacc,
+                "loss": dev_loss,
+                "epoch": epoch,
+                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            }
         elif epoch - best["epoch"] >= config.train.patience:
             log.info("no dev improvement for %d epochs: stopping", config.train.patience)
             break
@@ -116,16 +145,28 @@ def train(corpus_dir: str | Path, out_dir: str | Path, config: Config = Config()
 
     model.load_state_dict(best["state"])
     metrics = _write_run(run, model, data, cache, config)
-    metrics.update({"best_epoch": best["epoch"], "epochs_run": len(history), "decode_errors": len(errors),
-                    "train_seconds": round(time.time() - started, 1)})
+    metrics.update(
+        {
+            "best_epoch": best["epoch"],
+            "epochs_run": len(history),
+            "decode_errors": len(errors),
+            "train_seconds": round(time.time() - started, 1),
+        }
+    )
     write_json(run.metrics, metrics)
-    save_checkpoint(model, config, metrics["temperature"], run.model,
-                    info={"corpus": str(corpus_dir), "augmented": str(augmented or ""), "best_epoch": best["epoch"]})
+    save_checkpoint(
+        model,
+        config,
+        metrics["temperature"],
+        run.model,
+        info={"corpus": str(corpus_dir), "augmented": str(augmented or ""), "best_epoch": best["epoch"]},
+    )
     return metrics
 
 
-def _write_run(run: RunFolder, model: GenderCNN, data: dict[str, pd.DataFrame], cache: AudioCache,
-               config: Config) -> dict[str, Any]:
+def _write_run(
+    run: RunFolder, model: GenderCNN, data: dict[str, pd.DataFrame], cache: AudioCache, config: Config
+) -> dict[str, Any]:
     """Calibrate on dev, measure on test, and write everything of the run but the metrics and the
     checkpoint (which the caller writes last: a run folder with a checkpoint is a finished run)."""
     dev, test = data["dev"], data["test"]
@@ -134,19 +175,31 @@ def _write_run(run: RunFolder, model: GenderCNN, data: dict[str, pd.DataFrame], 
     test_logits = _logits(model, test, cache, config)
     labels = test["label"].to_numpy()
     metrics = classification_metrics(labels, test_logits, temperature, test["client_id"].to_numpy())
-    metrics["dev"] = classification_metrics(dev["label"].to_numpy(), dev_logits, temperature, dev["client_id"].to_numpy())
-    metrics["splits"] = {split: {"clips": len(part), "speakers": int(part["client_id"].nunique()),
-                                 **{f"clips_{g}": int((part["label"] == i).sum()) for i, g in enumerate(LABELS)}}
-                         for split, part in data.items()}
+    metrics["dev"] = classification_metrics(
+        dev["label"].to_numpy(), dev_logits, temperature, dev["client_id"].to_numpy()
+    )
+    metrics["splits"] = {
+        split: {
+            "clips": len(part),
+            "speakers": int(part["client_id"].nunique()),
+            **{f"clips_{g}": int((part["label"] == i).sum()) for i, g in enumerate(LABELS)},
+        }
+        for split, part in data.items()
+    }
     metrics["parameters"] = count_parameters(model)
 
     reference = pd.concat([dev.assign(logit=dev_logits), test.assign(logit=test_logits)])
     write_reference(reference, temperature, run.reference)
     save_config(config, run.config)
     plot_confusion(metrics["confusion"], run.confusion_plot, f"test clips (n={len(test)})")
-    plot_reliability({"before calibration": reliability_table(labels, calibrate(test_logits, 1.0)),
-                      f"after (T={temperature:.2f})": reliability_table(labels, calibrate(test_logits, temperature))},
-                     run.reliability_plot, "test reliability")
+    plot_reliability(
+        {
+            "before calibration": reliability_table(labels, calibrate(test_logits, 1.0)),
+            f"after (T={temperature:.2f})": reliability_table(labels, calibrate(test_logits, temperature)),
+        },
+        run.reliability_plot,
+        "test reliability",
+    )
     return metrics
 
 
@@ -169,7 +222,8 @@ def _check_both_genders(data: dict[str, pd.DataFrame]) -> None:
         present = set(data[split]["label"])
         if present != {0, 1}:
             raise CvlabelError(
-                f"the {split} split needs self-reported clips of both genders, has {sorted(LABELS[i] for i in present)}; "
+                f"the {split} split needs self-reported clips of both genders, "
+                f"has {sorted(LABELS[i] for i in present)}; "
                 "the corpus has too few labelled speakers (see 'cvlabel inspect')"
             )
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tests make their own tiny clips and TSVs in temp dirs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ from cvlabel.config import DemoCorpusOptions
 from cvlabel.democorpus import make_demo_corpus
 from cvlabel.testing import NEW_COLUMNS, tiny_train_config, write_tsv
 
+
 @pytest.fixture
 def tiny_release(tmp_path: Path) -> Path:
     """A release folder in the new schema mixing old and new gender vocabularies (no audio needed)."""
@@ -16,7 +18,13 @@ def tiny_release(tmp_path: Path) -> Path:
     (corpus / "clips").mkdir(parents=True)
     genders = ["male_masculine", "female_feminine", "male", "female", "", "do_not_wish_to_say", "non-binary", "other"]
     rows = [
-        {"client_id": f"spk{k}", "path": f"clip_{k}_{j}.mp3", "sentence": f'sentence "{k} {j}', "gender": g, "locale": "en"}
+        {
+            "client_id": f"spk{k}",
+            "path": f"clip_{k}_{j}.mp3",
+            "sentence": f'sentence "{k} {j}',
+            "gender": g,
+            "locale": "en",
+        }
         for k, g in enumerate(genders)
         for j in range(2)
     ]
@@ -31,8 +39,10 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     """A small Common-Voice-shaped corpus of formant voices (8 speakers per gender, 4 clips each),
     built once per test session. Treat it as read-only."""
     out = tmp_path_factory.mktemp("synthetic") / "corpus"
-    make_demo_corpus(out, DemoCorpusOptions(speakers_per_gender=8, clips_per_speaker=4, locales=("en", "de"),
-                                            engine="formant", seed=3))
+    make_demo_corpus(
+        out,
+        DemoCorpusOptions(speakers_per_gender=8, clips_per_speaker=4, locales=("en", "de"), engine="formant", seed=3),
+    )
     return out
 
 

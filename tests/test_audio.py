@@ -4,7 +4,6 @@ import soundfile
 
 from cvlabel.audio import SAMPLE_RATE, load_audio
 from cvlabel.errors import AudioError
-
 from cvlabel.testing import write_voice
 
 

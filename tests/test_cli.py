@@ -64,8 +64,23 @@ def test_show_config_applies_overrides():
 @pytest.mark.slow
 def test_demo_corpus_is_a_readable_release(tmp_path):
     out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo-corpus", str(out), "--engine", "formant", "--speakers-per-gender", "8",
-                                 "--clips-per-speaker", "3", "--locales", "en,de", "--jobs", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "demo-corpus",
+            str(out),
+            "--engine",
+            "formant",
+            "--speakers-per-gender",
+            "8",
+            "--clips-per-speaker",
+            "3",
+            "--locales",
+            "en,de",
+            "--jobs",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = read_release(out)
     truth = read_tsv(out / "truth.tsv")
@@ -101,9 +116,11 @@ def test_public_api_is_importable_without_loading_torch_first():
     import subprocess
     import sys
 
-    code = ("import sys, cvlabel; assert 'torch' not in sys.modules; "
-            "from cvlabel import train, infer, export_parquet, evaluate_run, load_checkpoint; "
-            "assert callable(train) and callable(infer) and callable(export_parquet)")
+    code = (
+        "import sys, cvlabel; assert 'torch' not in sys.modules; "
+        "from cvlabel import train, infer, export_parquet, evaluate_run, load_checkpoint; "
+        "assert callable(train) and callable(infer) and callable(export_parquet)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -118,7 +135,9 @@ def test_public_functions_never_shadow_the_stage_modules(first):
         "module": "import cvlabel.inference as m; assert isinstance(m, types.ModuleType)",
     }
     order = [steps[first], steps["module" if first == "function" else "function"]]
-    checks = ("import cvlabel.inference as m, cvlabel.training as t; from cvlabel import infer, train; "
-              "assert isinstance(m, types.ModuleType) and isinstance(t, types.ModuleType); "
-              "assert infer is m.infer and train is t.train and cvlabel.infer is m.infer")
+    checks = (
+        "import cvlabel.inference as m, cvlabel.training as t; from cvlabel import infer, train; "
+        "assert isinstance(m, types.ModuleType) and isinstance(t, types.ModuleType); "
+        "assert infer is m.infer and train is t.train and cvlabel.infer is m.infer"
+    )
     subprocess.run([sys.executable, "-c", "; ".join(["import types", *order, checks])], check=True)

@@ -1,5 +1,6 @@
 """`cvlabel infer --backend dask`: the same rows and probabilities as the local backend, and a
 killed worker loses nothing. The clusters here are LocalClusters on 127.0.0.1."""
+
 import os
 import signal
 import sys
@@ -12,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cvlabel import runners
+from cvlabel.artifacts import PredictionsFolder
 from cvlabel.cli import app
 from cvlabel.config import InferOptions
 from cvlabel.errors import CvlabelError
-from cvlabel.artifacts import PredictionsFolder
 from cvlabel.inference import infer
 
 distributed = pytest.importorskip("distributed")
@@ -40,11 +41,28 @@ def assert_same_predictions(out, expected: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-def test_dask_local_cluster_gives_the_local_rows_and_probabilities(synthetic_corpus, trained_run, tmp_path,
-                                                                     local_predictions):
+def test_dask_local_cluster_gives_the_local_rows_and_probabilities(
+    synthetic_corpus, trained_run, tmp_path, local_predictions
+):
     out = tmp_path / "pred"
-    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
-                                 "--out", str(out), "--backend", "dask", "--jobs", "2", "--shard-size", str(SHARD)])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            str(synthetic_corpus),
+            "--unlabeled",
+            "--model",
+            str(trained_run),
+            "--out",
+            str(out),
+            "--backend",
+            "dask",
+            "--jobs",
+            "2",
+            "--shard-size",
+            str(SHARD),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert_same_predictions(out, local_predictions)
 
@@ -52,8 +70,12 @@ def test_dask_local_cluster_gives_the_local_rows_and_probabilities(synthetic_cor
 @pytest.mark.slow
 def test_a_killed_worker_loses_nothing(synthetic_corpus, trained_run, tmp_path, local_predictions):
     out = tmp_path / "pred"
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address=None) as local, distributed.Client(local) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as local,
+        distributed.Client(local) as client,
+    ):
         client.wait_for_workers(2)
         pids = client.run(os.getpid)  # worker address -> process id
         killed = {}
@@ -69,8 +91,12 @@ def test_a_killed_worker_loses_nothing(synthetic_corpus, trained_run, tmp_path, 
 
         killer = threading.Thread(target=kill_a_busy_worker)
         killer.start()
-        infer(synthetic_corpus, trained_run, out,
-              InferOptions(shard_size=SHARD, backend="dask", scheduler=local.scheduler_address))
+        infer(
+            synthetic_corpus,
+            trained_run,
+            out,
+            InferOptions(shard_size=SHARD, backend="dask", scheduler=local.scheduler_address),
+        )
         killer.join()
     assert killed, "no worker was ever busy"
     shards = -(-len(local_predictions) // SHARD)
@@ -85,17 +111,43 @@ def test_missing_dask_is_a_clear_error(synthetic_corpus, trained_run, tmp_path, 
         infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(backend="dask"))
 
 
-def test_unreachable_scheduler_and_misused_options_are_clear_errors(synthetic_corpus, trained_run, tmp_path,
-                                                                      monkeypatch):
+def test_unreachable_scheduler_and_misused_options_are_clear_errors(
+    synthetic_corpus, trained_run, tmp_path, monkeypatch
+):
     monkeypatch.setattr(runners, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(CvlabelError, match="cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
-        infer(synthetic_corpus, trained_run, tmp_path / "a",
-              InferOptions(backend="dask", scheduler="tcp://127.0.0.1:9"))  # port 9: nothing listens
-    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
-                                 "--out", str(tmp_path / "b"), "--scheduler", "tcp://127.0.0.1:9"])
+        infer(
+            synthetic_corpus, trained_run, tmp_path / "a", InferOptions(backend="dask", scheduler="tcp://127.0.0.1:9")
+        )  # port 9: nothing listens
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            str(synthetic_corpus),
+            "--unlabeled",
+            "--model",
+            str(trained_run),
+            "--out",
+            str(tmp_path / "b"),
+            "--scheduler",
+            "tcp://127.0.0.1:9",
+        ],
+    )
     assert result.exit_code == 1 and "--scheduler is an address for --backend dask" in result.output
-    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
-                                 "--out", str(tmp_path / "c"), "--backend", "ray"])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            str(synthetic_corpus),
+            "--unlabeled",
+            "--model",
+            str(trained_run),
+            "--out",
+            str(tmp_path / "c"),
+            "--backend",
+            "ray",
+        ],
+    )
     assert result.exit_code == 1 and "unknown backend 'ray'" in result.output
 
 
@@ -106,10 +158,16 @@ def fails_on_two(shard: int, worker: bool) -> int:
 
 
 def test_a_shard_that_keeps_failing_is_one_clear_error_after_its_retries():
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,  # in-process: no network
-                                  dashboard_address=None) as local:
+    with distributed.LocalCluster(
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,  # in-process: no network
+        dashboard_address=None,
+    ) as local:
         done = []
-        with runners.dask_runner(local.scheduler_address, 1) as run:
-            with pytest.raises(CvlabelError, match=r"after 3 tries \(OSError: no space left on device\)"):
-                run.map(fails_on_two, [(1,), (2,), (3,)], done.append)
+        with (
+            runners.dask_runner(local.scheduler_address, 1) as run,
+            pytest.raises(CvlabelError, match=r"after 3 tries \(OSError: no space left on device\)"),
+        ):
+            run.map(fails_on_two, [(1,), (2,), (3,)], done.append)
     assert 2 not in done

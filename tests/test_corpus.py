@@ -5,7 +5,6 @@ import pytest
 
 from cvlabel.corpus import GENDER_TABLE, MANIFEST_COLUMNS, normalise_gender, read_release
 from cvlabel.errors import CorpusError
-
 from cvlabel.testing import NEW_COLUMNS, OLD_COLUMNS, write_tsv
 
 
@@ -18,10 +17,10 @@ def make_release(tmp_path: Path, columns: list[str], rows: list[dict], name: str
 
 def test_old_schema_v16_vocabulary(tmp_path):
     rows = [
-        {"client_id": "a", "path": "a1.mp3", "sentence": "He said \"hi", "gender": "male", "accent": "us"},
+        {"client_id": "a", "path": "a1.mp3", "sentence": 'He said "hi', "gender": "male", "accent": "us"},
         {"client_id": "b", "path": "b1.mp3", "sentence": "ok", "gender": "female"},
         {"client_id": "c", "path": "c1.mp3", "sentence": "fine", "gender": "other"},
-        {"client_id": "d", "path": "d1.mp3", "sentence": "\"", "gender": ""},
+        {"client_id": "d", "path": "d1.mp3", "sentence": '"', "gender": ""},
     ]
     manifest = read_release(make_release(tmp_path, OLD_COLUMNS, rows))
     assert list(manifest.columns[: len(MANIFEST_COLUMNS)]) == list(MANIFEST_COLUMNS)
@@ -35,8 +34,19 @@ def test_old_schema_v16_vocabulary(tmp_path):
 
 def test_new_schema_v17_vocabulary(tmp_path):
     values = ["male_masculine", "female_feminine", "intersex", "transgender", "non-binary", "do_not_wish_to_say", ""]
-    rows = [{"client_id": f"s{i}", "path": f"{i}.mp3", "sentence": "x", "gender": v, "accents": "a|b",
-             "variant": "", "sentence_id": "id", "sentence_domain": "general"} for i, v in enumerate(values)]
+    rows = [
+        {
+            "client_id": f"s{i}",
+            "path": f"{i}.mp3",
+            "sentence": "x",
+            "gender": v,
+            "accents": "a|b",
+            "variant": "",
+            "sentence_id": "id",
+            "sentence_domain": "general",
+        }
+        for i, v in enumerate(values)
+    ]
     manifest = read_release(make_release(tmp_path, NEW_COLUMNS, rows))
     assert manifest["gender"].tolist() == ["male", "female", "other", "other", "other", "declined", None]
     assert manifest["gender_raw"].tolist() == values
@@ -55,7 +65,9 @@ def test_unknown_gender_names_value_and_file(tmp_path):
         read_release(corpus)
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "sub/../../x.mp3", "..", "C:\\x.mp3", "..\\x.mp3", ""])
+@pytest.mark.parametrize(
+    "bad", ["../../etc/passwd", "/etc/passwd", "sub/../../x.mp3", "..", "C:\\x.mp3", "..\\x.mp3", ""]
+)
 def test_path_outside_clips_is_refused_naming_the_row(tmp_path, bad):
     rows = [{"client_id": "a", "path": "ok.mp3", "gender": "male"}, {"client_id": "b", "path": bad, "gender": "male"}]
     corpus = make_release(tmp_path, OLD_COLUMNS, rows)
@@ -88,9 +100,13 @@ def test_folder_errors(tmp_path):
 def test_all_tsvs_durations_release_splits_and_duplicates(tiny_release):
     write_tsv(tiny_release / "dev.tsv", NEW_COLUMNS, [{"client_id": "spk1", "path": "clip_1_0.mp3"}])
     write_tsv(tiny_release / "test.tsv", NEW_COLUMNS, [{"client_id": "spk2", "path": "clip_2_1.mp3"}])
-    write_tsv(tiny_release / "clip_durations.tsv", ["clip", "duration[ms]"], [{"clip": "clip_0_0.mp3", "duration[ms]": 4250}])
+    write_tsv(
+        tiny_release / "clip_durations.tsv", ["clip", "duration[ms]"], [{"clip": "clip_0_0.mp3", "duration[ms]": 4250}]
+    )
     # a clip listed twice (in validated and invalidated) is kept once, from validated
-    write_tsv(tiny_release / "invalidated.tsv", NEW_COLUMNS, [{"client_id": "spk0", "path": "clip_0_0.mp3", "gender": ""}])
+    write_tsv(
+        tiny_release / "invalidated.tsv", NEW_COLUMNS, [{"client_id": "spk0", "path": "clip_0_0.mp3", "gender": ""}]
+    )
     manifest = read_release(tiny_release)
     assert len(manifest) == 16
     assert manifest["path"].is_unique

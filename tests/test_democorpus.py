@@ -6,8 +6,8 @@ import pytest
 from cvlabel.audio import load_audio
 from cvlabel.config import DemoCorpusOptions
 from cvlabel.democorpus import make_demo_corpus
-from cvlabel.synthesis import synthesize_formant_voice
 from cvlabel.speech import trim_silence
+from cvlabel.synthesis import synthesize_formant_voice
 
 
 def estimated_f0(samples: np.ndarray, rate: int = 16_000) -> float:
@@ -33,8 +33,9 @@ def test_formant_voice_has_the_requested_pitch(pitch):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 def test_espeak_engine_writes_decodable_clips(tmp_path):
-    summary = make_demo_corpus(tmp_path / "d", DemoCorpusOptions(speakers_per_gender=1, clips_per_speaker=1,
-                                                                 locales=("de",), engine="espeak"))
+    summary = make_demo_corpus(
+        tmp_path / "d", DemoCorpusOptions(speakers_per_gender=1, clips_per_speaker=1, locales=("de",), engine="espeak")
+    )
     assert summary["engine"] == "espeak"
     for clip in (tmp_path / "d" / "clips").glob("*.mp3"):
         assert trim_silence(load_audio(clip)).shape[0] > 8000

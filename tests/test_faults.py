@@ -3,6 +3,7 @@
 Each case asserts the documented behaviour: a one-line error, or an error row while the batch
 goes on, and never a lost or doubled row.
 """
+
 import os
 import signal
 import subprocess
@@ -16,14 +17,12 @@ import soundfile
 from typer.testing import CliRunner
 
 from cvlabel.audio import SAMPLE_RATE, load_audio
-from cvlabel.speech import decode_speech
 from cvlabel.cli import app
 from cvlabel.config import FeatureConfig, InferOptions
-from cvlabel.corpus import read_release
+from cvlabel.corpus import read_release, read_tsv
 from cvlabel.errors import AudioError
 from cvlabel.inference import infer
-
-from cvlabel.corpus import read_tsv
+from cvlabel.speech import decode_speech
 from cvlabel.testing import NEW_COLUMNS, copy_corpus, rewrite_tsv, write_tsv, write_voice
 
 runner = CliRunner()
@@ -75,7 +74,7 @@ def test_every_kind_of_bad_clip_is_an_error_row_and_the_batch_goes_on(synthetic_
         "no speech": lambda p: soundfile.write(p, np.zeros(24_000, dtype=np.float32), 48_000, format="MP3"),
         "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 3]),
     }
-    broken = dict(zip(paths, breakers))
+    broken = dict(zip(paths, breakers, strict=False))
     for path, kind in broken.items():
         breakers[kind](clips / path)
     infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=2, shard_size=4))
@@ -112,8 +111,10 @@ def test_tsv_oddities_that_are_read(tmp_path):
     corpus = tmp_path / "cv"
     (corpus / "clips").mkdir(parents=True)
     columns = NEW_COLUMNS + ["brand_new_column"]
-    rows = [{"client_id": "a", "path": "a.mp3", "gender": "male", "brand_new_column": "x"},
-            {"client_id": "a", "path": "a.mp3", "gender": "male"}]  # a duplicate path
+    rows = [
+        {"client_id": "a", "path": "a.mp3", "gender": "male", "brand_new_column": "x"},
+        {"client_id": "a", "path": "a.mp3", "gender": "male"},
+    ]  # a duplicate path
     write_tsv(corpus / "validated.tsv", columns, rows)
     (corpus / "other.tsv").write_bytes(b"")  # an empty TSV
     manifest = read_release(corpus)
@@ -146,8 +147,22 @@ def with_many_blank_rows(source, target, copies: int):
 def test_sigkill_during_infer_then_the_same_command(synthetic_corpus, trained_run, tmp_path):
     corpus = with_many_blank_rows(synthetic_corpus, tmp_path / "corpus", copies=10)
     out = tmp_path / "pred"
-    command = [sys.executable, "-m", "cvlabel", "infer", str(corpus), "--unlabeled",
-               "--model", str(trained_run), "--out", str(out), "--jobs", "1", "--shard-size", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "cvlabel",
+        "infer",
+        str(corpus),
+        "--unlabeled",
+        "--model",
+        str(trained_run),
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+        "--shard-size",
+        "4",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
@@ -173,16 +188,19 @@ def test_unwritable_output_is_refused_before_any_work(synthetic_corpus, trained_
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0o500)
-    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
-                                 "--out", str(locked / "pred")])
+    result = runner.invoke(
+        app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run), "--out", str(locked / "pred")]
+    )
     assert result.exit_code == 1 and "cannot write there" in result.output
 
 
 def test_output_that_is_a_file_is_refused(synthetic_corpus, trained_run, tmp_path):
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder")
-    for command in (["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run), "--out", str(blocker)],
-                    ["train", str(synthetic_corpus), "--out", str(blocker / "run")]):
+    for command in (
+        ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run), "--out", str(blocker)],
+        ["train", str(synthetic_corpus), "--out", str(blocker / "run")],
+    ):
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "cannot write there" in result.output, result.output
         assert "Traceback" not in result.output

@@ -1,8 +1,8 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
-
-import dataclasses
 
 from cvlabel.config import FeatureConfig
 from cvlabel.errors import AudioError
@@ -82,8 +82,15 @@ def test_log_mel_matches_torchaudio_melspectrogram():
     config = FeatureConfig(normalize_gain=False)
     samples = np.random.default_rng(0).standard_normal((2, RATE)).astype(np.float32) * 0.1
     reference = torchaudio.transforms.MelSpectrogram(
-        sample_rate=RATE, n_fft=config.n_fft, hop_length=config.hop_length, n_mels=config.n_mels,
-        f_min=config.f_min, f_max=config.f_max, power=2.0, norm="slaney", mel_scale="slaney",
+        sample_rate=RATE,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        n_mels=config.n_mels,
+        f_min=config.f_min,
+        f_max=config.f_max,
+        power=2.0,
+        norm="slaney",
+        mel_scale="slaney",
     )(torch.from_numpy(samples))
     ours = log_mel(samples, config)
     expected = torch.log(reference + 1e-10)

@@ -13,12 +13,10 @@ from typer.testing import CliRunner
 import cvlabel.inference
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
-from cvlabel.corpus import normalise_gender, read_release
+from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
 from cvlabel.export import choose_thresholds, export_parquet
 from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
-
-from cvlabel.corpus import read_tsv
 from cvlabel.testing import as_set_options, copy_corpus, rewrite_tsv, tiny_train_config
 
 runner = CliRunner()
@@ -33,8 +31,22 @@ def blank_rows(corpus):
 @pytest.mark.slow
 def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     pred, aug, run2 = tmp_path / "pred", tmp_path / "aug", tmp_path / "run2"
-    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
-                                 "--out", str(pred), "--jobs", "2", "--shard-size", "7"])
+    result = runner.invoke(
+        app,
+        [
+            "infer",
+            str(synthetic_corpus),
+            "--unlabeled",
+            "--model",
+            str(trained_run),
+            "--out",
+            str(pred),
+            "--jobs",
+            "2",
+            "--shard-size",
+            "7",
+        ],
+    )
     assert result.exit_code == 0, result.output
     parts = sorted(pred.glob("part-*.parquet"))
     assert len(parts) >= 2
@@ -46,8 +58,20 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert set(predictions["label"].dropna()) <= {"male", "female"}
     assert predictions["confidence"].dropna().between(0.5, 1).all()
 
-    result = runner.invoke(app, ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred),
-                                 "--out", str(aug), "--min-confidence", "0.6"])
+    result = runner.invoke(
+        app,
+        [
+            "export",
+            "parquet",
+            str(synthetic_corpus),
+            "--predictions",
+            str(pred),
+            "--out",
+            str(aug),
+            "--min-confidence",
+            "0.6",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = read_release(synthetic_corpus)
     exported = []
@@ -176,9 +200,11 @@ def test_serial_and_parallel_give_the_same_rows(synthetic_corpus, trained_run, t
 @pytest.mark.slow
 def test_the_parent_of_parallel_inference_never_imports_torch(synthetic_corpus, trained_run, tmp_path):
     # the workers load the model; the parent only reads TSVs and pools, so it stays small
-    script = ("import sys; from cvlabel.inference import infer; from cvlabel.config import InferOptions; "
-              f"summary = infer({str(synthetic_corpus)!r}, {str(trained_run)!r}, {str(tmp_path / 'pred')!r}, "
-              "InferOptions(jobs=2, shard_size=6)); print(summary['rows'], 'torch' in sys.modules)")
+    script = (
+        "import sys; from cvlabel.inference import infer; from cvlabel.config import InferOptions; "
+        f"summary = infer({str(synthetic_corpus)!r}, {str(trained_run)!r}, {str(tmp_path / 'pred')!r}, "
+        "InferOptions(jobs=2, shard_size=6)); print(summary['rows'], 'torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     rows, torch_imported = done.stdout.split()
@@ -187,8 +213,9 @@ def test_the_parent_of_parallel_inference_never_imports_torch(synthetic_corpus, 
 
 
 @pytest.mark.slow
-def test_a_broken_model_stops_parallel_inference_cleanly_and_the_folder_stays_usable(synthetic_corpus, trained_run,
-                                                                                     tmp_path):
+def test_a_broken_model_stops_parallel_inference_cleanly_and_the_folder_stays_usable(
+    synthetic_corpus, trained_run, tmp_path
+):
     broken = tmp_path / "broken.pt"
     broken.write_bytes(b"not a checkpoint")
     out = tmp_path / "pred"
@@ -219,10 +246,12 @@ def test_export_refuses_foreign_predictions_and_bad_thresholds(synthetic_corpus,
 
 def test_choose_thresholds_known_answer():
     # female predictions by confidence: 0.99 ok, 0.95 ok, 0.9 wrong, 0.8 ok -> 2/2 at 0.95, 2/3 at 0.9
-    reference = pd.DataFrame({
-        "p_female": [0.99, 0.95, 0.90, 0.80, 0.01, 0.3],
-        "gender": ["female", "female", "male", "female", "male", "male"],
-    })
+    reference = pd.DataFrame(
+        {
+            "p_female": [0.99, 0.95, 0.90, 0.80, 0.01, 0.3],
+            "gender": ["female", "female", "male", "female", "male", "male"],
+        }
+    )
     thresholds, expected = choose_thresholds(reference, 0.99)
     assert thresholds["female"] == pytest.approx(0.95)
     assert expected["female"]["coverage"] == pytest.approx(0.5)
@@ -249,11 +278,18 @@ def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, 
 def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tmp_path):
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     infer(synthetic_corpus, trained_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
-    summary = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(target_precision=0.9),
-                             reference=tmp_path / "ref")
+    summary = export_parquet(
+        synthetic_corpus,
+        tmp_path / "pred",
+        tmp_path / "aug",
+        ExportOptions(target_precision=0.9),
+        reference=tmp_path / "ref",
+    )
     reference_rows = len(pd.read_parquet(tmp_path / "ref" / "predictions.parquet"))
     assert f"on {reference_rows} self-reported" in summary["expected"]["rule"]
-    default = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9))
+    default = export_parquet(
+        synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9)
+    )
     assert "dev/test rows" in default["expected"]["rule"]
 
 

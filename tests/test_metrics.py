@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from cvlabel.metrics import (balanced_accuracy, binary_nll, classification_metrics, expected_calibration_error,
-                             fit_temperature, roc_auc, sigmoid)
+from cvlabel.metrics import (
+    balanced_accuracy,
+    binary_nll,
+    classification_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    roc_auc,
+    sigmoid,
+)
 
 
 def test_roc_auc_known_answers():
@@ -30,8 +37,9 @@ def test_temperature_scaling_lowers_the_nll_of_an_overconfident_model():
     temperature = fit_temperature(labels, overconfident)
     assert temperature > 3
     assert binary_nll(labels, overconfident / temperature) < binary_nll(labels, overconfident)
-    assert expected_calibration_error(labels, sigmoid(overconfident / temperature)) < \
-        expected_calibration_error(labels, sigmoid(overconfident))
+    assert expected_calibration_error(labels, sigmoid(overconfident / temperature)) < expected_calibration_error(
+        labels, sigmoid(overconfident)
+    )
 
 
 def test_calibration_never_sharpens():

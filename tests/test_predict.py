@@ -43,8 +43,9 @@ def test_predict_cli_text_json_and_exit_code(trained_run, tmp_path):
     ok = runner.invoke(app, ["predict", str(clip), "--model", str(trained_run)])
     assert ok.exit_code == 0, ok.output
     assert ok.output.startswith(f"{clip}\t") and "p_female=" in ok.output
-    as_json = runner.invoke(app, ["predict", str(clip), str(tmp_path / "nope.mp3"), "--model", str(trained_run),
-                                  "--json"])
+    as_json = runner.invoke(
+        app, ["predict", str(clip), str(tmp_path / "nope.mp3"), "--model", str(trained_run), "--json"]
+    )
     assert as_json.exit_code == 1  # one file failed
     lines = [json.loads(line) for line in as_json.output.strip().splitlines()]
     assert lines[0]["error"] is None and lines[1]["error"] == "file not found"
@@ -60,8 +61,9 @@ RATE = 16_000  # Hz: the test models' rate
 def voice(seconds: float, pitch_hz: float = 210, sample_rate: int = RATE, silence_s: float = 0.0) -> np.ndarray:
     """Synthetic voice (after `silence_s` of silence), float32 at `sample_rate`."""
     rng = np.random.default_rng(0)
-    voiced = synthesize_formant_voice("a e i o u " * max(1, int(seconds * 3)), pitch_hz, 1.0 if pitch_hz < 160
-                                      else 1.17, rng, sample_rate=sample_rate)
+    voiced = synthesize_formant_voice(
+        "a e i o u " * max(1, int(seconds * 3)), pitch_hz, 1.0 if pitch_hz < 160 else 1.17, rng, sample_rate=sample_rate
+    )
     samples = np.concatenate([np.zeros(int(silence_s * sample_rate), np.float32), voiced])
     return samples[: int(seconds * sample_rate)]
 
@@ -92,8 +94,11 @@ def test_predict_stream_estimates_each_second_then_a_final_verdict_with_the_tail
 def speech_seconds_logit(monkeypatch):
     """The model's logit replaced by the seconds of speech it is given, minus 2, so which samples each
     window heard after trimming shows in p_female (the tiny test model says about 0.5 to any audio)."""
-    monkeypatch.setattr(InferenceModel, "logits",
-                        lambda self, speech, batch_size=32: np.array([s.shape[0] / RATE - 2.0 for s in speech]))
+    monkeypatch.setattr(
+        InferenceModel,
+        "logits",
+        lambda self, speech, batch_size=32: np.array([s.shape[0] / RATE - 2.0 for s in speech]),
+    )
 
 
 def test_full_windows_of_trimmed_speech_are_pooled_by_mean_logit(trained_run, speech_seconds_logit):
@@ -103,25 +108,27 @@ def test_full_windows_of_trimmed_speech_are_pooled_by_mean_logit(trained_run, sp
     samples = np.frombuffer(stream, "<i2").astype(np.float32) / 32768
 
     def window_logit(start_s: float, end_s: float) -> float:
-        return float(model.logits([speech_only(samples[int(start_s * RATE) : int(end_s * RATE)], model.features,
-                                               "w")])[0])
+        return float(
+            model.logits([speech_only(samples[int(start_s * RATE) : int(end_s * RATE)], model.features, "w")])[0]
+        )
 
     growing = [window_logit(0, end) for end in (1, 2, 3)]  # each alone, until the window first fills
     full = [window_logit(0, 4), window_logit(1, 5), window_logit(1.5, 5.5)]  # the last: the tail's window
-    expected = [verdict(model, logit)["p_female"] for logit in growing + [full[0], np.mean(full[:2]),
-                                                                              np.mean(full)]]
+    expected = [verdict(model, logit)["p_female"] for logit in growing + [full[0], np.mean(full[:2]), np.mean(full)]]
     assert len(set(expected)) == 6  # the figures tell the windows apart
     assert [u["p_female"] for u in updates] == pytest.approx(expected, abs=1e-4)
 
 
-def test_a_stream_shorter_than_a_window_is_judged_like_the_same_audio_as_a_file(trained_run, tmp_path,
-                                                                               speech_seconds_logit):
+def test_a_stream_shorter_than_a_window_is_judged_like_the_same_audio_as_a_file(
+    trained_run, tmp_path, speech_seconds_logit
+):
     """Same silence trimming as files: the first estimate and a short stream's verdict equal
     predict_files on the same samples."""
     samples = voice(2.5, silence_s=0.4)  # leading silence, so trimming matters
     updates = list(predict_stream(io.BytesIO(pcm(samples)), trained_run, RATE))
-    first_second, whole = predict_files([as_wav(tmp_path / "first.wav", samples[:RATE]),
-                                         as_wav(tmp_path / "whole.wav", samples)], trained_run)
+    first_second, whole = predict_files(
+        [as_wav(tmp_path / "first.wav", samples[:RATE]), as_wav(tmp_path / "whole.wav", samples)], trained_run
+    )
     assert first_second["p_female"] != whole["p_female"]
     assert updates[0]["p_female"] == first_second["p_female"]
     assert updates[-1]["final"] and updates[-1]["seconds"] == 2.5 and updates[-1]["windows"] == 1
@@ -165,8 +172,11 @@ def test_a_silent_stream_has_no_verdict_and_the_command_exits_1(trained_run):
     assert updates[-1]["final"] and updates[-1]["label"] is None and updates[-1]["windows"] == 0
     result = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=silence)
     assert result.exit_code == 1
-    assert result.output.splitlines() == ["1.0 s\tno speech yet", "2.0 s\tno speech yet",
-                                          "final\t2.5 s\terror: no speech found"]
+    assert result.output.splitlines() == [
+        "1.0 s\tno speech yet",
+        "2.0 s\tno speech yet",
+        "final\t2.5 s\terror: no speech found",
+    ]
     empty = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=b"")
     assert empty.exit_code == 1 and empty.output == "final\t0.0 s\terror: no speech found\n"
 
@@ -179,8 +189,9 @@ def test_predict_cli_reads_stdin_at_48_khz_as_text_and_json(trained_run):
     assert len(lines) == 6
     assert re.fullmatch(r"1\.0 s\t(male|female)\tp_female=[01]\.\d{4}\t\(1 window\)", lines[0])
     assert re.fullmatch(r"final\t5\.0 s\t(male|female)\tp_female=[01]\.\d{4}\t\(2 windows\)", lines[-1])
-    as_json = runner.invoke(app, ["predict", "-", "--model", str(trained_run), "--sample-rate", "48000", "--json"],
-                            input=stream)
+    as_json = runner.invoke(
+        app, ["predict", "-", "--model", str(trained_run), "--sample-rate", "48000", "--json"], input=stream
+    )
     assert as_json.exit_code == 0, as_json.output
     updates = [json.loads(line) for line in as_json.output.splitlines()]
     assert [u["final"] for u in updates] == [False] * 5 + [True]
@@ -223,8 +234,9 @@ def test_predict_stream_rejects_bad_rates_mixed_arguments_and_a_terminal(trained
     assert odd.exit_code == 0 and odd.output.startswith("1.0 s\t") and "final\t1.5 s\t" in odd.output
     for rate in ("7999", "192001"):
         bad = runner.invoke(app, ["predict", "-", "--model", str(trained_run), "--sample-rate", rate], input=b"")
-        assert bad.exit_code == 1 and bad.output == f"cvlabel: error: --sample-rate {rate} Hz is outside " \
-                                                    "8000-192000 Hz\n"
+        assert (
+            bad.exit_code == 1 and bad.output == f"cvlabel: error: --sample-rate {rate} Hz is outside 8000-192000 Hz\n"
+        )
     clip = as_wav(tmp_path / "a.wav", voice(1.0))
     mixed = runner.invoke(app, ["predict", "-", str(clip), "--model", str(trained_run)], input=b"")
     assert mixed.exit_code == 1 and "cannot be mixed with files" in mixed.output

@@ -10,8 +10,15 @@ def manifest_of(speakers: dict[str, tuple[str | None, int]], cv_split: dict[str,
     rows = []
     for cid, (gender, clips) in speakers.items():
         for j in range(clips):
-            rows.append({"path": f"{cid}_{j}.mp3", "client_id": cid, "source_tsv": "validated",
-                         "cv_split": (cv_split or {}).get(cid, ""), "gender": gender})
+            rows.append(
+                {
+                    "path": f"{cid}_{j}.mp3",
+                    "client_id": cid,
+                    "source_tsv": "validated",
+                    "cv_split": (cv_split or {}).get(cid, ""),
+                    "gender": gender,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,21 +82,24 @@ def test_conflicting_speaker_reported_and_left_out():
 def test_train_clips_capped_per_speaker():
     speakers = population(6, 6, clips=3)
     speakers["m00"] = ("male", 40)
-    result, report = assign_splits(manifest_of(speakers), SplitConfig(max_clips_per_speaker=10, dev_fraction=0.2,
-                                                                       test_fraction=0.2))
+    result, report = assign_splits(
+        manifest_of(speakers), SplitConfig(max_clips_per_speaker=10, dev_fraction=0.2, test_fraction=0.2)
+    )
     train = result[result["split"] == "train"]
     assert train.groupby("client_id").size().max() <= 10
     held_out = result[result["split"].isin(["dev", "test"])]
     assert report.capped_clips == 30 if (train["client_id"] == "m00").any() else held_out["client_id"].eq("m00").any()
-    uncapped, _ = assign_splits(manifest_of(speakers), SplitConfig(max_clips_per_speaker=0, dev_fraction=0.2,
-                                                                   test_fraction=0.2))
+    uncapped, _ = assign_splits(
+        manifest_of(speakers), SplitConfig(max_clips_per_speaker=0, dev_fraction=0.2, test_fraction=0.2)
+    )
     assert (uncapped["split"] != "").sum() == len(uncapped)
 
 
 def test_cap_applies_to_a_prolific_train_speaker():
     # one speaker per gender cannot be held out (fewer than 3), so both train, and the cap bites
-    result, report = assign_splits(manifest_of({"m": ("male", 25), "f": ("female", 4)}),
-                                   SplitConfig(max_clips_per_speaker=10))
+    result, report = assign_splits(
+        manifest_of({"m": ("male", 25), "f": ("female", 4)}), SplitConfig(max_clips_per_speaker=10)
+    )
     assert (result["split"] == "train").sum() == 14
     assert report.capped_clips == 15
 

@@ -32,8 +32,20 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("accuracy", "balanced_accuracy", "roc_auc", "precision_male", "precision_female", "recall_male",
-                "recall_female", "ece", "ece_before_calibration", "speaker_accuracy", "temperature", "parameters"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "roc_auc",
+        "precision_male",
+        "precision_female",
+        "recall_male",
+        "recall_female",
+        "ece",
+        "ece_before_calibration",
+        "speaker_accuracy",
+        "temperature",
+        "parameters",
+    ):
         assert key in metrics, key
     assert 0 <= metrics["balanced_accuracy"] <= 1 and 1 <= metrics["temperature"] <= MAX_TEMPERATURE
     for split in ("train", "dev", "test"):

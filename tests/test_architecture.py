@@ -1,0 +1,70 @@
+"""Imports follow the data: no module imports one of a later stage (docs/architecture.md).
+
+Every import of a cvlabel module is checked, including the ones inside functions (the lazy
+imports that keep torch out of the parent of parallel inference).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cvlabel
+
+PACKAGE = Path(cvlabel.__file__).parent
+
+# Earlier layers first. A module may import modules of earlier layers only.
+LAYERS = [
+    ["errors"],
+    ["files"],
+    ["config"],
+    ["labels"],
+    ["corpus", "audio"],
+    ["splits", "speech"],
+    ["artifacts", "cache", "features", "augment", "model", "metrics", "plots", "synthesis"],
+    ["checkpoint", "runners", "pooling"],
+    ["scoring"],
+    ["training", "inference", "democorpus"],
+    ["evaluate", "export", "predict", "testing"],
+    ["report"],
+    ["cli"],
+    ["__main__", "__init__"],
+]
+LAYER = {module: depth for depth, modules in enumerate(LAYERS) for module in modules}
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:  # from .x import y
+                found.add(node.module.split(".")[0])
+            elif node.level == 1:  # from . import x
+                found.update(alias.name for alias in node.names)
+            elif node.module and node.module.startswith("cvlabel."):
+                found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("cvlabel."))
+    return found
+
+
+def test_every_module_has_a_layer():
+    modules = {path.stem for path in PACKAGE.glob("*.py")}
+    assert modules == set(LAYER), "add new modules to LAYERS (and to docs/architecture.md)"
+
+
+@pytest.mark.parametrize("module", sorted(LAYER))
+def test_no_module_imports_a_later_stage(module):
+    later = {name for name in imported_modules(PACKAGE / f"{module}.py") if LAYER[name] >= LAYER[module]}
+    assert not later, f"{module} (layer {LAYER[module]}) imports {sorted(later)} of the same or a later layer"
+
+
+def test_the_parent_of_parallel_inference_needs_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import cvlabel.inference, cvlabel.export, cvlabel.artifacts, cvlabel.checkpoint; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
