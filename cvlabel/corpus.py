@@ -43,6 +43,35 @@ GENDER_TABLE: dict[str, str | None] = {
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
 REQUIRED_COLUMNS = ("client_id", "path", "gender")
+# The clip TSV headers as releases write them (reading goes by header; these are for writing
+# releases: the demo corpus and the tests).
+TSV_HEADER_V16 = [
+    "client_id",
+    "path",
+    "sentence",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accent",
+    "locale",
+    "segment",
+]
+TSV_HEADER_V17 = [
+    "client_id",
+    "path",
+    "sentence_id",
+    "sentence",
+    "sentence_domain",
+    "up_votes",
+    "down_votes",
+    "age",
+    "gender",
+    "accents",
+    "variant",
+    "locale",
+    "segment",
+]
 MANIFEST_COLUMNS = ("path", "client_id", "source_tsv", "cv_split", "gender", "gender_raw", "duration_s")
 
 # A row's `path` must name a file inside clips/: no absolute path, drive letter or `..` part.

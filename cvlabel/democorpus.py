@@ -24,6 +24,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from .config import DemoCorpusOptions
+from .corpus import TSV_HEADER_V17
 from .errors import CvlabelError
 from .files import write_text
 from .runners import resolve_jobs
@@ -194,23 +195,6 @@ def _gender_string(gender: str, style: str) -> str:
 # ---------------------------------------------------------------- tables
 
 
-TSV_COLUMNS = [
-    "client_id",
-    "path",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "locale",
-    "segment",
-]
-
-
 def _write_tables(
     out_dir: Path, rows: list[dict], speakers: list[Speaker], options: DemoCorpusOptions, engine: str
 ) -> dict:
@@ -224,7 +208,7 @@ def _write_tables(
     table["variant"] = ""
     table["segment"] = ""
     for name in ("validated", "other", "invalidated"):
-        part = table.loc[table["source_tsv"] == name, TSV_COLUMNS]
+        part = table.loc[table["source_tsv"] == name, TSV_HEADER_V17]
         _write_tsv(part, out_dir / f"{name}.tsv")
     durations = pd.DataFrame({"clip": table["path"], "duration[ms]": (table["duration_s"] * 1000).round().astype(int)})
     _write_tsv(durations, out_dir / "clip_durations.tsv")

@@ -14,37 +14,10 @@ import numpy as np
 import pandas as pd
 import soundfile
 
-from .corpus import read_tsv
+from .corpus import TSV_HEADER_V16, TSV_HEADER_V17, read_tsv
 from .synthesis import synthesize_formant_voice
 
-# Old (<= v16) and new (>= v17) Common Voice TSV headers.
-OLD_COLUMNS = [
-    "client_id",
-    "path",
-    "sentence",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accent",
-    "locale",
-    "segment",
-]
-NEW_COLUMNS = [
-    "client_id",
-    "path",
-    "sentence_id",
-    "sentence",
-    "sentence_domain",
-    "up_votes",
-    "down_votes",
-    "age",
-    "gender",
-    "accents",
-    "variant",
-    "locale",
-    "segment",
-]
+OLD_COLUMNS, NEW_COLUMNS = TSV_HEADER_V16, TSV_HEADER_V17  # releases up to v16, and from v17
 
 # A model small and short enough to train in seconds (for tests of the pipeline, not of accuracy).
 TINY_TRAIN = [
@@ -116,3 +89,8 @@ def tiny_train_config(cache_dir: Path, *extra: str) -> list[str]:
 def as_set_options(overrides: list[str]) -> list[str]:
     """`--set a.b=v` pairs for the CLI."""
     return [arg for item in overrides for arg in ("--set", item)]
+
+
+def infer_command(corpus: Path, model: Path, out: Path, *extra: str) -> list[str]:
+    """The arguments of `cvlabel infer CORPUS --unlabeled --model MODEL --out OUT EXTRA...`."""
+    return ["infer", str(corpus), "--unlabeled", "--model", str(model), "--out", str(out), *extra]

@@ -18,6 +18,7 @@ from cvlabel.cli import app
 from cvlabel.config import InferOptions
 from cvlabel.errors import CvlabelError
 from cvlabel.inference import infer
+from cvlabel.testing import infer_command
 
 distributed = pytest.importorskip("distributed")
 
@@ -47,21 +48,9 @@ def test_dask_local_cluster_gives_the_local_rows_and_probabilities(
     out = tmp_path / "pred"
     result = runner.invoke(
         app,
-        [
-            "infer",
-            str(synthetic_corpus),
-            "--unlabeled",
-            "--model",
-            str(trained_run),
-            "--out",
-            str(out),
-            "--backend",
-            "dask",
-            "--jobs",
-            "2",
-            "--shard-size",
-            str(SHARD),
-        ],
+        infer_command(
+            synthetic_corpus, trained_run, out, "--backend", "dask", "--jobs", "2", "--shard-size", str(SHARD)
+        ),
     )
     assert result.exit_code == 0, result.output
     assert_same_predictions(out, local_predictions)
@@ -121,32 +110,12 @@ def test_unreachable_scheduler_and_misused_options_are_clear_errors(
         )  # port 9: nothing listens
     result = runner.invoke(
         app,
-        [
-            "infer",
-            str(synthetic_corpus),
-            "--unlabeled",
-            "--model",
-            str(trained_run),
-            "--out",
-            str(tmp_path / "b"),
-            "--scheduler",
-            "tcp://127.0.0.1:9",
-        ],
+        infer_command(synthetic_corpus, trained_run, tmp_path / "b", "--scheduler", "tcp://127.0.0.1:9"),
     )
     assert result.exit_code == 1 and "--scheduler is an address for --backend dask" in result.output
     result = runner.invoke(
         app,
-        [
-            "infer",
-            str(synthetic_corpus),
-            "--unlabeled",
-            "--model",
-            str(trained_run),
-            "--out",
-            str(tmp_path / "c"),
-            "--backend",
-            "ray",
-        ],
+        infer_command(synthetic_corpus, trained_run, tmp_path / "c", "--backend", "ray"),
     )
     assert result.exit_code == 1 and "unknown backend 'ray'" in result.output
 

@@ -17,7 +17,7 @@ from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
 from cvlabel.export import choose_thresholds, export_parquet
 from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
-from cvlabel.testing import as_set_options, copy_corpus, rewrite_tsv, tiny_train_config
+from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config
 
 runner = CliRunner()
 EXPORT_EXTRA = ["gender", "gender_source", "gender_confidence", "split"]
@@ -33,19 +33,7 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     pred, aug, run2 = tmp_path / "pred", tmp_path / "aug", tmp_path / "run2"
     result = runner.invoke(
         app,
-        [
-            "infer",
-            str(synthetic_corpus),
-            "--unlabeled",
-            "--model",
-            str(trained_run),
-            "--out",
-            str(pred),
-            "--jobs",
-            "2",
-            "--shard-size",
-            "7",
-        ],
+        infer_command(synthetic_corpus, trained_run, pred, "--jobs", "2", "--shard-size", "7"),
     )
     assert result.exit_code == 0, result.output
     parts = sorted(pred.glob("part-*.parquet"))
