@@ -98,7 +98,7 @@ def main() -> None:
         ("as recorded", audio),
         ("telephone", [telephone(a, features.sample_rate) for a in audio]),
     ):
-        logits = clip_logits(checkpoint.model, features, clips.__getitem__, len(clips))
+        logits = clip_logits(checkpoint.model, features, clips.__getitem__, len(clips)).mean(axis=1)
         results[f"cnn, {condition}"] = classification_metrics(labels, logits, checkpoint.temperature, speakers)
         f0 = np.array([median_f0(a) for a in clips])
         pitch_logits = np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0) / 20.0

@@ -44,7 +44,7 @@ from cvlabel.corpus import read_release
 from cvlabel.democorpus import make_demo_corpus
 from cvlabel.features import log_mel
 from cvlabel.inference import infer
-from cvlabel.model import GenderCNN
+from cvlabel.model import Committee
 from cvlabel.scoring import batch_logits
 from cvlabel.speech import trim_silence
 
@@ -223,7 +223,8 @@ def main() -> None:
     elif not model_file.exists():
         torch.manual_seed(0)
         config = Config()
-        save_checkpoint(GenderCNN(config.model, config.features.n_mels).eval(), config, 1.0, model_file)
+        committee = Committee.empty(config.model, config.features.n_mels, config.train.folds).eval()
+        save_checkpoint(committee, config, 1.0, model_file)
     clips = sorted((corpus / "clips").glob("*.mp3"))[:STAGE_CLIPS]
     report: dict = {"stages_ms_per_clip": stage_costs(clips, load_checkpoint(model_file))}
     print(f"1. per clip, one thread ({len(clips)} clips of {corpus})")

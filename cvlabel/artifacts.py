@@ -71,11 +71,13 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 
 REFERENCE_SCHEMA = pa.schema(
     [
-        ("split", pa.string()),  # dev | test: the run's held-out speakers
+        ("split", pa.string()),  # train (predicted out of fold) | dev | test
+        ("member", pa.int64()),  # the member that never heard the speaker (train), or -1: the committee (dev, test)
         ("path", pa.string()),
         ("client_id", pa.string()),
         ("gender", pa.string()),  # self-reported: male | female
-        ("logit", pa.float64()),
+        ("logit", pa.float64()),  # the member's logit (train), or the committee's mean logit (dev, test)
+        ("member_logits", pa.list_(pa.float64())),  # every predicting member's logit
         ("p_female", pa.float64()),  # calibrated, clip-level
     ]
 )
@@ -100,7 +102,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("client_id", pa.string()),
         ("source_tsv", pa.string()),  # validated | other | invalidated
         ("duration_s", pa.float64()),  # from clip_durations.tsv, else null
-        ("logit", pa.float64()),  # the model's raw output; null on error
+        ("logit", pa.float64()),  # the committee's logit: the mean of its members'; null on error
+        ("member_logits", pa.list_(pa.float64())),  # each committee member's logit; null on error
         ("p_female", pa.float64()),  # calibrated: sigmoid(logit / temperature); null on error
         ("label", pa.string()),  # male | female; null on error
         ("confidence", pa.float64()),  # max(p_female, 1 - p_female); null on error
@@ -113,6 +116,9 @@ FINAL_SCHEMA = pa.schema(
         ("clip_p_female", pa.float64()),  # the clip's own calibrated p_female, before pooling
         ("speaker_p_female", pa.float64()),  # sigmoid(mean logit of the speaker's predicted clips / T)
         ("speaker_n_clips", pa.int64()),  # clips pooled into speaker_p_female
+        ("speaker_member_agreement", pa.float64()),  # share of members whose pooled decision is the committee's
+        ("speaker_clip_agreement", pa.float64()),  # share of the speaker's clips decided as the speaker is
+        ("speaker_disputed", pa.bool_()),  # members or clips disagree: never pseudo-labelled (pooling.py)
         ("label_source", pa.string()),  # speaker: self-reported on the speaker's other rows; model: pooled prediction
     ]
 )

@@ -1,4 +1,4 @@
-"""Self-describing checkpoints: the weights, the whole resolved config, and the temperature.
+"""Self-describing checkpoints: the committee's weights, the whole resolved config, and the temperature.
 
 A checkpoint is a safetensors file: tensors plus a JSON header of strings, so loading it can
 never run code, and its config can be read without torch (the parent of a parallel
@@ -21,7 +21,7 @@ from .files import atomic_path
 from .labels import LABELS
 
 if TYPE_CHECKING:
-    from .model import GenderCNN
+    from .model import Committee
 
 CHECKPOINT_FORMAT = "cvlabel-checkpoint"
 CHECKPOINT_VERSION = "2"  # 1 was cvlabel 0.1's pickled model.pt
@@ -38,11 +38,11 @@ class CheckpointInfo:
 
 @dataclass
 class Checkpoint(CheckpointInfo):
-    model: GenderCNN
+    model: Committee
 
 
 def save_checkpoint(
-    model: GenderCNN, config: Config, temperature: float, path: str | Path, info: dict[str, Any] | None = None
+    model: Committee, config: Config, temperature: float, path: str | Path, info: dict[str, Any] | None = None
 ) -> None:
     """Write weights and header (atomically: temp name, then rename)."""
     from safetensors.torch import save_file
@@ -53,6 +53,7 @@ def save_checkpoint(
         "labels": json.dumps(list(LABELS)),
         "config": json.dumps(config_to_dict(config)),
         "temperature": repr(float(temperature)),
+        "members": str(len(model.members)),
         "info": json.dumps(info or {}),
     }
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
@@ -92,12 +93,13 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         labels = tuple(json.loads(header["labels"]))
         config = from_dict(Config, json.loads(header["config"]))
         temperature = float(header["temperature"])
+        members = int(header["members"])
         info = json.loads(header.get("info", "{}"))
     except (KeyError, ValueError) as exc:
         raise CvlabelError(f"{file}: damaged checkpoint header ({_first_line(exc)})") from None
     if labels != LABELS:
         raise CvlabelError(f"{file}: checkpoint labels {list(labels)} are not {list(LABELS)}")
-    return CheckpointInfo(config, temperature, info)
+    return CheckpointInfo(config, temperature, {**info, "members": members})
 
 
 def run_config(path: str | Path) -> Config:
@@ -110,7 +112,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import GenderCNN
+    from .model import Committee
 
     described = read_checkpoint_info(path)
     file = existing_model_file(path)
@@ -118,7 +120,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CvlabelError(f"{file}: not a readable checkpoint ({_first_line(exc)})") from None
-    model = GenderCNN(described.config.model, described.config.features.n_mels)
+    model = Committee.empty(described.config.model, described.config.features.n_mels, described.info["members"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

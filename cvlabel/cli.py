@@ -379,15 +379,28 @@ def export_parquet(
     target_precision: Annotated[
         float,
         typer.Option(
-            "--target-precision", help="Per-gender thresholds reaching this precision on self-reported held-out rows."
+            "--target-precision",
+            help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
+            "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
         ),
     ] = EXPORT.target_precision,
+    certainty: Annotated[
+        float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")
+    ] = EXPORT.certainty,
+    accept_uncertified: Annotated[
+        bool,
+        typer.Option(
+            "--accept-uncertified",
+            help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
+            "point estimate instead; summary.json then marks that threshold as not certified.",
+        ),
+    ] = EXPORT.accept_uncertified,
     reference: Annotated[
         Path | None,
         typer.Option(
             "--reference",
-            help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model "
-            "run's own dev/test predictions).",
+            help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
+            "reference: its train speakers predicted out of fold, and its dev and test speakers).",
         ),
     ] = None,
     rebalance: Annotated[
@@ -403,15 +416,18 @@ def export_parquet(
 ) -> None:
     """Write the release with self-reported and pseudo labels as train/dev/test Parquet files."""
     from .export import export_parquet as run_export
+    from .report import describe_export
 
     options = ExportOptions(
-        min_confidence=min_confidence, target_precision=target_precision, rebalance=rebalance, female_share=female_share
+        min_confidence=min_confidence,
+        target_precision=target_precision,
+        certainty=certainty,
+        accept_uncertified=accept_uncertified,
+        rebalance=rebalance,
+        female_share=female_share,
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
-    thresholds = ", ".join(f"{g} {'none' if t is None else f'{t:.3f}'}" for g, t in summary["thresholds"].items())
-    typer.echo(f"thresholds: {thresholds}; pseudo-labels: {summary['pseudo_labels']}; rows: {summary['rows']}")
-    typer.echo(f"train before: {summary['train_before_cap_and_rebalance']}")
-    typer.echo(f"train after:  {summary['train_after']}")
+    typer.echo(describe_export(summary))
     typer.echo(f"written to {out} (summary.json has the details)")
 
 

@@ -75,6 +75,9 @@ class TrainConfig:
     cache_dir: str = ""  # decoded-audio cache; "" means $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel
     jobs: int = 0  # processes that decode clips into the cache; 0 means one per core
     threads: int = 0  # torch threads for training; 0 means one per core
+    folds: int = 5  # committee members: member i trains on the train speakers outside fold i, so every
+    # train speaker is predicted by a model that never heard them (the reference export certifies
+    # thresholds on); the members' mean logit labels the blank rows. Costs about `folds` trainings.
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,11 @@ class InferOptions:
 @dataclass(frozen=True)
 class ExportOptions:
     min_confidence: float | None = None  # one threshold for both genders, in (0.5, 1]
-    target_precision: float = 0.99  # otherwise: per-gender thresholds reaching this precision on the reference rows
+    target_precision: float = 0.99  # otherwise: per-gender thresholds whose precision on the reference speakers
+    # reaches this as a one-sided lower bound (clip-weighted, speaker level)
+    certainty: float = 0.95  # the one-sided confidence level of that lower bound
+    accept_uncertified: bool = False  # use the point estimate when the lower bound cannot reach the target
+    # (few reference speakers); the summary then says the thresholds are not certified
     rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first
     female_share: float = 0.5  # target share of female rows in train
 

@@ -31,7 +31,7 @@ def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test
     rows = rows[~rows["clip"].isin(errors)].reset_index(drop=True)
     logits = clip_logits(
         checkpoint.model, config.features, lambda i: cache.load(rows["clip"][i]), len(rows), config.train.batch_size
-    )
+    ).mean(axis=1)  # the committee's logit
     metrics = classification_metrics(
         rows["label"].to_numpy(), logits, checkpoint.temperature, rows["client_id"].to_numpy()
     )

@@ -24,12 +24,14 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import EXPORT_SPLITS, ExportFolder, RunFolder, read_predictions, read_reference, write_export_split
-from .checkpoint import run_config
+from .certify import certified_thresholds, claims_at
+from .checkpoint import read_checkpoint_info, run_config
 from .config import ExportOptions
 from .corpus import read_release
 from .errors import CvlabelError
 from .files import writable_folder, write_json
-from .labels import BINARY_GENDERS, decide, or_null
+from .labels import BINARY_GENDERS, label_index, or_null
+from .pooling import speaker_table
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -65,9 +67,11 @@ def export_parquet(
             f"{predictions_dir} predicts clips that are not blank-gender rows of {corpus_dir} "
             f"(e.g. {sorted(unknown)[0]}); was it made for another corpus or release?"
         )
-    thresholds, expected = _thresholds(
-        options, reference or RunFolder(Path(plan["model"]).parent).reference, plan["model_sha256"]
-    )
+    checkpoint = read_checkpoint_info(plan["model"])
+    reference_path = Path(reference or RunFolder(Path(plan["model"]).parent).reference)
+    reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
+    claims = _claims(options, reference_speakers)
+    thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below
@@ -82,11 +86,8 @@ def export_parquet(
     held_out = rows["split"].isin(["dev", "test"])
     rows.loc[held_out & ~rows["path"].isin(evaluation), "unused_reason"] = "held-out speaker, not an evaluation row"
     in_train = rows["split"].eq("train")
-    rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "unused_reason"] = np.where(
-        rows.loc[in_train & ~rows["gender"].isin(BINARY_GENDERS), "pseudo_below_threshold"],
-        "below confidence threshold",
-        "no male/female label",
-    )
+    unlabelled = in_train & ~rows["gender"].isin(BINARY_GENDERS)
+    rows.loc[unlabelled, "unused_reason"] = rows.loc[unlabelled, "blank_reason"].fillna("no male/female label")
     before = _counts(rows[in_train & rows["unused_reason"].isna()])
     _cap_per_speaker(rows, config.splits.max_clips_per_speaker)
     if options.rebalance:
@@ -100,7 +101,7 @@ def export_parquet(
         "thresholds": thresholds,
         "options": asdict(options),
     }
-    columns = [c for c in rows.columns if c not in ("pseudo_below_threshold",)]
+    columns = [c for c in rows.columns if c not in ("blank_reason",)]
     for split in EXPORT_SPLITS:
         part = rows.loc[rows["split"] == split, columns]
         if split != "unused":
@@ -108,7 +109,8 @@ def export_parquet(
         write_export_split(part, out.split(split), metadata)
     summary = {
         **metadata,
-        "expected": expected,
+        "claims": claims,
+        "rule": _rule(options, reference_path),
         "rows": {split: int((rows["split"] == split).sum()) for split in EXPORT_SPLITS},
         "train_before_cap_and_rebalance": before,
         "train_after": _counts(rows[rows["split"] == "train"]),
@@ -121,60 +123,40 @@ def export_parquet(
     return summary
 
 
-def choose_thresholds(reference: pd.DataFrame, target_precision: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per gender, the lowest confidence at which the reference rows predicted as that gender reach
-    `target_precision`, and stay there for every higher threshold. Returns (thresholds, expected)
-    where expected holds the precision, coverage and rows behind each threshold. A gender that
-    never reaches the target gets threshold None (no pseudo-labels of that gender).
-    """
-    thresholds: dict[str, Any] = {}
-    expected: dict[str, Any] = {}
-    decided, confidences = decide(reference["p_female"].to_numpy())
-    truth = reference["gender"].to_numpy()
-    for index, gender in enumerate(BINARY_GENDERS):
-        predicted = decided == index
-        confidence = confidences[predicted]
-        correct = truth[predicted] == gender
-        order = np.argsort(-confidence, kind="stable")
-        confidence, correct = confidence[order], correct[order]
-        precision = np.cumsum(correct) / np.arange(1, len(correct) + 1)
-        # the deepest cut whose every shallower cut also reaches the target
-        ok = np.flatnonzero(np.minimum.accumulate(precision) >= target_precision) if len(precision) else np.array([])
-        if len(ok) == 0:
-            thresholds[gender] = None
-            expected[gender] = {"precision": None, "coverage": 0.0, "reference_rows": int(predicted.sum())}
-            continue
-        cut = int(ok[-1])
-        thresholds[gender] = float(confidence[cut])
-        expected[gender] = {
-            "precision": float(precision[cut]),
-            "coverage": float((cut + 1) / max(1, predicted.sum())),
-            "reference_rows": int(predicted.sum()),
-        }
-    return thresholds, expected
-
-
-def _thresholds(
-    options: ExportOptions, reference_path: str | Path, model_sha256: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _claims(options: ExportOptions, speakers: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per gender: the threshold and what the reference speakers certify of it."""
     if options.min_confidence is not None:
-        return {g: options.min_confidence for g in BINARY_GENDERS}, {"rule": f"min_confidence {options.min_confidence}"}
-    reference = _reference_rows(Path(reference_path), model_sha256)
-    thresholds, expected = choose_thresholds(reference, options.target_precision)
-    for gender, value in thresholds.items():
-        if value is None:
+        chosen = dict.fromkeys(BINARY_GENDERS, options.min_confidence)
+        return claims_at(speakers, chosen, options.certainty)
+    claims = certified_thresholds(speakers, options.target_precision, options.certainty, options.accept_uncertified)
+    for gender, claim in claims.items():
+        if claim["threshold"] is None:
             log.warning(
-                "no confidence threshold reaches precision %.3f for %s on the %d reference rows: no %s pseudo-labels",
-                options.target_precision,
-                gender,
-                len(reference),
-                gender,
-            )
-    expected["rule"] = (
-        f"target precision {options.target_precision} on {len(reference)} self-reported dev/test "
-        "rows (clip level; pooling per speaker usually does better)"
+                "cannot certify precision %.3f for %s on %d reference speakers (best lower bound %.3f): "
+                "no %s pseudo-labels; lower --target-precision, or pass --accept-uncertified",
+                options.target_precision, gender, claim["reference_speakers"], claim["best_lower_bound"], gender,
+            )  # fmt: skip
+    return claims
+
+
+def _rule(options: ExportOptions, reference_path: Path) -> str:
+    if options.min_confidence is not None:
+        return f"min_confidence {options.min_confidence} (chosen by the user, not certified)"
+    return (
+        f"per gender, the lowest speaker confidence whose clip-weighted precision over the reference speakers "
+        f"({reference_path}) reaches {options.target_precision} as a one-sided {options.certainty:.0%} lower bound"
+        + ("; where none does, the point estimate (not certified)" if options.accept_uncertified else "")
     )
-    return thresholds, expected
+
+
+def _reference_speakers(path: Path, model_sha256: str, temperature: float) -> pd.DataFrame:
+    """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`."""
+    clips = _reference_rows(path, model_sha256)
+    clips = clips[clips["gender"].isin(BINARY_GENDERS) & clips["logit"].notna()]
+    speakers = speaker_table(clips, temperature)
+    truth = clips.groupby("client_id")["gender"].first().reindex(speakers.index)
+    speakers["correct"] = label_index(truth) == speakers["predicted"].to_numpy()
+    return speakers
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
@@ -186,9 +168,7 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
         if plan["model_sha256"] != model_sha256:
             raise CvlabelError(f"{path}: reference predictions were made by another model")
         manifest = read_release(plan["corpus"])
-        # the clip's own prediction, not the speaker's answer that the speaker pass puts in p_female
-        frame = frame.merge(manifest[["path", "gender"]], on="path").dropna(subset=["clip_p_female"])
-        return frame.assign(p_female=frame["clip_p_female"])
+        return frame.merge(manifest[["path", "gender"]], on="path")
     if not path.is_file():
         raise CvlabelError(
             f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
@@ -197,28 +177,34 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
     return read_reference(path)
 
 
-def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, Any]) -> None:
-    """Set gender, gender_source, gender_confidence (and pseudo_below_threshold) in place."""
+def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, float | None]) -> None:
+    """Set gender, gender_source, gender_confidence in place, and for blank rows left blank, why
+    (`blank_reason`). A pseudo-label needs an undisputed speaker at or above its gender's threshold."""
     stated = rows["gender"].notna()
     rows["gender_source"] = or_null(stated, "self_reported")
     rows["gender_confidence"] = np.where(stated, 1.0, np.nan)
-    rows["pseudo_below_threshold"] = False
+    rows["blank_reason"] = None
     by_path = predictions.set_index("path")
     blank = rows.index[~stated & rows["path"].isin(by_path.index)]
     found = by_path.loc[rows.loc[blank, "path"]]
-    label, confidence, source = (
-        found["label"].to_numpy(),
-        found["confidence"].to_numpy(),
-        found["label_source"].to_numpy(),
-    )
-    threshold = np.array([thresholds.get(g) if g in thresholds else None for g in label], dtype=object)
-    passes = np.array([t is not None and c >= t for t, c in zip(threshold, confidence, strict=False)], dtype=bool)
-    from_speaker = source == "speaker"
-    take = from_speaker | passes
+    label, confidence = found["label"].to_numpy(dtype=object), found["confidence"].to_numpy(dtype=float)
+    from_speaker = (found["label_source"] == "speaker").to_numpy()
+    by_model = (found["label_source"] == "model").to_numpy()
+    disputed = found["speaker_disputed"].to_numpy(dtype=bool)
+    threshold = np.array([thresholds.get(g) if isinstance(g, str) else None for g in label], dtype=object)
+    certified = np.array([t is not None for t in threshold], dtype=bool)
+    passes = certified & (confidence >= np.where(certified, threshold, np.inf).astype(float))
+    take = from_speaker | (by_model & ~disputed & passes)
     rows.loc[blank[take], "gender"] = label[take]
     rows.loc[blank[take], "gender_source"] = np.where(from_speaker[take], "speaker", "pseudo")
     rows.loc[blank[take], "gender_confidence"] = confidence[take]
-    rows.loc[blank[~take & pd.notna(label)], "pseudo_below_threshold"] = True
+    reason = np.select(
+        [found["error"].notna().to_numpy(), disputed, ~certified, ~passes],
+        ["clip could not be decoded", "disputed speaker (committee members or clips disagree)",
+         "no certified threshold for this gender", "below confidence threshold"],
+        default="no male/female label",
+    )  # fmt: skip
+    rows.loc[blank[~take], "blank_reason"] = reason[~take]
 
 
 def _cap_per_speaker(rows: pd.DataFrame, cap: int) -> None:
@@ -266,5 +252,7 @@ def _check_options(options: ExportOptions) -> None:
         raise CvlabelError(f"--min-confidence must be in (0.5, 1], got {options.min_confidence}")
     if not 0.5 < options.target_precision <= 1:
         raise CvlabelError(f"--target-precision must be in (0.5, 1], got {options.target_precision}")
+    if not 0.5 < options.certainty < 1:
+        raise CvlabelError(f"--certainty must be in (0.5, 1), got {options.certainty}")
     if not 0 < options.female_share < 1:
         raise CvlabelError(f"--female-share must be in (0, 1), got {options.female_share}")

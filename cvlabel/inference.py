@@ -116,7 +116,7 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
     if worker:
         torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
     model = inference_model(model_file)
-    logits = np.full(len(records), np.nan)
+    members = np.full((len(records), len(model.model.members)), np.nan)
     errors = {}
     for first in range(0, len(records), SORT_WINDOW):  # bounded audio in memory, whatever the shard size
         speech = {}
@@ -128,10 +128,11 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
             except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
                 errors[index] = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
         if speech:
-            logits[list(speech)] = model.logits(list(speech.values()), batch_size)
+            members[list(speech)] = model.member_logits(list(speech.values()), batch_size)
+    logits = members.mean(axis=1)  # the committee's logit; NaN where the clip failed
+    ok = ~np.isnan(logits)
     p_female = calibrate(logits, model.temperature)
     predicted, confidence = decide(p_female)
-    ok = ~np.isnan(logits)
     table = pd.DataFrame(
         {
             "path": [r["path"] for r in records],
@@ -139,6 +140,7 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
             "source_tsv": [r["source_tsv"] for r in records],
             "duration_s": [r["duration_s"] for r in records],
             "logit": logits,
+            "member_logits": [list(row) if good else None for row, good in zip(members, ok, strict=True)],
             "p_female": np.where(ok, p_female, np.nan),
             "label": or_null(ok, label_names(predicted)),
             "confidence": np.where(ok, confidence, np.nan),

@@ -66,5 +66,30 @@ class GenderCNN(nn.Module):
         return self.head(pooled).squeeze(1)
 
 
+class Committee(nn.Module):
+    """The members trained on different folds of the train speakers, run on the same features.
+
+    forward gives (batch, members) logits; the committee's logit is their mean, and their
+    disagreement about a speaker is a reason not to label it (pooling.py).
+    """
+
+    def __init__(self, members: list[GenderCNN]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    @classmethod
+    def empty(cls, config: ModelConfig, n_mels: int, size: int) -> Committee:
+        return cls([GenderCNN(config, n_mels) for _ in range(size)])
+
+    def fuse_for_inference(self) -> Committee:
+        for member in self.members:
+            member.fuse_for_inference()  # type: ignore[operator]
+        return self
+
+    def forward(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """features: (batch, n_mels, time); frames: (batch,) valid frames. -> (batch, members) logits."""
+        return torch.stack([member(features, frames) for member in self.members], dim=1)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

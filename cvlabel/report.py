@@ -4,6 +4,7 @@ against known truth (`check-truth`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -108,4 +109,32 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
                 )
     unlabelled = blank["gender"].isna().sum()
     lines.append(f"  left blank: {unlabelled} rows (below threshold, or the speaker opted out)")
+    return "\n".join(lines)
+
+
+def describe_export(summary: dict[str, Any]) -> str:
+    """What an export promises and what it left blank, in words: its command's last lines."""
+    lines = []
+    for gender, claim in summary["claims"].items():
+        behind = f"{claim['reference_speakers']} reference speakers ({claim['reference_clips']} clips)"
+        if claim["threshold"] is None:
+            lines.append(f"{gender:<6}  no pseudo-labels: precision {summary['options']['target_precision']} cannot be "
+                         f"certified on {behind}; best lower bound {claim['best_lower_bound']:.3f}")  # fmt: skip
+            continue
+        if claim["speakers"] == 0:
+            promise = "no reference speaker reaches it"
+        else:
+            kind = "certified" if claim["certified"] else "NOT certified"
+            promise = (f"{kind}: precision >= {claim['lower_bound']:.3f} ({summary['options']['certainty']:.0%} lower "
+                       f"bound), point estimate {claim['precision']:.3f}, on the {claim['speakers']} of {behind} "
+                       "above it")  # fmt: skip
+        lines.append(f"{gender:<6}  threshold {claim['threshold']:.3f}, {promise}")
+    pseudo = summary["pseudo_labels"]
+    lines.append(f"pseudo-labels: {sum(pseudo.values())} rows ({', '.join(f'{g} {n}' for g, n in pseudo.items())})")
+    reasons = summary["unused_reasons"]
+    left = {k: v for k, v in reasons.items() if k not in ("rebalanced away", "held-out speaker, not an evaluation row")
+            and not k.startswith("over ")}  # fmt: skip
+    if left:
+        lines.append(f"left blank or unused: {', '.join(f'{n} {reason}' for reason, n in left.items())}")
+    lines.append("rows: " + ", ".join(f"{split} {n}" for split, n in summary["rows"].items()))
     return "\n".join(lines)

@@ -14,21 +14,26 @@ import torch
 from .checkpoint import existing_model_file, load_checkpoint
 from .config import FeatureConfig
 from .features import log_mel
-from .model import GenderCNN
+from .model import Committee, GenderCNN
 
 SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
 
 
 def clip_logits(
-    model: GenderCNN, config: FeatureConfig, load: Callable[[int], np.ndarray], count: int, batch_size: int = 32
+    model: GenderCNN | Committee,
+    config: FeatureConfig,
+    load: Callable[[int], np.ndarray],
+    count: int,
+    batch_size: int = 32,
 ) -> np.ndarray:
-    """Logits of `count` clips, where load(i) gives clip i's speech samples.
+    """Logits of `count` clips, where load(i) gives clip i's speech samples: (count, members),
+    one column for a single GenderCNN.
 
     Within windows of SORT_WINDOW clips, clips are batched in order of length so padding stays
     small; padded frames are masked out of the model's pooling.
     """
     model.eval()
-    logits = np.empty(count, dtype=np.float64)
+    logits = np.empty((count, _members(model)), dtype=np.float64)
     for first in range(0, count, SORT_WINDOW):
         indices = list(range(first, min(count, first + SORT_WINDOW)))
         logits[indices] = batch_logits(model, [load(index) for index in indices], config, batch_size)
@@ -36,32 +41,45 @@ def clip_logits(
 
 
 @torch.inference_mode()
-def batch_logits(model: GenderCNN, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int) -> np.ndarray:
+def batch_logits(
+    model: GenderCNN | Committee, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int
+) -> np.ndarray:
     """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest
-    first; log-mels are computed one batch at a time, so only a batch's features are held."""
+    first; log-mels are computed one batch at a time, so only a batch's features are held.
+    Returns (clips, members): one column per committee member (one for a single GenderCNN)."""
     frames = np.array([clip.shape[0] // config.hop_length + 1 for clip in clips], dtype=np.int64)
-    logits = np.empty(len(clips), dtype=np.float64)
+    logits = np.empty((len(clips), _members(model)), dtype=np.float64)
     order = np.argsort(frames, kind="stable")
     for start in range(0, len(clips), batch_size):
         chosen = order[start : start + batch_size]
         batch = torch.zeros(len(chosen), config.n_mels, int(frames[chosen].max()))
         for row, index in enumerate(chosen):
             batch[row, :, : frames[index]] = log_mel(clips[index], config)
-        logits[chosen] = model(batch, torch.as_tensor(frames[chosen])).double().numpy()
+        out = model(batch, torch.as_tensor(frames[chosen])).double().numpy()
+        logits[chosen] = out.reshape(len(chosen), -1)
     return logits
+
+
+def _members(model: GenderCNN | Committee) -> int:
+    return len(model.members) if isinstance(model, Committee) else 1
 
 
 @dataclass(frozen=True)
 class InferenceModel:
-    """A checkpoint loaded once for inference: the fused model, its features and its temperature."""
+    """A checkpoint loaded once for inference: the fused committee, its features and its temperature."""
 
-    model: GenderCNN
+    model: Committee
     features: FeatureConfig
     temperature: float  # p_female = sigmoid(logit / temperature)
 
-    def logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
-        """Raw logits (evidence for female) of speech samples, as speech.speech_only gives them."""
+    def member_logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """Raw logits (evidence for female) of speech samples, as speech.speech_only gives them:
+        (clips, members)."""
         return batch_logits(self.model, speech, self.features, batch_size)
+
+    def logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """The committee's logit of each clip: the mean of its members' logits. (clips,)"""
+        return self.member_logits(speech, batch_size).mean(axis=1)
 
 
 def inference_model(path: str | Path) -> InferenceModel:

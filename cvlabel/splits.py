@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .config import SplitConfig
@@ -103,6 +104,27 @@ def labelled_rows(corpus_dir: str | Path, config: SplitConfig, split: str) -> pd
     rows["clip"] = [str(folder / p) for p in rows["path"]]
     rows["label"] = label_index(rows["gender"])
     return rows.reset_index(drop=True)
+
+
+def assign_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
+    """A fold index in [0, folds) for each row, by speaker: a speaker's rows share one fold, each
+    gender's speakers are dealt round-robin in hashed order, so every fold holds both genders.
+
+    rows: labelled rows with `client_id` and `gender`. Raises CvlabelError when a gender has fewer
+    speakers than folds.
+    """
+    if folds < 2:
+        raise ConfigError(f"train.folds must be at least 2, got {folds}")
+    fold_of: dict[str, int] = {}
+    for gender in BINARY_GENDERS:
+        ids = sorted(set(rows.loc[rows["gender"] == gender, "client_id"]), key=lambda cid: _rank(seed, cid))
+        if len(ids) < folds:
+            raise CvlabelError(
+                f"train.folds={folds} needs at least {folds} {gender} train speakers, the release has {len(ids)}; "
+                "lower train.folds or label more speakers"
+            )
+        fold_of.update({cid: index % folds for index, cid in enumerate(ids)})
+    return rows["client_id"].map(fold_of).to_numpy(dtype=int)
 
 
 def _allocate(ids: list[str], fixed: dict[str, str], config: SplitConfig) -> dict[str, str]:

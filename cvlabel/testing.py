@@ -29,6 +29,7 @@ TINY_TRAIN = [
     "train.crop_seconds=1.0",
     "train.jobs=1",
     "train.threads=1",
+    "train.folds=2",  # a committee of two: the smallest that cross-fits
 ]
 
 

@@ -1,7 +1,11 @@
-"""`cvlabel train`: one explicit training loop, from a release folder to a calibrated run folder.
+"""`cvlabel train`: a committee of models cross-fitted over the train speakers, calibrated, measured.
 
-Read top to bottom: splits, decode into the cache, train with early stopping on dev balanced
-accuracy, restore the best epoch, fit the temperature on dev, measure on test, write the run.
+Read top to bottom: splits; the train speakers dealt into `train.folds` folds; decode into the
+cache; for each fold, one explicit training loop on the other folds (early stopping on dev
+balanced accuracy), which then predicts the held-out fold's speakers: every train speaker gets a
+prediction from a model that never heard them (the out-of-fold reference). The members together
+are the committee: their mean logit is the run's prediction. Then the temperature is fitted on
+the reference, the committee is measured on test, and the run folder is written.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import csv
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +33,25 @@ from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
 from .labels import LABELS, calibrate, decide_logits
 from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table
-from .model import GenderCNN, count_parameters
+from .model import Committee, GenderCNN, count_parameters
 from .plots import plot_confusion, plot_reliability
 from .runners import resolve_jobs
 from .scoring import clip_logits
-from .splits import SPLITS, labelled_rows
+from .splits import SPLITS, assign_folds, labelled_rows
 
 log = logging.getLogger(__name__)
 
-LOG_COLUMNS = ["epoch", "train_loss", "dev_loss", "dev_accuracy", "dev_balanced_accuracy", "learning_rate", "seconds"]
+LOG_COLUMNS = [
+    "member",
+    "epoch",
+    "train_loss",
+    "dev_loss",
+    "dev_accuracy",
+    "dev_balanced_accuracy",
+    "learning_rate",
+    "seconds",
+]
+COMMITTEE = -1  # the `member` of a reference row that the whole committee predicted (dev, test)
 
 
 def train(
@@ -48,15 +63,14 @@ def train(
     run = RunFolder(out_dir)
     if run.model.exists():
         raise CvlabelError(f"{out_dir} already holds a trained model; choose a new --out folder")
-    writable_folder(run.path)
-    torch.manual_seed(config.train.seed)
-    rng = np.random.default_rng(config.train.seed)
-    generator = torch.Generator().manual_seed(config.train.seed)
-    torch.set_num_threads(resolve_jobs(config.train.threads))
-
     rows = (
         read_augmented_splits(augmented, corpus_dir) if augmented else labelled_rows(corpus_dir, config.splits, "all")
     )
+    _check_both_genders({split: rows[rows["split"] == split] for split in SPLITS})
+    assign_folds(rows[rows["split"] == "train"], config.train.folds, config.train.seed)  # enough speakers?
+    writable_folder(run.path)
+    torch.set_num_threads(resolve_jobs(config.train.threads))
+
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
     errors = cache.fill(rows["clip"].tolist(), jobs=resolve_jobs(config.train.jobs))
     if errors:
@@ -64,119 +78,159 @@ def train(
     rows = rows[~rows["clip"].isin(errors)]
     data = {split: rows[rows["split"] == split].reset_index(drop=True) for split in SPLITS}
     _check_both_genders(data)
+    folds = assign_folds(data["train"], config.train.folds, config.train.seed)
 
-    model = GenderCNN(config.model, config.features.n_mels)
-    steps_per_epoch = math.ceil(len(data["train"]) / config.train.batch_size)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
-    )
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.train.learning_rate, total_steps=config.train.epochs * steps_per_epoch, pct_start=0.1
-    )
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    crop = int(config.train.crop_seconds * config.features.sample_rate)
-    train_labels = data["train"]["label"].to_numpy()
-    dev_labels = data["dev"]["label"].to_numpy()
-
-    best: dict[str, Any] = {"balanced_accuracy": -1.0, "loss": math.inf, "epoch": 0, "state": None}
+    members: list[GenderCNN] = []
+    out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=config.train.epochs * steps_per_epoch, desc="training", unit="step")
-    for epoch in range(1, config.train.epochs + 1):
-        epoch_start = time.time()
-        model.train()
-        order = _epoch_order(train_labels, config.train.balanced_sampling, rng)
-        losses = []
-        for first in range(0, len(order), config.train.batch_size):
-            chosen = order[first : first + config.train.batch_size]
-            waves = [
-                augment_waveform(
-                    random_crop(cache.load(data["train"]["clip"][i]), crop, rng),
-                    config.augment,
-                    config.features.sample_rate,
-                    rng,
-                )
-                for i in chosen
-            ]
-            features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
-            loss = loss_fn(model(features), torch.as_tensor(train_labels[chosen], dtype=torch.float32))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", dev_bacc=f"{best['balanced_accuracy']:.3f}")
-
-        dev_logits = _logits(model, data["dev"], cache, config)
-        dev_predicted = decide_logits(dev_logits)
-        dev_bacc = balanced_accuracy(dev_labels, dev_predicted)
-        dev_loss = binary_nll(dev_labels, dev_logits)
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
-                "dev_loss": dev_loss,
-                "dev_accuracy": float((dev_predicted == dev_labels).mean()),
-                "dev_balanced_accuracy": dev_bacc,
-                "learning_rate": schedule.get_last_lr()[0],
-                "seconds": round(time.time() - epoch_start, 2),
-            }
-        )
-        _write_log(run.train_log, history)
-        log.info(
-            "epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
-            epoch,
-            history[-1]["train_loss"],
-            dev_loss,
-            dev_bacc,
-        )
-        if dev_bacc > best["balanced_accuracy"] or (dev_bacc == best["balanced_accuracy"] and dev_loss < best["loss"]):
-            best = {
-                "balanced_accuracy": dev_bacc,
-                "loss": dev_loss,
-                "epoch": epoch,
-                "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            }
-        elif epoch - best["epoch"] >= config.train.patience:
-            log.info("no dev improvement for %d epochs: stopping", config.train.patience)
-            break
-        bar.set_postfix(epoch=epoch, loss=f"{np.mean(losses):.3f}", dev_bacc=f"{best['balanced_accuracy']:.3f}")
-    bar.close()
-
-    model.load_state_dict(best["state"])
-    metrics = _write_run(run, model, data, cache, config)
-    metrics.update(
-        {
-            "best_epoch": best["epoch"],
-            "epochs_run": len(history),
-            "decode_errors": len(errors),
-            "train_seconds": round(time.time() - started, 1),
-        }
-    )
+    steps = sum(config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds))
+    with tqdm(total=steps, desc="training", unit="step") as bar:
+        for fold in range(config.train.folds):
+            trainer = _MemberTrainer(
+                fold, data["train"][folds != fold].reset_index(drop=True), data["dev"], cache, config, bar
+            )
+            member = trainer.fit(history, run.train_log)
+            held = data["train"][folds == fold]
+            out_of_fold[folds == fold] = _logits(member, held, cache, config)[:, 0]
+            members.append(member)
+    committee = Committee(members)
+    metrics = _write_run(run, committee, data, out_of_fold, folds, cache, config)
+    metrics["best_epochs"] = [
+        max((h for h in history if h["member"] == k), key=_score)["epoch"] for k in range(config.train.folds)
+    ]
+    metrics.update({"decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
     write_json(run.metrics, metrics)
     save_checkpoint(
-        model,
+        committee,
         config,
         metrics["temperature"],
         run.model,
-        info={"corpus": str(corpus_dir), "augmented": str(augmented or ""), "best_epoch": best["epoch"]},
+        info={"corpus": str(corpus_dir), "augmented": str(augmented or "")},
     )
     return metrics
 
 
+@dataclass
+class _MemberTrainer:
+    """One member's explicit loop: balanced augmented crops, dev evaluation each epoch, early stopping."""
+
+    member: int
+    train_rows: pd.DataFrame
+    dev_rows: pd.DataFrame
+    cache: AudioCache
+    config: Config
+    bar: Any
+
+    def fit(self, history: list[dict[str, Any]], log_path: Path) -> GenderCNN:
+        config, train_rows = self.config, self.train_rows
+        seed = config.train.seed * 1000 + self.member  # each member its own weights, crops and draws
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        generator = torch.Generator().manual_seed(seed)
+        model = GenderCNN(config.model, config.features.n_mels)
+        steps = _steps(len(train_rows), config)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.train.learning_rate, total_steps=config.train.epochs * steps, pct_start=0.1
+        )
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        crop = int(config.train.crop_seconds * config.features.sample_rate)
+        labels, clips = train_rows["label"].to_numpy(), train_rows["clip"].tolist()
+        dev_labels = self.dev_rows["label"].to_numpy()
+
+        best: dict[str, Any] = {"dev_balanced_accuracy": -1.0, "dev_loss": math.inf, "epoch": 0, "state": None}
+        for epoch in range(1, config.train.epochs + 1):
+            epoch_start = time.time()
+            model.train()
+            order = _epoch_order(labels, config.train.balanced_sampling, rng)
+            losses = []
+            for first in range(0, len(order), config.train.batch_size):
+                chosen = order[first : first + config.train.batch_size]
+                waves = [
+                    augment_waveform(
+                        random_crop(self.cache.load(clips[i]), crop, rng),
+                        config.augment,
+                        config.features.sample_rate,
+                        rng,
+                    )
+                    for i in chosen
+                ]
+                features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
+                loss = loss_fn(model(features), torch.as_tensor(labels[chosen], dtype=torch.float32))
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                losses.append(loss.item())
+                self.bar.update(1)
+                self.bar.set_postfix(member=self.member, epoch=epoch, loss=f"{np.mean(losses):.3f}")
+
+            dev_logits = _logits(model, self.dev_rows, self.cache, config)[:, 0]
+            dev_predicted = decide_logits(dev_logits)
+            row = {
+                "member": self.member,
+                "epoch": epoch,
+                "train_loss": float(np.mean(losses)),
+                "dev_loss": binary_nll(dev_labels, dev_logits),
+                "dev_accuracy": float((dev_predicted == dev_labels).mean()),
+                "dev_balanced_accuracy": balanced_accuracy(dev_labels, dev_predicted),
+                "learning_rate": schedule.get_last_lr()[0],
+                "seconds": round(time.time() - epoch_start, 2),
+            }
+            history.append(row)
+            _write_log(log_path, history)
+            log.info(
+                "member %d epoch %d: train loss %.4f, dev loss %.4f, dev balanced accuracy %.4f",
+                self.member,
+                epoch,
+                row["train_loss"],
+                row["dev_loss"],
+                row["dev_balanced_accuracy"],
+            )
+            if _score(row) > _score(best):
+                best = {**row, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            elif epoch - best["epoch"] >= config.train.patience:
+                log.info("member %d: no dev improvement for %d epochs: stopping", self.member, config.train.patience)
+                self.bar.update((config.train.epochs - epoch) * steps)  # the epochs it will not run
+                break
+        model.load_state_dict(best["state"])
+        return model.eval()
+
+
+def _score(row: dict[str, Any]) -> tuple[float, float]:
+    """What early stopping maximises: dev balanced accuracy, then lower dev loss."""
+    return (row["dev_balanced_accuracy"], -row["dev_loss"])
+
+
 def _write_run(
-    run: RunFolder, model: GenderCNN, data: dict[str, pd.DataFrame], cache: AudioCache, config: Config
+    run: RunFolder,
+    committee: Committee,
+    data: dict[str, pd.DataFrame],
+    out_of_fold: np.ndarray,
+    folds: np.ndarray,
+    cache: AudioCache,
+    config: Config,
 ) -> dict[str, Any]:
-    """Calibrate on dev, measure on test, and write everything of the run but the metrics and the
-    checkpoint (which the caller writes last: a run folder with a checkpoint is a finished run)."""
-    dev, test = data["dev"], data["test"]
-    dev_logits = _logits(model, dev, cache, config)
-    temperature = fit_temperature(dev["label"].to_numpy(), dev_logits)
-    test_logits = _logits(model, test, cache, config)
+    """Calibrate on the reference, measure on test, and write everything of the run but the metrics
+    and the checkpoint (which the caller writes last: a run folder with a checkpoint is finished)."""
+    train, dev, test = data["train"], data["dev"], data["test"]
+    dev_members = _logits(committee, dev, cache, config)
+    test_members = _logits(committee, test, cache, config)
+    dev_logits, test_logits = dev_members.mean(axis=1), test_members.mean(axis=1)
+    # the temperature that makes unseen speakers' probabilities honest: fitted on every prediction of
+    # a speaker the predicting model never heard (out-of-fold train speakers and dev)
+    temperature = fit_temperature(
+        np.concatenate([train["label"], dev["label"]]), np.concatenate([out_of_fold, dev_logits])
+    )
     labels = test["label"].to_numpy()
     metrics = classification_metrics(labels, test_logits, temperature, test["client_id"].to_numpy())
     metrics["dev"] = classification_metrics(
         dev["label"].to_numpy(), dev_logits, temperature, dev["client_id"].to_numpy()
+    )
+    metrics["out_of_fold"] = classification_metrics(
+        train["label"].to_numpy(), out_of_fold, temperature, train["client_id"].to_numpy()
     )
     metrics["splits"] = {
         split: {
@@ -186,9 +240,16 @@ def _write_run(
         }
         for split, part in data.items()
     }
-    metrics["parameters"] = count_parameters(model)
+    metrics["members"] = len(committee.members)
+    metrics["parameters"] = count_parameters(committee.members[0])
 
-    reference = pd.concat([dev.assign(logit=dev_logits), test.assign(logit=test_logits)])
+    reference = pd.concat(
+        [
+            train.assign(member=folds, logit=out_of_fold, member_logits=[[x] for x in out_of_fold]),
+            dev.assign(member=COMMITTEE, logit=dev_logits, member_logits=list(dev_members)),
+            test.assign(member=COMMITTEE, logit=test_logits, member_logits=list(test_members)),
+        ]
+    )
     write_reference(reference, temperature, run.reference)
     save_config(config, run.config)
     plot_confusion(metrics["confusion"], run.confusion_plot, f"test clips (n={len(test)})")
@@ -203,6 +264,10 @@ def _write_run(
     return metrics
 
 
+def _steps(rows: int, config: Config) -> int:
+    return math.ceil(rows / config.train.batch_size)
+
+
 def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
     """Clip indices for one epoch: a shuffle, or draws with each gender equally likely."""
     if not balanced:
@@ -212,7 +277,8 @@ def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -
     return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
 
 
-def _logits(model: GenderCNN, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:
+def _logits(model: GenderCNN | Committee, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:
+    """(rows, members) logits of a split's clips."""
     clips = part["clip"].tolist()
     return clip_logits(model, config.features, lambda i: cache.load(clips[i]), len(clips), config.train.batch_size)
 

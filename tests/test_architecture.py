@@ -21,7 +21,7 @@ LAYERS = [
     ["labels"],
     ["corpus", "audio"],
     ["splits", "speech"],
-    ["artifacts", "cache", "features", "augment", "model", "metrics", "plots", "synthesis"],
+    ["artifacts", "cache", "features", "augment", "model", "metrics", "certify", "plots", "synthesis"],
     ["checkpoint", "runners", "pooling"],
     ["scoring"],
     ["training", "inference", "democorpus"],

@@ -199,7 +199,7 @@ def test_output_that_is_a_file_is_refused(synthetic_corpus, trained_run, tmp_pat
     blocker.write_text("not a folder")
     for command in (
         ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run), "--out", str(blocker)],
-        ["train", str(synthetic_corpus), "--out", str(blocker / "run")],
+        ["train", str(synthetic_corpus), "--out", str(blocker / "run"), "--set", "train.folds=2"],
     ):
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "cannot write there" in result.output, result.output

@@ -15,7 +15,7 @@ from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
-from cvlabel.export import choose_thresholds, export_parquet
+from cvlabel.export import export_parquet
 from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
 from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config
 
@@ -232,22 +232,6 @@ def test_export_refuses_foreign_predictions_and_bad_thresholds(synthetic_corpus,
         export_parquet(synthetic_corpus, tmp_path, tmp_path / "aug")
 
 
-def test_choose_thresholds_known_answer():
-    # female predictions by confidence: 0.99 ok, 0.95 ok, 0.9 wrong, 0.8 ok -> 2/2 at 0.95, 2/3 at 0.9
-    reference = pd.DataFrame(
-        {
-            "p_female": [0.99, 0.95, 0.90, 0.80, 0.01, 0.3],
-            "gender": ["female", "female", "male", "female", "male", "male"],
-        }
-    )
-    thresholds, expected = choose_thresholds(reference, 0.99)
-    assert thresholds["female"] == pytest.approx(0.95)
-    assert expected["female"]["coverage"] == pytest.approx(0.5)
-    assert thresholds["male"] == pytest.approx(0.7)  # both male predictions right
-    thresholds, _ = choose_thresholds(reference.assign(gender="female"), 0.99)
-    assert thresholds["male"] is None  # every male prediction wrong: no male pseudo-labels
-
-
 def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, tmp_path):
     import shutil
 
@@ -266,19 +250,19 @@ def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, 
 def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tmp_path):
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     infer(synthetic_corpus, trained_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
-    summary = export_parquet(
-        synthetic_corpus,
-        tmp_path / "pred",
-        tmp_path / "aug",
-        ExportOptions(target_precision=0.9),
-        reference=tmp_path / "ref",
-    )
-    reference_rows = len(pd.read_parquet(tmp_path / "ref" / "predictions.parquet"))
-    assert f"on {reference_rows} self-reported" in summary["expected"]["rule"]
+    summary = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(target_precision=0.9),
+                             reference=tmp_path / "ref")  # fmt: skip
+    test_speakers = pd.read_parquet(tmp_path / "ref" / "predictions.parquet")["client_id"].nunique()
+    assert str(tmp_path / "ref") in summary["rule"]
+    assert sum(claim["reference_speakers"] for claim in summary["claims"].values()) <= test_speakers
     default = export_parquet(
         synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9)
     )
-    assert "dev/test rows" in default["expected"]["rule"]
+    assert "reference_predictions.parquet" in default["rule"]
+    # the run's reference holds every labelled speaker: out-of-fold train speakers, dev and test
+    run_speakers = pd.read_parquet(trained_run / "reference_predictions.parquet")["client_id"].nunique()
+    assert sum(claim["reference_speakers"] for claim in default["claims"].values()) <= run_speakers
+    assert run_speakers > test_speakers
 
 
 def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_corpus, trained_run, tmp_path):

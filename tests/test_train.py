@@ -14,7 +14,7 @@ from cvlabel.cli import app
 from cvlabel.config import Config, FeatureConfig, ModelConfig, load_config
 from cvlabel.errors import CvlabelError
 from cvlabel.metrics import MAX_TEMPERATURE
-from cvlabel.model import GenderCNN, count_parameters
+from cvlabel.model import Committee, GenderCNN, count_parameters
 from cvlabel.testing import as_set_options, tiny_train_config
 from cvlabel.training import LOG_COLUMNS, train
 
@@ -52,7 +52,9 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
         assert metrics["splits"][split]["clips"] > 0 and metrics["splits"][split]["speakers"] > 0
     with open(run / "train_log.csv") as handle:
         log_rows = list(csv.DictReader(handle))
-    assert list(log_rows[0].keys()) == LOG_COLUMNS and 1 <= len(log_rows) <= 2
+    assert list(log_rows[0].keys()) == LOG_COLUMNS and {row["member"] for row in log_rows} == {"0", "1"}
+    assert len(log_rows) <= 2 * 2  # two members, at most two epochs each
+    assert metrics["members"] == 2 and len(metrics["best_epochs"]) == 2
     assert load_config(run / "config.yaml") == tiny_config(tmp_path / "cache")
     for image in ("confusion.png", "reliability.png"):
         assert (run / image).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -94,13 +96,14 @@ def test_too_few_speakers_is_a_clear_error(tiny_release, tmp_path):
 
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
-    model = GenderCNN(ModelConfig(), 40).eval()
+    model = Committee.empty(ModelConfig(), 40, 3).eval()
     config = load_config(None, ["features.n_mels=40", "features.f_max=7600", "splits.seed=7"])
     save_checkpoint(model, config, 1.7, tmp_path / "model.safetensors", info={"corpus": "x"})
     loaded = load_checkpoint(tmp_path)
-    assert loaded.config == config and loaded.temperature == 1.7 and loaded.info == {"corpus": "x"}
+    assert loaded.config == config and loaded.temperature == 1.7 and loaded.info == {"corpus": "x", "members": 3}
     x = torch.randn(2, 40, 150)
     torch.testing.assert_close(loaded.model(x), model(x))
+    assert loaded.model(x).shape == (2, 3)
     assert read_checkpoint_info(tmp_path).config.splits.seed == 7  # readable without loading the weights
 
 
