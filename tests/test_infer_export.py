@@ -311,3 +311,50 @@ def test_how_many_processes():
     assert resolve_jobs(0, cores=4) == 4  # no row count known: one per core
     with pytest.raises(CvlabelError, match="--jobs"):
         resolve_jobs(-1)
+
+
+def test_a_disputed_speaker_is_not_labelled(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    path = tmp_path / "pred" / "predictions.parquet"
+    predictions = pd.read_parquet(path)
+    modelled = predictions.loc[predictions["label_source"] == "model", "client_id"]
+    victim = modelled.iloc[0]
+    predictions["speaker_disputed"] = predictions["client_id"].eq(victim)  # only this one is disputed
+    predictions.to_parquet(path)
+    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "unused")])
+    theirs = rows[(rows["client_id"] == victim) & (rows["gender_raw"] == "")]
+    assert len(theirs) and theirs["gender"].isna().all()
+    assert (theirs["unused_reason"] == "disputed speaker (committee members or clips disagree)").all()
+    others = rows[rows["client_id"].isin(set(modelled) - {victim}) & (rows["gender_raw"] == "")]
+    assert (others["gender_source"] == "pseudo").any()  # the rule, not the threshold, held the victim back
+
+
+def test_a_confidently_wrong_reference_speaker_lowers_the_claim(synthetic_corpus, trained_run, tmp_path):
+    import shutil
+
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    reference = pd.read_parquet(trained_run / "reference_predictions.parquet")
+    sure = np.where(reference["gender"] == "female", 8.0, -8.0)  # every reference speaker confidently right
+    results = {}
+    for planted in (False, True):
+        run = tmp_path / f"run-{planted}"
+        shutil.copytree(trained_run, run)
+        logits = sure.copy()
+        if planted:  # one speaker confidently wrong on every clip, as a high-voiced man can be
+            logits[reference["client_id"] == reference["client_id"].iloc[0]] *= -1
+        members = [[x] for x in logits]
+        reference.assign(logit=logits, member_logits=members).to_parquet(run / "reference_predictions.parquet")
+        plan = tmp_path / f"pred-{planted}"
+        shutil.copytree(tmp_path / "pred", plan)
+        (plan / "plan.json").write_text((plan / "plan.json").read_text().replace(str(trained_run), str(run)))
+        summary = export_parquet(
+            synthetic_corpus, plan, tmp_path / f"aug-{planted}", ExportOptions(target_precision=0.51)
+        )
+        results[planted] = summary["claims"]
+    wrong_as = "male" if reference["gender"].iloc[0] == "female" else "female"  # the pool the mistake lands in
+    clean, planted = results[False][wrong_as], results[True][wrong_as]
+    assert clean["certified"] and clean["precision"] == 1.0
+    assert planted["best_lower_bound"] < clean["best_lower_bound"]
+    # the claim drops: no certified threshold, or one whose selection leaves the wrong speaker out
+    assert planted["threshold"] is None or planted["precision"] == 1.0

@@ -3,6 +3,7 @@ import json
 import pickle
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -188,3 +189,43 @@ def test_fusing_for_inference_keeps_the_outputs():
         after = model.fuse_for_inference()(x, frames)
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_cross_fitting_never_predicts_a_speaker_with_a_member_that_heard_them(synthetic_corpus, tmp_path, monkeypatch):
+    import cvlabel.training as training
+
+    heard, predicted = {}, []
+    real_fit, real_logits = training._MemberTrainer.fit, training._logits
+
+    def spy_fit(self, *args, **kwargs):
+        model = real_fit(self, *args, **kwargs)
+        heard[id(model)] = set(self.train_rows["client_id"])
+        return model
+
+    def spy_logits(model, part, *args, **kwargs):
+        predicted.append((id(model), set(part["client_id"])))
+        return real_logits(model, part, *args, **kwargs)
+
+    monkeypatch.setattr(training._MemberTrainer, "fit", spy_fit)
+    monkeypatch.setattr(training, "_logits", spy_logits)
+    train(synthetic_corpus, tmp_path / "run", tiny_config(tmp_path / "cache", "train.epochs=1", "train.folds=3"))
+    member_predictions = [(model, speakers) for model, speakers in predicted if model in heard]
+    assert len(heard) == 3 and member_predictions
+    for model, speakers in member_predictions:
+        assert not speakers & heard[model], "a member predicted a speaker it was trained on"
+    reference = pd.read_parquet(tmp_path / "run" / "reference_predictions.parquet")
+    out_of_fold = reference[reference["split"] == "train"]
+    assert set(out_of_fold["member"]) == {0, 1, 2} and out_of_fold["logit"].notna().all()
+    # each train speaker is predicted by exactly one member, the one whose fold held it out
+    assert (out_of_fold.groupby("client_id")["member"].nunique() == 1).all()
+    assert (reference.loc[reference["split"] != "train", "member"] == -1).all()
+
+
+def test_too_few_speakers_for_the_folds_is_one_line_before_any_work(synthetic_corpus, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out),
+                                 *as_set_options(tiny_train_config(tmp_path / "cache", "train.folds=9"))])  # fmt: skip
+    assert result.exit_code == 1 and "train.folds=9 needs at least 9" in result.output
+    assert not out.exists() and not (tmp_path / "cache").exists()  # nothing decoded, no folder left behind
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--set", "train.folds=1"])
+    assert result.exit_code == 1 and "train.folds must be at least 2" in result.output

@@ -1,0 +1,77 @@
+"""Certified thresholds: a claim is a one-sided lower bound over reference speakers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvlabel.certify import certified_thresholds, claims_at, precision_bounds
+
+
+def reference(confidences, correct, clips=None, disputed=None, predicted=1):
+    n = len(confidences)
+    clips = clips if clips is not None else [10] * n
+    disputed = disputed if disputed is not None else [False] * n
+    return pd.DataFrame(
+        {"predicted": predicted, "confidence": confidences, "correct": correct, "clips": clips, "disputed": disputed}
+    )
+
+
+def test_zero_mistakes_bound_is_the_closed_form():
+    for n in (1, 10, 299):
+        lower, precision = precision_bounds(np.ones(n, bool), np.full(n, 7.0), 0.95)
+        assert precision == 1.0 and lower == pytest.approx(0.05 ** (1 / n))
+
+
+def test_bound_is_clip_weighted_over_speakers():
+    # one wrong speaker of four: 25% of clips when equal, 70% of clips when it is the prolific one
+    correct = np.array([True, True, True, False])
+    _, equal = precision_bounds(correct, np.array([10, 10, 10, 10]), 0.95)
+    _, prolific = precision_bounds(correct, np.array([10, 10, 10, 70]), 0.95)
+    assert equal == pytest.approx(0.75) and prolific == pytest.approx(0.3)
+    # a prolific speaker counts as fewer independent speakers: a lower bound for the same precision
+    low_many, _ = precision_bounds(np.ones(20, bool), np.full(20, 10.0), 0.95)
+    low_skewed, _ = precision_bounds(np.ones(20, bool), np.array([200.0] + [1.0] * 19), 0.95)
+    assert low_skewed < low_many
+
+
+def test_fewer_reference_speakers_give_a_stricter_threshold():
+    rng = np.random.default_rng(0)
+    confidences = np.sort(rng.uniform(0.6, 1.0, 400))[::-1]
+    correct = np.ones(400, bool)
+    correct[[150, 260, 330]] = False  # mistakes only at lower confidences
+    many = certified_thresholds(reference(confidences, correct), 0.97, 0.95)["female"]
+    few = certified_thresholds(reference(confidences[::4], correct[::4]), 0.97, 0.95)["female"]
+    assert many["certified"] and many["lower_bound"] >= 0.97
+    assert few["threshold"] is None or few["threshold"] > many["threshold"]
+    assert many["reference_speakers"] == 400 and few["reference_speakers"] == 100
+
+
+def test_too_few_speakers_certify_nothing_unless_accepted():
+    claims = certified_thresholds(reference([0.99] * 20, [True] * 20), 0.99, 0.95)
+    assert claims["female"]["threshold"] is None and claims["female"]["best_lower_bound"] == pytest.approx(0.05**0.05)
+    assert claims["male"]["reference_speakers"] == 0 and claims["male"]["threshold"] is None
+    accepted = certified_thresholds(reference([0.99] * 20, [True] * 20), 0.99, 0.95, accept_uncertified=True)
+    assert accepted["female"]["threshold"] == pytest.approx(0.99) and not accepted["female"]["certified"]
+
+
+def test_disputed_reference_speakers_are_left_out_like_blank_ones():
+    confidences = np.linspace(0.99, 0.9, 100)
+    correct = np.ones(100, bool)
+    correct[0] = False  # the most confident speaker is wrong...
+    with_it = certified_thresholds(reference(confidences, correct), 0.95, 0.95)["female"]
+    disputed = np.zeros(100, bool)
+    disputed[0] = True  # ...but disputed, so it is never labelled
+    without = certified_thresholds(reference(confidences, correct, disputed=disputed), 0.95, 0.95)["female"]
+    assert without["reference_speakers"] == 99 and without["precision"] == 1.0
+    assert with_it["precision"] < 1.0
+
+
+def test_ties_are_never_split():
+    claims = certified_thresholds(reference([0.9] * 100 + [0.8] * 100, [True] * 150 + [False] * 50), 0.9, 0.95)
+    assert claims["female"]["speakers"] == 100  # all the 0.9 speakers or none, never some
+
+
+def test_claims_at_user_thresholds():
+    claims = claims_at(reference([0.99, 0.95, 0.7], [True, False, True]), {"male": 0.9, "female": 0.9}, 0.95)
+    assert claims["female"]["speakers"] == 2 and claims["female"]["precision"] == pytest.approx(0.5)
+    assert claims["male"]["speakers"] == 0 and not claims["female"]["certified"]
