@@ -83,7 +83,7 @@ class Committee(nn.Module):
 
     def fuse_for_inference(self) -> Committee:
         for member in self.members:
-            member.fuse_for_inference()  # type: ignore[operator]
+            member.fuse_for_inference()
         return self
 
     def forward(self, features: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
