@@ -138,7 +138,7 @@ def telephone_accuracy(run: Path, view: Path, truth: pd.DataFrame, held: set[str
     rows = truth[truth["client_id"].isin(held)]
     clips = [str(view / "clips" / p) for p in rows["path"]]
     cache = AudioCache(cache_root(config.train.cache_dir), model.features)
-    errors = cache.fill(clips, jobs=0)
+    errors = cache.fill(clips, jobs=1)
     keep = [k for k, clip in enumerate(clips) if clip not in errors]
     speech = [telephone(cache.load(clips[k]), model.features.sample_rate) for k in keep]
     logits = model.logits(speech)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,71 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected section.key=value")
         _assign(tree, key.strip().split("."), _parse_scalar(raw))
-    return _build(Config, tree, prefix="")
+    config = _build(Config, tree, prefix="")
+    check_config(config)
+    return config
+
+
+# The allowed range of every setting that has one: (test, what the message says is allowed).
+# Checked when a config is loaded, before any work, so a bad value is one line naming its key.
+_POSITIVE = (lambda v: v > 0, "greater than 0")
+_AT_LEAST_1 = (lambda v: v >= 1, "at least 1")
+_AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
+_SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "features.sample_rate": (lambda v: 8_000 <= v <= 192_000, "in 8000-192000 Hz"),
+    "features.n_fft": (lambda v: v >= 16, "at least 16"),
+    "features.hop_length": _AT_LEAST_1,
+    "features.n_mels": (lambda v: v >= 8, "at least 8"),
+    "features.f_min": _AT_LEAST_0,
+    "features.vad_frame_ms": _POSITIVE,
+    "features.vad_threshold_db": _POSITIVE,
+    "features.vad_pad_ms": _AT_LEAST_0,
+    "features.max_seconds": _POSITIVE,
+    "splits.max_clips_per_speaker": _AT_LEAST_0,
+    "model.channels": (lambda v: len(v) >= 1 and all(c >= 1 for c in v), "a non-empty list of counts >= 1"),
+    "model.extra_convs": _AT_LEAST_0,
+    "model.hidden": _AT_LEAST_1,
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.epochs": _AT_LEAST_1,
+    "train.patience": _AT_LEAST_1,
+    "train.batch_size": _AT_LEAST_1,
+    "train.learning_rate": _POSITIVE,
+    "train.weight_decay": _AT_LEAST_0,
+    "train.crop_seconds": (lambda v: v >= 0.1, "at least 0.1 s"),
+    "train.jobs": _AT_LEAST_0,
+    "train.threads": _AT_LEAST_0,
+    "train.folds": (lambda v: v >= 2, "at least 2"),
+    "augment.gain_db": _AT_LEAST_0,
+    "augment.noise_prob": _SHARE,
+    "augment.telephone_prob": _SHARE,
+    "augment.freq_masks": _AT_LEAST_0,
+    "augment.freq_mask_bands": _AT_LEAST_0,
+    "augment.time_masks": _AT_LEAST_0,
+    "augment.time_mask_frames": _AT_LEAST_0,
+}
+
+
+def check_config(config: Config) -> None:
+    """Raise a ConfigError naming the first setting outside its range (RANGES) or inconsistent."""
+    for key, (allowed, wording) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if not allowed(value):
+            raise ConfigError(f"config key {key!r} must be {wording}, got {value!r}")
+    features, augment = config.features, config.augment
+    if not features.f_min < features.f_max <= features.sample_rate / 2:
+        raise ConfigError(
+            f"config keys 'features.f_min' < 'features.f_max' <= sample_rate / 2 "
+            f"({features.sample_rate / 2:g} Hz) must hold, got {features.f_min} and {features.f_max}"
+        )
+    if features.hop_length > features.n_fft:
+        raise ConfigError(
+            f"config key 'features.hop_length' ({features.hop_length}) must not exceed "
+            f"'features.n_fft' ({features.n_fft})"
+        )
+    if augment.noise_snr_min_db > augment.noise_snr_max_db:
+        raise ConfigError("config key 'augment.noise_snr_min_db' must not exceed 'augment.noise_snr_max_db'")
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -240,6 +305,11 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
         kind = next(o for o in options if o is not type(None))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is float and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-3` (no dot) as a string; a float is what the key wants
+            return float(value)
+        except ValueError:
+            pass
     if kind is bool and not isinstance(value, bool):
         raise ConfigError(f"config key {key!r}: expected true or false, got {value!r}")
     if kind in (int, float, str) and (not isinstance(value, kind) or isinstance(value, bool)):

@@ -68,3 +68,35 @@ def test_round_trip_through_yaml_and_dict(tmp_path):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=-1", "train.epochs"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.crop_seconds=0", "train.crop_seconds"),
+        ("train.folds=1", "train.folds"),
+        ("model.channels=[]", "model.channels"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("augment.noise_prob=1.5", "augment.noise_prob"),
+        ("features.f_max=9000", "features.f_max"),
+        ("features.hop_length=1024", "features.hop_length"),
+    ],
+)
+def test_values_out_of_range_are_one_line_naming_the_key(override, key):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        load_config(None, [override])
+
+
+def test_every_range_rule_names_a_real_key():
+    from cvlabel.config import RANGES
+
+    for key in RANGES:
+        section, name = key.split(".")
+        assert hasattr(getattr(Config(), section), name), key
+
+
+def test_exponent_notation_is_a_float():
+    assert load_config(None, ["train.learning_rate=1e-3"]).train.learning_rate == 0.001
