@@ -18,6 +18,10 @@ from scipy.stats import beta
 
 from .labels import BINARY_GENDERS
 
+# A committee this close to chance on its dev speakers is guessing: training says so loudly, and
+# export refuses to pseudo-label with it unless told to (--allow-weak-model).
+MIN_DEV_BALANCED_ACCURACY = 0.7
+
 
 def precision_bounds(correct: np.ndarray, clips: np.ndarray, certainty: float) -> tuple[float, float]:
     """(one-sided lower bound, point estimate) of the clip-weighted precision of speakers whose

@@ -403,6 +403,13 @@ def export_parquet(
             "reference: its train speakers predicted out of fold, and its dev and test speakers).",
         ),
     ] = None,
+    allow_weak_model: Annotated[
+        bool,
+        typer.Option(
+            "--allow-weak-model",
+            help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
+        ),
+    ] = EXPORT.allow_weak_model,
     rebalance: Annotated[
         bool,
         typer.Option(
@@ -423,6 +430,7 @@ def export_parquet(
         target_precision=target_precision,
         certainty=certainty,
         accept_uncertified=accept_uncertified,
+        allow_weak_model=allow_weak_model,
         rebalance=rebalance,
         female_share=female_share,
     )

@@ -127,6 +127,7 @@ class ExportOptions:
     target_precision: float = 0.99  # otherwise: per-gender thresholds whose precision on the reference speakers
     # reaches this as a one-sided lower bound (clip-weighted, speaker level)
     certainty: float = 0.95  # the one-sided confidence level of that lower bound
+    allow_weak_model: bool = False  # pseudo-label even with a model near chance on its dev speakers
     accept_uncertified: bool = False  # use the point estimate when the lower bound cannot reach the target
     # (few reference speakers); the summary then says the thresholds are not certified
     rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first

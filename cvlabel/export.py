@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import EXPORT_SPLITS, ExportFolder, RunFolder, read_predictions, read_reference, write_export_split
-from .certify import certified_thresholds, claims_at
+from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
 from .checkpoint import read_checkpoint_info, run_config
 from .config import ExportOptions
 from .corpus import read_release
@@ -49,7 +49,6 @@ def export_parquet(
     """Write AUG_DIR/{train,dev,test,unused}.parquet and summary.json; return the summary."""
     corpus_dir, out = Path(corpus_dir), ExportFolder(aug_dir)
     _check_options(options)
-    writable_folder(out.path)
     predictions, plan = read_predictions(predictions_dir)
     if plan.get("selection") != "unlabeled":
         raise CvlabelError(
@@ -68,10 +67,17 @@ def export_parquet(
             f"(e.g. {sorted(unknown)[0]}); was it made for another corpus or release?"
         )
     checkpoint = read_checkpoint_info(plan["model"])
+    dev_balanced_accuracy = checkpoint.info.get("dev_balanced_accuracy", 1.0)
+    if not dev_balanced_accuracy >= MIN_DEV_BALANCED_ACCURACY and not options.allow_weak_model:
+        raise CvlabelError(
+            f"{plan['model']} is near chance on its dev speakers (balanced accuracy {dev_balanced_accuracy:.2f} < "
+            f"{MIN_DEV_BALANCED_ACCURACY}): its labels are not usable; retrain it, or pass --allow-weak-model"
+        )
     reference_path = Path(reference or RunFolder(Path(plan["model"]).parent).reference)
     reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
+    writable_folder(out.path)  # after every check: a refused export leaves no folder behind
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below

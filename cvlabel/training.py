@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .artifacts import RunFolder, read_augmented_splits, write_reference
 from .augment import augment_waveform, random_crop, spec_augment
 from .cache import AudioCache, cache_root
+from .certify import MIN_DEV_BALANCED_ACCURACY
 from .checkpoint import save_checkpoint
 from .config import Config, save_config
 from .errors import CvlabelError
@@ -99,13 +100,25 @@ def train(
         max((h for h in history if h["member"] == k), key=_score)["epoch"] for k in range(config.train.folds)
     ]
     metrics.update({"decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
+    dev_balanced_accuracy = metrics["dev"]["balanced_accuracy"]
+    if not dev_balanced_accuracy >= MIN_DEV_BALANCED_ACCURACY:
+        log.warning(
+            "this model is near chance on its dev speakers (balanced accuracy %.2f < %.2f): its labels are not "
+            "usable, and export will refuse it; train longer or on more speakers",
+            dev_balanced_accuracy,
+            MIN_DEV_BALANCED_ACCURACY,
+        )
     write_json(run.metrics, metrics)
     save_checkpoint(
         committee,
         config,
         metrics["temperature"],
         run.model,
-        info={"corpus": str(corpus_dir), "augmented": str(augmented or "")},
+        info={
+            "corpus": str(corpus_dir),
+            "augmented": str(augmented or ""),
+            "dev_balanced_accuracy": dev_balanced_accuracy,
+        },
     )
     return metrics
 

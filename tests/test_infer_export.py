@@ -20,6 +20,7 @@ from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
 from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config
 
 runner = CliRunner()
+WEAK_OK = ExportOptions(allow_weak_model=True)  # the tiny test model is near chance on dev
 EXPORT_EXTRA = ["gender", "gender_source", "gender_confidence", "split"]
 
 
@@ -60,6 +61,11 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
             "0.6",
         ],
     )
+    # the tiny test model is at chance: export refuses it, in one line, unless told otherwise
+    assert result.exit_code == 1 and "near chance on its dev speakers" in result.output
+    assert "--allow-weak-model" in result.output and not aug.exists()
+    result = runner.invoke(app, ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred), "--out",
+                                 str(aug), "--min-confidence", "0.6", "--allow-weak-model"])  # fmt: skip
     assert result.exit_code == 0, result.output
     manifest = read_release(synthetic_corpus)
     exported = []
@@ -97,7 +103,12 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
 
 def test_self_reported_values_are_never_changed(synthetic_corpus, trained_run, tmp_path):
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
-    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    export_parquet(
+        synthetic_corpus,
+        tmp_path / "pred",
+        tmp_path / "aug",
+        ExportOptions(allow_weak_model=True, min_confidence=0.5001),
+    )
     rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test", "unused")])
     stated = rows[rows["gender_raw"] != ""]
     assert (stated["gender"] == normalise_gender(stated["gender_raw"], "x").to_numpy()).all()
@@ -121,7 +132,9 @@ def test_opt_out_and_other_speakers_are_never_labelled(synthetic_corpus, trained
     predicted = pd.read_parquet(tmp_path / "pred" / "predictions.parquet")
     assert not set(blanked) & set(predicted["path"])
     assert summary["skipped_opted_out_rows"] >= 2
-    export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    export_parquet(
+        corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True, min_confidence=0.5001)
+    )
     rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test", "unused")])
     rows = rows.set_index("path")
     assert rows.loc[blanked, "gender"].isna().all()
@@ -227,7 +240,12 @@ def test_export_refuses_foreign_predictions_and_bad_thresholds(synthetic_corpus,
         export_parquet(other, tmp_path / "pred", tmp_path / "aug")
     for bad in (0.5, 1.2, 0.3):
         with pytest.raises(CvlabelError, match="min-confidence must be in"):
-            export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=bad))
+            export_parquet(
+                synthetic_corpus,
+                tmp_path / "pred",
+                tmp_path / "aug",
+                ExportOptions(allow_weak_model=True, min_confidence=bad),
+            )
     with pytest.raises(CvlabelError, match="not a finished"):
         export_parquet(synthetic_corpus, tmp_path, tmp_path / "aug")
 
@@ -244,19 +262,22 @@ def test_reference_from_another_model_is_refused(synthetic_corpus, trained_run, 
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     infer(synthetic_corpus, other_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
     with pytest.raises(CvlabelError, match="made by another model"):
-        export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", reference=tmp_path / "ref")
+        export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", WEAK_OK, reference=tmp_path / "ref")
 
 
 def test_thresholds_from_an_infer_split_folder(synthetic_corpus, trained_run, tmp_path):
     infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     infer(synthetic_corpus, trained_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
-    summary = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(target_precision=0.9),
-                             reference=tmp_path / "ref")  # fmt: skip
+    options = ExportOptions(allow_weak_model=True, target_precision=0.9)
+    summary = export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", options, reference=tmp_path / "ref")
     test_speakers = pd.read_parquet(tmp_path / "ref" / "predictions.parquet")["client_id"].nunique()
     assert str(tmp_path / "ref") in summary["rule"]
     assert sum(claim["reference_speakers"] for claim in summary["claims"].values()) <= test_speakers
     default = export_parquet(
-        synthetic_corpus, tmp_path / "pred", tmp_path / "aug2", ExportOptions(target_precision=0.9)
+        synthetic_corpus,
+        tmp_path / "pred",
+        tmp_path / "aug2",
+        ExportOptions(allow_weak_model=True, target_precision=0.9),
     )
     assert "reference_predictions.parquet" in default["rule"]
     # the run's reference holds every labelled speaker: out-of-fold train speakers, dev and test
@@ -279,7 +300,9 @@ def test_exported_dev_and_test_are_exactly_the_runs_evaluation_rows(synthetic_co
     rewrite_tsv(corpus / "other.tsv", pd.concat([other, moved]))
 
     infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
-    export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
+    export_parquet(
+        corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True, min_confidence=0.6)
+    )
     for split in ("dev", "test"):
         exported = set(pd.read_parquet(tmp_path / "aug" / f"{split}.parquet")["path"])
         assert exported == set(labelled_rows(corpus, config, split)["path"])
@@ -295,7 +318,9 @@ def test_a_release_without_blank_rows_gives_empty_outputs(synthetic_corpus, trai
     summary = infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     assert summary["rows"] == 0
     assert pq.read_schema(tmp_path / "pred" / "predictions.parquet").remove_metadata() == FINAL_SCHEMA
-    exported = export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.6))
+    exported = export_parquet(
+        corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True, min_confidence=0.6)
+    )
     assert exported["pseudo_labels"] == {"male": 0, "female": 0}
     assert exported["rows"]["train"] > 0
 
@@ -321,7 +346,12 @@ def test_a_disputed_speaker_is_not_labelled(synthetic_corpus, trained_run, tmp_p
     victim = modelled.iloc[0]
     predictions["speaker_disputed"] = predictions["client_id"].eq(victim)  # only this one is disputed
     predictions.to_parquet(path)
-    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(min_confidence=0.5001))
+    export_parquet(
+        synthetic_corpus,
+        tmp_path / "pred",
+        tmp_path / "aug",
+        ExportOptions(allow_weak_model=True, min_confidence=0.5001),
+    )
     rows = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "unused")])
     theirs = rows[(rows["client_id"] == victim) & (rows["gender_raw"] == "")]
     assert len(theirs) and theirs["gender"].isna().all()
@@ -349,7 +379,10 @@ def test_a_confidently_wrong_reference_speaker_lowers_the_claim(synthetic_corpus
         shutil.copytree(tmp_path / "pred", plan)
         (plan / "plan.json").write_text((plan / "plan.json").read_text().replace(str(trained_run), str(run)))
         summary = export_parquet(
-            synthetic_corpus, plan, tmp_path / f"aug-{planted}", ExportOptions(target_precision=0.51)
+            synthetic_corpus,
+            plan,
+            tmp_path / f"aug-{planted}",
+            ExportOptions(allow_weak_model=True, target_precision=0.51),
         )
         results[planted] = summary["claims"]
     wrong_as = "male" if reference["gender"].iloc[0] == "female" else "female"  # the pool the mistake lands in
