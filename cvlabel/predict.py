@@ -145,12 +145,45 @@ def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK
     """
     block_bytes = PCM_BYTES_PER_SAMPLE * max(1, int(block_s * sample_rate))
     carry = b""
+    first = True
     while data := stream.read(block_bytes):
+        if first:
+            _refuse_audio_files(data)
+            first = False
         data = carry + data
         whole = len(data) - len(data) % PCM_BYTES_PER_SAMPLE
         carry = data[whole:]
         if whole:
             yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / PCM_FULL_SCALE
+
+
+# The first bytes of audio files that people pipe into `predict -` by mistake: read as PCM, their
+# headers and compressed frames would be judged as noise, with a confident-looking answer.
+FILE_SIGNATURES = {b"RIFF": "WAV", b"ID3": "MP3", b"fLaC": "FLAC", b"OggS": "Ogg", b"FORM": "AIFF"}
+
+
+def _refuse_audio_files(head: bytes) -> None:
+    kind = next((name for magic, name in FILE_SIGNATURES.items() if head.startswith(magic)), None)
+    if kind is None and _mpeg_frame_header(head):
+        kind = "MP3"
+    if kind:
+        raise CvlabelError(
+            f"stdin holds a {kind} file, not raw PCM: pass the file as an argument (cvlabel predict FILE), or "
+            "decode it to raw PCM first (e.g. ffmpeg -i FILE -f s16le -ac 1 -ar 16000 - | cvlabel predict -)"
+        )
+
+
+def _mpeg_frame_header(head: bytes) -> bool:
+    """An MPEG audio frame header without an ID3 tag: 11 sync bits, a defined layer, a valid bitrate
+    and sample-rate index (a PCM stream starting with these 3 bytes is a -0.2 full-scale click)."""
+    return (
+        len(head) >= 3
+        and head[0] == 0xFF
+        and head[1] & 0xE0 == 0xE0
+        and head[1] & 0x06 != 0
+        and head[2] >> 4 not in (0, 0xF)
+        and (head[2] >> 2) & 0x3 != 0x3
+    )
 
 
 def resample_blocks(blocks: Iterable[np.ndarray], in_rate: int, out_rate: int) -> Iterator[np.ndarray]:

@@ -85,6 +85,8 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
     if not {"path", "true_gender"} <= set(truth.columns):
         raise CvlabelError(f"{truth_tsv}: needs the columns path and true_gender")
     rows = ExportFolder(aug_dir).read_rows().merge(truth[["path", "true_gender"]], on="path", how="left")
+    if rows["true_gender"].isna().all():
+        raise CvlabelError(f"{truth_tsv}: none of its paths is a row of {aug_dir}; is it the truth of another corpus?")
     blank = rows[rows["gender_raw"].str.strip().eq("")]
     lines = [f"{len(blank)} blank-gender rows exported"]
     for source in ("pseudo", "speaker"):

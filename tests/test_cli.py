@@ -141,3 +141,10 @@ def test_public_functions_never_shadow_the_stage_modules(first):
         "assert infer is m.infer and train is t.train and cvlabel.infer is m.infer"
     )
     subprocess.run([sys.executable, "-c", "; ".join(["import types", *order, checks])], check=True)
+
+
+def test_version():
+    import cvlabel
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"cvlabel {cvlabel.__version__}"

@@ -391,3 +391,15 @@ def test_a_confidently_wrong_reference_speaker_lowers_the_claim(synthetic_corpus
     assert planted["best_lower_bound"] < clean["best_lower_bound"]
     # the claim drops: no certified threshold, or one whose selection leaves the wrong speaker out
     assert planted["threshold"] is None or planted["precision"] == 1.0
+
+
+def test_check_truth_says_when_nothing_matches(synthetic_corpus, trained_run, tmp_path):
+    from cvlabel.report import check_truth
+    from cvlabel.testing import write_tsv
+
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True))
+    foreign = write_tsv(tmp_path / "truth.tsv", ["path", "true_gender"], [{"path": "x.mp3", "true_gender": "male"}])
+    with pytest.raises(CvlabelError, match="none of its paths is a row"):
+        check_truth(tmp_path / "aug", foreign)
+    assert "blank-gender rows exported" in check_truth(tmp_path / "aug", synthetic_corpus / "truth.tsv")

@@ -249,3 +249,16 @@ def test_predict_stream_rejects_bad_rates_mixed_arguments_and_a_terminal(trained
 
     with pytest.raises(CvlabelError, match="stdin is a terminal"):
         predict_stream(Terminal(), trained_run, RATE)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3", ".flac"])
+def test_an_audio_file_piped_into_stdin_is_refused_not_judged(trained_run, tmp_path, suffix):
+    clip = write_voice(tmp_path / f"voice{suffix}", 220, seconds=1.0)
+    result = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=clip.read_bytes())
+    assert result.exit_code == 1 and "not raw PCM" in result.output and "p_female" not in result.output
+
+
+def test_raw_pcm_is_not_mistaken_for_a_file(trained_run):
+    stream = pcm(voice(2.0, silence_s=0.2))
+    result = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=stream)
+    assert result.exit_code == 0 and "final" in result.output
