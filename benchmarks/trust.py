@@ -22,7 +22,7 @@ summary.json) are set against what it delivered on the blanked rows (truth.tsv):
     in-domain            the run's own test balanced accuracy
 
     python benchmarks/trust.py ../shared/corpora/devcorpus --out outputs/trust [--seeds 0,1,2]
-        [--holdout voices|language] [--target-precision 0.9] [--set train.folds=5 ...]
+        [--holdout voices|language] [--target-precision 0.9] [--accept-uncertified] [--set train.folds=5 ...]
 
 A seed whose run folder is finished is not retrained. Prints one table; writes OUT/trust.json.
 """
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--holdout", choices=("voices", "language"), default="voices")
     parser.add_argument("--target-precision", type=float, default=0.9)
+    parser.add_argument("--accept-uncertified", action="store_true", help="export's option of the same name")
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
@@ -173,7 +174,10 @@ def main() -> None:
             shutil.rmtree(work / folder, ignore_errors=True)
         infer(view, run, work / "pred", InferOptions())
         summary = export_parquet(
-            view, work / "pred", work / "aug", ExportOptions(target_precision=args.target_precision)
+            view,
+            work / "pred",
+            work / "aug",
+            ExportOptions(target_precision=args.target_precision, accept_uncertified=args.accept_uncertified),
         )
         result = delivered(view, work / "pred", work / "aug", truth, held)
         result["telephone"] = telephone_accuracy(run, view, truth, held)
@@ -194,13 +198,15 @@ def main() -> None:
     table = pd.DataFrame({f"seed {s}": {c: r[c] for c in columns} for s, r in report.items()}).T
     numeric = table.drop(columns=["holds"]).apply(pd.to_numeric, errors="coerce")
     table.loc["mean"] = {**numeric.mean().to_dict(), "holds": bool(table["holds"].all())}
-    print(f"holdout: {args.holdout}; target precision {args.target_precision}; corpus {args.corpus}")
+    mode = "point estimate where uncertifiable" if args.accept_uncertified else "certified only"
+    print(f"holdout: {args.holdout}; target precision {args.target_precision} ({mode}); corpus {args.corpus}")
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
     for seed, result in report.items():
         if result["wrong_speakers"]:
             print(f"seed {seed}: wrongly labelled speakers: {', '.join(result['wrong_speakers'])}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"trust-{args.holdout}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    name = f"trust-{args.holdout}-{args.target_precision}{'-uncertified' if args.accept_uncertified else ''}"
+    (args.out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
