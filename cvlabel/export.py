@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import EXPORT_SPLITS, ExportFolder, RunFolder, read_predictions, read_reference, write_export_split
+from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
 from .checkpoint import read_checkpoint_info, run_config
-from .config import ExportOptions
-from .corpus import read_release
+from .config import Config, ExportOptions
+from .corpus import clips_dir, read_release
 from .errors import CvlabelError
 from .files import writable_folder, write_json
 from .labels import BINARY_GENDERS, label_index, or_null
@@ -92,7 +93,11 @@ def export_parquet(
     held_out = rows["split"].isin(["dev", "test"])
     rows.loc[held_out & ~rows["path"].isin(evaluation), "unused_reason"] = "held-out speaker, not an evaluation row"
     in_train = rows["split"].eq("train")
-    unlabelled = in_train & ~rows["gender"].isin(BINARY_GENDERS)
+    # a clip that cannot be read never lands in a training split; its reason is kept
+    broken = _unusable_clips(rows, corpus_dir, config) if len(rows) else pd.Series(dtype=object)
+    bad = broken.notna() & rows["unused_reason"].isna() & rows["gender"].isin(BINARY_GENDERS)
+    rows.loc[bad, "unused_reason"] = broken[bad]
+    unlabelled = in_train & ~rows["gender"].isin(BINARY_GENDERS) & rows["unused_reason"].isna()
     rows.loc[unlabelled, "unused_reason"] = rows.loc[unlabelled, "blank_reason"].fillna("no male/female label")
     before = _counts(rows[in_train & rows["unused_reason"].isna()])
     _cap_per_speaker(rows, config.splits.max_clips_per_speaker)
@@ -211,6 +216,28 @@ def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[
         default="no male/female label",
     )  # fmt: skip
     rows.loc[blank[~take], "blank_reason"] = reason[~take]
+
+
+def _unusable_clips(rows: pd.DataFrame, corpus_dir: Path, config: Config) -> pd.Series:
+    """Why each labelled row's clip cannot be trained on (None where it can): missing or empty on
+    disk, or recorded as undecodable in the decode cache by training."""
+    cache = AudioCache(cache_root(config.train.cache_dir), config.features)
+    folder = clips_dir(corpus_dir)
+    reasons = []
+    for path, labelled in zip(rows["path"], rows["gender"].isin(BINARY_GENDERS), strict=True):
+        reason = None
+        if labelled:
+            clip = folder / path
+            try:
+                size = clip.stat().st_size
+            except OSError:
+                size = -1
+            if size <= 0:
+                reason = "clip missing" if size < 0 else "clip is empty (0 bytes)"
+            elif cache.entry(clip).with_suffix(".err").exists():
+                reason = "clip could not be decoded"
+        reasons.append(reason)
+    return pd.Series(reasons, index=rows.index, dtype=object)
 
 
 def _cap_per_speaker(rows: pd.DataFrame, cap: int) -> None:

@@ -204,3 +204,22 @@ def test_output_that_is_a_file_is_refused(synthetic_corpus, trained_run, tmp_pat
         result = runner.invoke(app, command)
         assert result.exit_code == 1 and "cannot write there" in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_unreadable_self_reported_clips_never_land_in_a_training_split(synthetic_corpus, trained_run, tmp_path):
+    from cvlabel.config import ExportOptions
+    from cvlabel.export import export_parquet
+
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    manifest = read_release(corpus)
+    stated = manifest[manifest["gender"].isin(["male", "female"]) & (manifest["source_tsv"] == "validated")]
+    emptied, removed = stated["path"].iloc[0], stated["path"].iloc[1]
+    (corpus / "clips" / emptied).write_bytes(b"")
+    (corpus / "clips" / removed).unlink()
+    infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True))
+    used = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test")])
+    assert not {emptied, removed} & set(used["path"])
+    unused = pd.read_parquet(tmp_path / "aug" / "unused.parquet").set_index("path")
+    assert unused.loc[emptied, "unused_reason"] == "clip is empty (0 bytes)"
+    assert unused.loc[removed, "unused_reason"] == "clip missing"
