@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ExportFolder, read_metrics
+from .checkpoint import read_checkpoint_info
 from .config import Config
 from .corpus import read_release, read_tsv
 from .errors import CvlabelError
@@ -69,14 +70,40 @@ COMPARE_KEYS = [
 
 
 def compare_runs(run_dirs: list[Path]) -> str:
-    """Test metrics of several runs as columns, plus their train clips."""
-    columns = {}
+    """Test metrics of two or more runs as columns, the change from the first run, and their train
+    clips; a warning line when the runs were tested on different corpora."""
+    if len(run_dirs) < 2:
+        raise CvlabelError("compare needs two or more run folders (e.g. before and after retraining)")
+    columns, corpora = {}, set()
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
         values = {key: metrics.get(key) for key in COMPARE_KEYS}
         values["train_clips"] = metrics.get("splits", {}).get("train", {}).get("clips")
         columns[str(run_dir)] = values
-    return pd.DataFrame(columns).to_string(float_format=lambda v: f"{v:.4f}")
+        corpora.add(read_checkpoint_info(run_dir).info.get("corpus", ""))
+    table = pd.DataFrame(columns)
+    first = table.iloc[:, 0]
+    for name in list(table.columns[1:]):
+        table[f"change ({Path(name).name})"] = table[name] - first
+    shown = table.copy().astype(object)
+    for key in table.index:
+        for column in table.columns:
+            shown.loc[key, column] = _number(table.loc[key, column], key in COUNT_KEYS, column.startswith("change"))
+    lines = [shown.to_string()]
+    if len(corpora) > 1:
+        lines.append(f"warning: these runs were trained on different corpora ({', '.join(sorted(corpora))}): "
+                     "their test rows differ, so the figures do not compare like for like")  # fmt: skip
+    return "\n".join(lines)
+
+
+COUNT_KEYS = ("clips", "speakers", "train_clips")
+
+
+def _number(value: Any, count: bool, signed: bool) -> str:
+    if value is None or pd.isna(value):
+        return "-"
+    sign = "+" if signed else ""
+    return f"{value:{sign}.0f}" if count else f"{value:{sign}.4f}"
 
 
 def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:

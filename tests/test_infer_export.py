@@ -99,6 +99,11 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert second["splits"]["test"] == first["splits"]["test"]  # the same untouched test rows
     result = runner.invoke(app, ["compare", str(trained_run), str(run2)])
     assert result.exit_code == 0 and "balanced_accuracy" in result.output and "train_clips" in result.output
+    clips_line = next(line for line in result.output.splitlines() if line.startswith("clips "))
+    assert clips_line.split()[1:] == [str(first["clips"]), str(second["clips"]), "+0"]  # counts as integers, a delta
+    assert "change (run2)" in result.output and "warning" not in result.output  # the same corpus
+    alone = runner.invoke(app, ["compare", str(trained_run)])
+    assert alone.exit_code == 1 and "two or more run folders" in alone.output
 
 
 def test_self_reported_values_are_never_changed(synthetic_corpus, trained_run, tmp_path):
