@@ -15,8 +15,7 @@ from .config import SAMPLE_RATE, Config, ExportOptions, InferOptions, load_confi
 from .corpus import read_release
 from .errors import AudioError, ConfigError, CorpusError, CvlabelError
 from .splits import assign_splits
-
-__version__ = "0.2.0"
+from .version import __version__
 
 _LAZY = {  # public name -> module that defines it
     "train": "cvlabel.training",
@@ -36,6 +35,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "__version__",
     "SAMPLE_RATE",
     "AudioError",
     "Config",

@@ -83,7 +83,7 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def _print_version(asked: bool) -> None:
     if asked:
-        from . import __version__
+        from .version import __version__
 
         typer.echo(f"cvlabel {__version__}")
         raise typer.Exit()

@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import RunFolder, read_augmented_splits, write_reference
-from .augment import augment_waveform, random_crop, spec_augment
+from .augment import augment_waveform, spec_augment, training_crops
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY
 from .checkpoint import save_checkpoint
@@ -161,15 +161,11 @@ class _MemberTrainer:
             losses = []
             for first in range(0, len(order), config.train.batch_size):
                 chosen = order[first : first + config.train.batch_size]
-                waves = [
-                    augment_waveform(
-                        random_crop(self.cache.load(clips[i]), crop, rng),
-                        config.augment,
-                        config.features.sample_rate,
-                        rng,
-                    )
-                    for i in chosen
-                ]
+                rate = config.features.sample_rate
+                crops = training_crops(
+                    [self.cache.load(clips[i]) for i in chosen], crop, config.augment, rate, rng, generator
+                )
+                waves = [augment_waveform(c, config.augment, rate, rng) for c in crops]
                 features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
                 loss = loss_fn(model(features), torch.as_tensor(labels[chosen], dtype=torch.float32))
                 optimizer.zero_grad()

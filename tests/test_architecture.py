@@ -15,14 +15,14 @@ PACKAGE = Path(cvlabel.__file__).parent
 
 # Earlier layers first. A module may import modules of earlier layers only.
 LAYERS = [
-    ["errors"],
+    ["errors", "version"],
     ["files"],
     ["config"],
     ["labels"],
     ["corpus", "audio"],
     ["splits", "speech"],
-    ["artifacts", "cache", "features", "augment", "model", "metrics", "certify", "plots", "synthesis"],
-    ["checkpoint", "runners", "pooling"],
+    ["artifacts", "cache", "features", "model", "metrics", "certify", "plots", "synthesis"],
+    ["augment", "checkpoint", "runners", "pooling"],
     ["scoring"],
     ["training", "inference", "democorpus"],
     ["evaluate", "export", "predict", "testing"],

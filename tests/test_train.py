@@ -228,4 +228,4 @@ def test_too_few_speakers_for_the_folds_is_one_line_before_any_work(synthetic_co
     assert result.exit_code == 1 and "train.folds=9 needs at least 9" in result.output
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing decoded, no folder left behind
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--set", "train.folds=1"])
-    assert result.exit_code == 1 and "train.folds must be at least 2" in result.output
+    assert result.exit_code == 1 and "'train.folds' must be at least 2" in result.output
