@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from cvlabel.artifacts import RunFolder
 from cvlabel.augment import telephone
 from cvlabel.cache import AudioCache, cache_root
 from cvlabel.checkpoint import load_checkpoint
-from cvlabel.config import load_config
+from cvlabel.config import Config, load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
 from cvlabel.metrics import classification_metrics
 from cvlabel.scoring import clip_logits
@@ -46,6 +47,16 @@ def locale_subset(corpus: Path, locales: list[str], out: Path) -> Path:
             table = table[table["locale"].isin(locales)]
             table.to_csv(out / f"{name}.tsv", sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
     return out
+
+
+def train_once(corpus: Path, run: Path, config: Config, label: str = "") -> None:
+    """Train `run` on `corpus` unless it holds a finished model: a re-run of a benchmark reuses it."""
+    if RunFolder(run).model.exists():
+        return
+    shutil.rmtree(run, ignore_errors=True)  # an unfinished run of an earlier, killed benchmark
+    started = time.time()
+    train(corpus, run, config)
+    print(f"{label}trained in {time.time() - started:.0f} s", file=sys.stderr)
 
 
 def median_f0(samples: np.ndarray, rate: int = 16_000) -> float:
@@ -80,10 +91,7 @@ def main() -> None:
     train_corpus = locale_subset(args.corpus, args.train_locales.split(","), args.out / "corpus-train")
     test_corpus = locale_subset(args.corpus, args.test_locales.split(","), args.out / "corpus-test")
     run = args.out / "run"
-    if not RunFolder(run).model.exists():
-        started = time.time()
-        train(train_corpus, run, config)
-        print(f"trained in {time.time() - started:.0f} s", file=sys.stderr)
+    train_once(train_corpus, run, config)
     checkpoint = load_checkpoint(run)
     features = checkpoint.config.features
     rows = labelled_rows(test_corpus, checkpoint.config.splits, "all")

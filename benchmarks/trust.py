@@ -33,11 +33,13 @@ import argparse
 import json
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heldout import train_once  # noqa: E402
 
 from cvlabel.artifacts import ExportFolder, RunFolder, read_metrics
 from cvlabel.augment import telephone
@@ -48,7 +50,6 @@ from cvlabel.export import export_parquet
 from cvlabel.inference import infer
 from cvlabel.labels import decide_logits, label_index
 from cvlabel.scoring import inference_model
-from cvlabel.training import train
 
 VOICE_FOLDS = 3
 LOCALES = ("en", "de", "fr", "es")
@@ -165,11 +166,7 @@ def main() -> None:
         held = held_out_speakers(truth, args.holdout, seed)
         view = blanked_view(args.corpus, held, work / "corpus")
         run = work / "run"
-        if not RunFolder(run).model.exists():
-            shutil.rmtree(run, ignore_errors=True)
-            started = time.time()
-            train(view, run, load_config(args.config, [*args.overrides, f"train.seed={seed}"]))
-            print(f"seed {seed}: trained in {time.time() - started:.0f} s", file=sys.stderr)
+        train_once(view, run, load_config(args.config, [*args.overrides, f"train.seed={seed}"]), f"seed {seed}: ")
         for folder in ("pred", "aug"):
             shutil.rmtree(work / folder, ignore_errors=True)
         infer(view, run, work / "pred", InferOptions())

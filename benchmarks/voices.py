@@ -35,17 +35,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout import PITCH_THRESHOLD_HZ, median_f0  # noqa: E402
+from heldout import PITCH_THRESHOLD_HZ, median_f0, train_once  # noqa: E402
 from trust import held_out_speakers, voice_group  # noqa: E402
 
-from cvlabel.artifacts import RunFolder, read_metrics  # noqa: E402
+from cvlabel.artifacts import read_metrics  # noqa: E402
 from cvlabel.augment import telephone  # noqa: E402
 from cvlabel.cache import AudioCache, cache_root  # noqa: E402
 from cvlabel.checkpoint import load_checkpoint  # noqa: E402
@@ -53,7 +52,6 @@ from cvlabel.config import load_config  # noqa: E402
 from cvlabel.corpus import CLIP_TSVS, SPLIT_TSVS, read_tsv  # noqa: E402
 from cvlabel.labels import LABELS, decide_logits  # noqa: E402
 from cvlabel.scoring import clip_logits  # noqa: E402
-from cvlabel.training import train  # noqa: E402
 
 FOLDS = 3
 METRICS = ("overlap", "ordinary", "formant", "telephone", "speakers", "in_domain")
@@ -116,10 +114,7 @@ def run_fold(
     view = corpus_view(corpus, set(held_rows["client_id"]), out.parent / "views" / f"fold{fold}")
     config = load_config(config_path, [f"train.seed={fold + seed_offset}", *overrides])
     run = out / f"fold{fold}"
-    if not RunFolder(run).model.exists():
-        started = time.time()
-        train(view, run, config)
-        print(f"fold {fold}: trained in {time.time() - started:.0f} s", file=sys.stderr)
+    train_once(view, run, config, f"fold {fold}: ")
     checkpoint = load_checkpoint(run)
     features = checkpoint.config.features
     cache = AudioCache(cache_root(config.train.cache_dir), features)
