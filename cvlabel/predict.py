@@ -141,12 +141,12 @@ def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK
     """float32 blocks of about block_s seconds of raw 16-bit signed little-endian mono PCM.
 
     A byte left over by a short read is kept for the next one; a last odd byte (a torn sample)
-    is dropped.
+    is dropped. Ctrl-C while waiting for input ends the stream as end of input does.
     """
     block_bytes = PCM_BYTES_PER_SAMPLE * max(1, int(block_s * sample_rate))
     carry = b""
     first = True
-    while data := stream.read(block_bytes):
+    while data := _read_until_interrupted(stream, block_bytes):
         if first:
             _refuse_audio_files(data)
             first = False
@@ -155,6 +155,15 @@ def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK
         carry = data[whole:]
         if whole:
             yield np.frombuffer(data[:whole], dtype="<i2").astype(np.float32) / PCM_FULL_SCALE
+
+
+def _read_until_interrupted(stream: BinaryIO, size: int) -> bytes:
+    """The next bytes of the stream; none after Ctrl-C, which ends the stream like end of input, so
+    the final verdict on what was heard is still printed."""
+    try:
+        return stream.read(size)
+    except KeyboardInterrupt:
+        return b""
 
 
 # The first bytes of audio files that people pipe into `predict -` by mistake: read as PCM, their

@@ -262,3 +262,17 @@ def test_raw_pcm_is_not_mistaken_for_a_file(trained_run):
     stream = pcm(voice(2.0, silence_s=0.2))
     result = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=stream)
     assert result.exit_code == 0 and "final" in result.output
+
+
+def test_ctrl_c_ends_a_stream_with_its_final_verdict(trained_run):
+    class Interrupted(io.BytesIO):
+        """Two seconds of speech, then the user presses Ctrl-C while the next read waits."""
+
+        def read(self, size=-1):
+            data = super().read(size)
+            if not data:
+                raise KeyboardInterrupt
+            return data
+
+    updates = list(predict_stream(Interrupted(pcm(voice(2.0))), trained_run, RATE))
+    assert updates[-1]["final"] and updates[-1]["seconds"] == 2.0 and updates[-1]["label"] in LABELS
