@@ -54,6 +54,16 @@ class RunFolder:
         self.reliability_plot = self.path / "reliability.png"
         self.reference = self.path / "reference_predictions.parquet"
 
+    # what an unfinished run leaves (a finished one is refused by its checkpoint): may be overwritten
+    OWN = (
+        "config.yaml",
+        "metrics.json",
+        "train_log.csv",
+        "confusion.png",
+        "reliability.png",
+        "reference_predictions.parquet",
+    )
+
 
 def model_path(path: str | Path) -> Path:
     """A run folder's checkpoint, or the checkpoint file itself."""
@@ -132,6 +142,8 @@ class PredictionsFolder:
         self.plan = self.path / "plan.json"
         self.predictions = self.path / "predictions.parquet"
 
+    OWN = ("plan.json", "part-*.parquet", "predictions.parquet")  # a resumable run's files
+
     def part(self, index: int) -> Path:
         """The file of shard `index`."""
         return self.path / f"part-{index:05d}.parquet"
@@ -173,6 +185,8 @@ class ExportFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.summary = self.path / "summary.json"
+
+    OWN: tuple[str, ...] = ()  # an export is quick: it is written to a new or empty folder, never over another
 
     def split(self, name: str) -> Path:
         return self.path / f"{name}.parquet"

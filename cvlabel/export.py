@@ -78,7 +78,9 @@ def export_parquet(
     reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
-    writable_folder(out.path)  # after every check: a refused export leaves no folder behind
+    writable_folder(
+        out.path, ExportFolder.OWN, "cvlabel export"
+    )  # after every check: a refused export leaves no folder behind
 
     rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
     # the speakers' placement decides the export's splits; the training cap is applied below

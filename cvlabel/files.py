@@ -52,9 +52,21 @@ def write_parquet(table: pa.Table, path: str | Path) -> None:
         pq.write_table(table, tmp)
 
 
-def writable_folder(folder: str | Path) -> Path:
-    """Create `folder` if needed and prove it writable now, before any long work starts."""
+def writable_folder(folder: str | Path, own: tuple[str, ...] | None = None, command: str = "") -> Path:
+    """Create `folder` if needed and prove it writable now, before any long work starts.
+
+    With `own` (glob patterns of the command's own files), an existing folder holding anything else
+    is refused: a command never mixes its files into another command's folder or a user's folder.
+    """
     folder = Path(folder)
+    if own is not None and folder.is_dir():
+        foreign = sorted(p.name for p in folder.iterdir() if not any(p.match(pattern) for pattern in (*own, "*.tmp-*")))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise CvlabelError(
+                f"{folder} holds files that are not {command or 'this command'}'s own ({shown}); "
+                "choose a new or empty --out folder"
+            )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / f".cvlabel-write-test-{os.getpid()}"

@@ -188,7 +188,7 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
 
 def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
     """Create the folder or check that it was made for the same plan; drop leftovers of a killed run."""
-    writable_folder(out.path)
+    writable_folder(out.path, PredictionsFolder.OWN, "cvlabel infer")
     try:
         previous = out.read_plan()
         if previous is not None:

@@ -69,7 +69,7 @@ def train(
     )
     _check_both_genders({split: rows[rows["split"] == split] for split in SPLITS})
     assign_folds(rows[rows["split"] == "train"], config.train.folds, config.train.seed)  # enough speakers?
-    writable_folder(run.path)
+    writable_folder(run.path, RunFolder.OWN, "cvlabel train")
     torch.set_num_threads(resolve_jobs(config.train.threads))
 
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)

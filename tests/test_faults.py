@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from cvlabel.audio import SAMPLE_RATE, load_audio
 from cvlabel.cli import app
-from cvlabel.config import FeatureConfig, InferOptions
+from cvlabel.config import FeatureConfig, InferOptions, load_config
 from cvlabel.corpus import read_release, read_tsv
 from cvlabel.errors import AudioError
 from cvlabel.inference import infer
@@ -223,3 +223,24 @@ def test_unreadable_self_reported_clips_never_land_in_a_training_split(synthetic
     unused = pd.read_parquet(tmp_path / "aug" / "unused.parquet").set_index("path")
     assert unused.loc[emptied, "unused_reason"] == "clip is empty (0 bytes)"
     assert unused.loc[removed, "unused_reason"] == "clip missing"
+
+
+def test_commands_never_write_into_another_commands_folder(synthetic_corpus, trained_run, tmp_path):
+    from cvlabel.config import ExportOptions
+    from cvlabel.errors import CvlabelError
+    from cvlabel.export import export_parquet
+    from cvlabel.training import train
+
+    pred, aug = tmp_path / "pred", tmp_path / "aug"
+    infer(synthetic_corpus, trained_run, pred, InferOptions(jobs=1))
+    export_parquet(synthetic_corpus, pred, aug, ExportOptions(allow_weak_model=True))
+    listing = {p.name: p.stat().st_mtime_ns for p in aug.iterdir()}
+    with pytest.raises(CvlabelError, match="not cvlabel export's own"):  # an export is never overwritten
+        export_parquet(synthetic_corpus, pred, aug, ExportOptions(allow_weak_model=True))
+    assert {p.name: p.stat().st_mtime_ns for p in aug.iterdir()} == listing
+    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--unlabeled", "--model", str(trained_run),
+                                 "--out", str(trained_run)])  # fmt: skip
+    assert result.exit_code == 1 and "not cvlabel infer's own" in result.output
+    with pytest.raises(CvlabelError, match="not cvlabel train's own"):
+        train(synthetic_corpus, pred, load_config(None, ["train.folds=2"]))
+    assert not (trained_run / "plan.json").exists() and not (pred / "config.yaml").exists()
