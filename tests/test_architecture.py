@@ -59,12 +59,15 @@ def test_no_module_imports_a_later_stage(module):
     assert not later, f"{module} (layer {LAYER[module]}) imports {sorted(later)} of the same or a later layer"
 
 
-def test_the_parent_of_parallel_inference_needs_no_torch():
+def test_the_parent_of_parallel_inference_needs_no_torch(trained_run):
+    """Importing the parent's modules and reading a checkpoint's config (the run's split settings)
+    load no torch: the parent of parallel inference stays small."""
     import subprocess
     import sys
 
     code = (
-        "import sys; import cvlabel.inference, cvlabel.export, cvlabel.artifacts, cvlabel.checkpoint; "
+        "import sys; import cvlabel.inference, cvlabel.export, cvlabel.artifacts; "
+        f"from cvlabel.checkpoint import run_config; run_config({str(trained_run)!r}).splits; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
