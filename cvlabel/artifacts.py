@@ -204,9 +204,25 @@ class ExportFolder:
         return pd.concat(parts, ignore_index=True)
 
 
-def write_export_split(frame: pd.DataFrame, path: Path, metadata: dict[str, Any]) -> None:
+# Columns of a release whose values are counts; every other release column is text, null when blank.
+EXPORT_COUNT_COLUMNS = ("up_votes", "down_votes")
+EXPORT_VERBATIM_COLUMNS = ("path", "client_id", "gender_raw")  # kept exactly as the TSV has them
+
+
+def export_table(rows: pd.DataFrame) -> pa.Table:
+    """All rows of an export in the one schema its four files share: counts as integers, blank text
+    as null (but path, client_id and gender_raw verbatim). Split it with `.filter`."""
+    frame = rows.reset_index(drop=True).copy()
+    for column in frame.columns:
+        if column in EXPORT_COUNT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
+        elif frame[column].dtype == object and column not in EXPORT_VERBATIM_COLUMNS:
+            frame[column] = frame[column].where(frame[column].ne("") & frame[column].notna(), None)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def write_export_split(table: pa.Table, path: Path, metadata: dict[str, Any]) -> None:
     """One split file, with the export's metadata (model, thresholds, options) in the Parquet footer."""
-    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cvlabel": json.dumps(metadata).encode()})
     write_parquet(table, path)
 

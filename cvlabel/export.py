@@ -22,8 +22,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
-from .artifacts import EXPORT_SPLITS, ExportFolder, RunFolder, read_predictions, read_reference, write_export_split
+from .artifacts import (
+    EXPORT_SPLITS,
+    ExportFolder,
+    RunFolder,
+    export_table,
+    read_predictions,
+    read_reference,
+    write_export_split,
+)
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
 from .checkpoint import read_checkpoint_info, run_config
@@ -114,12 +123,10 @@ def export_parquet(
         "thresholds": thresholds,
         "options": asdict(options),
     }
-    columns = [c for c in rows.columns if c not in ("blank_reason",)]
+    # one schema for the four files, so `AUG/*.parquet` reads as one table in polars, DuckDB, datasets
+    table = export_table(rows.drop(columns=["blank_reason"]))
     for split in EXPORT_SPLITS:
-        part = rows.loc[rows["split"] == split, columns]
-        if split != "unused":
-            part = part.drop(columns=["unused_reason"])
-        write_export_split(part, out.split(split), metadata)
+        write_export_split(table.filter(pa.array(rows["split"].to_numpy() == split)), out.split(split), metadata)
     summary = {
         **metadata,
         "claims": claims,

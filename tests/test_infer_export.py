@@ -6,6 +6,7 @@ import sys
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -408,3 +409,20 @@ def test_check_truth_says_when_nothing_matches(synthetic_corpus, trained_run, tm
     with pytest.raises(CvlabelError, match="none of its paths is a row"):
         check_truth(tmp_path / "aug", foreign)
     assert "blank-gender rows exported" in check_truth(tmp_path / "aug", synthetic_corpus / "truth.tsv")
+
+
+def test_the_four_export_files_share_one_schema_with_nulls_and_counts(synthetic_corpus, trained_run, tmp_path):
+    import duckdb
+
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True))
+    schemas = {s: pq.read_schema(tmp_path / "aug" / f"{s}.parquet").remove_metadata() for s in
+               ("train", "dev", "test", "unused")}  # fmt: skip
+    assert len({str(schema) for schema in schemas.values()}) == 1
+    schema = schemas["train"]
+    assert schema.field("up_votes").type == pa.int64() and schema.field("down_votes").type == pa.int64()
+    assert "unused_reason" in schema.names
+    everything = duckdb.sql(f"select * from read_parquet('{tmp_path / 'aug'}/*.parquet')").df()
+    assert len(everything) == sum(pq.read_metadata(tmp_path / "aug" / f"{s}.parquet").num_rows for s in schemas)
+    assert not (everything["age"] == "").any() and everything["age"].isna().all()  # blank is null, not ""
+    assert (everything["gender_raw"] == "").any()  # the TSV's own gender string stays verbatim
