@@ -28,7 +28,7 @@ from .errors import AudioError, CvlabelError
 from .files import writable_folder
 from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
-from .runners import LocalRunner, dask_runner, resolve_jobs
+from .runners import LocalRunner, dask_runner, exit_with_parent, resolve_jobs
 from .splits import assign_splits, speaker_genders
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
@@ -103,10 +103,12 @@ def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path)
     return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
 
 
-def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int, worker: bool) -> int:
+def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int, worker: int) -> int:
     """Decode, featurise and predict one shard of rows; write its Parquet file atomically.
 
     A clip that fails becomes an error row: no clip can stop the shard. Returns the row count.
+    worker: 0 in-process; otherwise this runs in a worker process, which exits when the process that
+    started its pool dies (`worker` is that pid; 1 when the runner does not know it, e.g. Dask).
     """
     import torch
 
@@ -115,6 +117,7 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
 
     if worker:
         torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
+        exit_with_parent(worker if worker > 1 else None)
     model = inference_model(model_file)
     members = np.full((len(records), len(model.model.members)), np.nan)
     errors = {}
@@ -151,10 +154,12 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
     return len(records)
 
 
-def model_temperature(model_file: str) -> float:
+def model_temperature(model_file: str, worker: int) -> float:
     """The checkpoint's calibration temperature; loading the model also checks the file (CvlabelError)."""
     from .scoring import inference_model
 
+    if worker:
+        exit_with_parent(worker if worker > 1 else None)
     return inference_model(model_file).temperature
 
 

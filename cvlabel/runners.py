@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -43,6 +45,31 @@ def resolve_jobs(requested: int, rows: int | None = None, tasks: int | None = No
     return max(1, min(requested, tasks)) if tasks is not None else requested
 
 
+PARENT_POLL_S = 1.0  # how often a worker checks that the process that started it is alive
+_watching = False
+
+
+def exit_with_parent(parent: int | None = None) -> None:
+    """In a worker process: exit as soon as `parent` (the process that started the pool; by default
+    the current parent) dies, kill -9 included, so no worker (~0.7 GB each) outlives an interrupted
+    command. Starts one daemon thread per process; exits at once if the parent is already gone."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    parent = parent or os.getppid()
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:  # re-parented: the parent is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="cvlabel-exit-with-parent", daemon=True).start()
+
+
 class LocalRunner:
     """Calls in this process (jobs 1) or in joblib worker processes."""
 
@@ -50,16 +77,20 @@ class LocalRunner:
         self.jobs = jobs
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """function(*args) once, where the shards will run (the pool's workers are reused by map)."""
-        return function(*args) if self.jobs == 1 else Parallel(n_jobs=self.jobs)([delayed(function)(*args)])[0]
+        """function(*args, worker=...) once, where the shards will run (the pool's workers are reused by map)."""
+        if self.jobs == 1:
+            return function(*args, worker=0)
+        return Parallel(n_jobs=self.jobs)([delayed(function)(*args, worker=os.getpid())])[0]
 
     def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
-        """function(*args, worker=...) for every args in `calls`; on_done(result) as each finishes."""
+        """function(*args, worker=...) for every args in `calls`; on_done(result) as each finishes.
+
+        `worker` is 0 in-process, else the pid of this process, which the workers watch (exit_with_parent)."""
         if self.jobs == 1:
             for args in calls:
-                on_done(function(*args, worker=False))
+                on_done(function(*args, worker=0))
             return
-        tasks = (delayed(function)(*args, worker=True) for args in calls)
+        tasks = (delayed(function)(*args, worker=os.getpid()) for args in calls)
         for result in Parallel(n_jobs=self.jobs, return_as="generator_unordered")(tasks):
             on_done(result)
 
@@ -79,8 +110,8 @@ class DaskRunner:
         self.client = client
 
     def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """function(*args) once, on a worker (infer loads the model there, where the shards run)."""
-        return self._result(self._submit(function, *args))
+        """function(*args, worker=True) once, on a worker (infer loads the model there, where the shards run)."""
+        return self._result(self._submit(function, *args, worker=True))
 
     def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
         """function(*args, worker=True) for every args in `calls`; on_done(result) as each finishes.

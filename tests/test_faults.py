@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -244,3 +245,44 @@ def test_commands_never_write_into_another_commands_folder(synthetic_corpus, tra
     with pytest.raises(CvlabelError, match="not cvlabel train's own"):
         train(synthetic_corpus, pred, load_config(None, ["train.folds=2"]))
     assert not (trained_run / "plan.json").exists() and not (pred / "config.yaml").exists()
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Live child processes of `pid`: pid -> command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                    found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, ValueError, IndexError):
+                continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_workers_exit_when_infer_is_killed(synthetic_corpus, trained_run, tmp_path):
+    corpus = with_many_blank_rows(synthetic_corpus, tmp_path / "corpus", copies=10)
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "cvlabel", "infer", str(corpus), "--unlabeled", "--model", str(trained_run),
+               "--out", str(out), "--jobs", "2", "--shard-size", "4"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    workers = {pid for pid, cmdline in _children(process.pid).items() if "resource_tracker" not in cmdline}
+    assert workers, "no worker processes to watch"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 20
+    while any(_alive(pid) for pid in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers), "a worker outlived its killed parent"
