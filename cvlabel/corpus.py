@@ -148,6 +148,13 @@ def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> p
     if not corpus_dir.is_dir():
         raise CorpusError(f"{corpus_dir}: no such folder")
     if not clips_dir(corpus_dir).is_dir():
+        locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and clips_dir(d).is_dir())
+        if locales:  # a release root (cv-corpus-NN/), holding one folder per locale
+            shown = ", ".join(locales[:8]) + (" ..." if len(locales) > 8 else "")
+            raise CorpusError(
+                f"{corpus_dir} is a release root, not a locale folder; pick one of its locales: "
+                f"{shown} (e.g. {corpus_dir / locales[0]})"
+            )
         raise CorpusError(f"{corpus_dir}: no clips/ folder; is this a Common Voice locale folder?")
     unknown = [name for name in tsvs if name not in CLIP_TSVS]
     if unknown:

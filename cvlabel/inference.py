@@ -72,7 +72,9 @@ def infer(
         with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
             run.map(predict_shard, calls, bar.update)
 
-    final = pool_by_speaker(out.read_parts(len(shards)), manifest, temperature)
+    # --split dev|test checks the model on self-reported speakers: their own answers must not stand in
+    answers = manifest if options.selection == "unlabeled" else manifest.iloc[0:0]
+    final = pool_by_speaker(out.read_parts(len(shards)), answers, temperature)
     write_frame(final, FINAL_SCHEMA, out.predictions)
     return {
         "rows": len(final),

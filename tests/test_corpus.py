@@ -135,3 +135,12 @@ def test_only_requested_tsvs(tiny_release):
     assert set(manifest["source_tsv"]) == {"other"}
     with pytest.raises(CorpusError, match="unknown clip TSV"):
         read_release(tiny_release, tsvs=("train",))
+
+
+def test_a_release_root_points_at_its_locale_folders(tiny_release, tmp_path):
+    root = tmp_path / "cv-corpus-17.0"
+    root.mkdir()
+    tiny_release.rename(root / "en")
+    (root / "de" / "clips").mkdir(parents=True)
+    with pytest.raises(CorpusError, match=r"is a release root.*de, en"):
+        read_release(root)

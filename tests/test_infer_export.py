@@ -426,3 +426,10 @@ def test_the_four_export_files_share_one_schema_with_nulls_and_counts(synthetic_
     assert len(everything) == sum(pq.read_metadata(tmp_path / "aug" / f"{s}.parquet").num_rows for s in schemas)
     assert not (everything["age"] == "").any() and everything["age"].isna().all()  # blank is null, not ""
     assert (everything["gender_raw"] == "").any()  # the TSV's own gender string stays verbatim
+
+
+def test_infer_on_a_split_reports_the_models_labels_not_the_speakers_answers(synthetic_corpus, trained_run, tmp_path):
+    summary = infer(synthetic_corpus, trained_run, tmp_path / "ref", InferOptions(jobs=1, selection="test"))
+    predicted = pd.read_parquet(tmp_path / "ref" / "predictions.parquet")
+    assert len(predicted) and (predicted["label_source"] == "model").all()
+    assert summary["label_source"] == {"model": len(predicted)}
