@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,6 +28,7 @@ app = typer.Typer(
 export_app = typer.Typer(help="Write the corpus with its pseudo-labels in another format.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
 
+FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 
@@ -61,7 +63,7 @@ SetOpt = Annotated[
 ModelOpt = Annotated[
     Path, typer.Option("--model", help="Run folder written by 'cvlabel train' (or its model.safetensors).")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON instead of text.")]
 
 
 def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,10 +93,14 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step, not only warnings.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", metavar=FLAG, help="Log each step, not only warnings.")
+    ] = False,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_print_version, is_eager=True, help="Print cvlabel's version and exit."),
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, metavar=FLAG, help="Print cvlabel's version and exit."
+        ),
     ] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="cvlabel: %(message)s")
@@ -179,7 +185,9 @@ def predict(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print one JSON object per file (or per update of a stream) instead of a line of text."
+            "--json",
+            metavar=FLAG,
+            help="Print one JSON object per file (or per update of a stream) instead of a line of text.",
         ),
     ] = False,
     sample_rate: Annotated[
@@ -311,6 +319,7 @@ def infer(
         bool,
         typer.Option(
             "--unlabeled",
+            metavar=FLAG,
             help="Predict the rows whose gender is blank (never "
             "rows of speakers who answered other or do_not_wish_to_say).",
         ),
@@ -403,6 +412,7 @@ def export_parquet(
         bool,
         typer.Option(
             "--accept-uncertified",
+            metavar=FLAG,
             help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
             "point estimate instead; summary.json then marks that threshold as not certified.",
         ),
@@ -419,6 +429,7 @@ def export_parquet(
         bool,
         typer.Option(
             "--allow-weak-model",
+            metavar=FLAG,
             help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
         ),
     ] = EXPORT.allow_weak_model,
@@ -426,6 +437,7 @@ def export_parquet(
         bool,
         typer.Option(
             "--rebalance/--no-rebalance",
+            metavar=FLAG,
             help="Bring train to --female-share, adding the minority gender's pseudo-labels first.",
         ),
     ] = EXPORT.rebalance,
@@ -451,5 +463,12 @@ def export_parquet(
     typer.echo(f"written to {out} (summary.json has the details)")
 
 
-def main() -> None:
-    app()
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # -v works after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type it
+    if any(arg in VERBOSE_FLAGS for arg in args[1:]):
+        args = ["--verbose", *(arg for arg in args if arg not in VERBOSE_FLAGS)]
+    app(args=args)

@@ -148,3 +148,18 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"cvlabel {cvlabel.__version__}"
+
+
+def test_verbose_after_the_subcommand(tiny_release):
+    import subprocess
+    import sys
+
+    late = subprocess.run([sys.executable, "-m", "cvlabel", "inspect", str(tiny_release), "-v"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert late.returncode == 0 and "rows by TSV and gender" in late.stdout, late.stderr
+
+
+def test_flags_are_shown_as_flags():
+    result = runner.invoke(app, ["predict", "--help"])
+    json_line = next(line for line in result.output.splitlines() if "--json" in line)
+    assert "<bool>" not in json_line  # an on/off flag, not an option that takes a value
