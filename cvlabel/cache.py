@@ -114,3 +114,35 @@ def _decode_into_cache(cache: AudioCache, clips: list[str]) -> int:
         with atomic_path(entry.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
             np.save(handle, quantised)
     return len(clips)
+
+
+@dataclass(frozen=True)
+class CacheContents:
+    path: Path
+    settings_folders: int  # one per combination of the settings that shape the audio
+    clips: int  # decoded clips
+    failed_clips: int  # clips recorded as undecodable
+    bytes: int
+
+
+def describe_cache(root: Path) -> CacheContents:
+    """What the decode cache under `root` holds."""
+    folders = sorted(root.glob("audio-*")) if root.is_dir() else []
+    entries = failures = size = 0
+    for folder in folders:
+        for file in folder.rglob("*"):
+            if file.is_file():
+                entries += file.suffix == ".npy"
+                failures += file.suffix == ".err"
+                size += file.stat().st_size
+    return CacheContents(root, len(folders), entries, failures, size)
+
+
+def clear_cache(root: Path) -> int:
+    """Delete the decode cache's settings folders under `root` (nothing else there); returns bytes freed."""
+    import shutil
+
+    freed = describe_cache(root).bytes
+    for folder in root.glob("audio-*") if root.is_dir() else []:
+        shutil.rmtree(folder)
+    return freed

@@ -241,6 +241,30 @@ def check_truth(
     typer.echo(run_check(aug_dir, truth))
 
 
+@app.command()
+@_reports_errors
+def cache(
+    config: ConfigOpt = None,
+    set_: SetOpt = [],  # noqa: B006 (Typer)
+    clear: Annotated[
+        bool,
+        typer.Option("--clear", metavar=FLAG, help="Delete the decoded audio (it is decoded again when next needed)."),
+    ] = False,
+) -> None:
+    """Show where the decoded-audio cache is (train.cache_dir) and what it holds; --clear empties it."""
+    from .cache import cache_root, clear_cache, describe_cache
+    from .config import load_config
+
+    root = cache_root(load_config(config, set_).train.cache_dir)
+    held = describe_cache(root)
+    typer.echo(
+        f"{held.path}: {held.clips} decoded clips, {held.failed_clips} failed, {held.bytes / 1e6:.1f} MB "
+        f"in {held.settings_folders} settings folders"
+    )
+    if clear:
+        typer.echo(f"cleared {clear_cache(root) / 1e6:.1f} MB")
+
+
 @app.command("show-config")
 @_reports_errors
 def show_config(config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B006 (Typer)

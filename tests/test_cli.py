@@ -163,3 +163,20 @@ def test_flags_are_shown_as_flags():
     result = runner.invoke(app, ["predict", "--help"])
     json_line = next(line for line in result.output.splitlines() if "--json" in line)
     assert "<bool>" not in json_line  # an on/off flag, not an option that takes a value
+
+
+def test_cache_shows_and_clears(tmp_path):
+
+    from cvlabel.cache import AudioCache
+    from cvlabel.config import FeatureConfig
+    from cvlabel.testing import write_voice
+
+    root = tmp_path / "cache"
+    clip = write_voice(tmp_path / "v.mp3", 150)
+    AudioCache(root, FeatureConfig()).fill([clip, tmp_path / "missing.mp3"])
+    (root / "keep.txt").write_text("not the cache's")
+    shown = runner.invoke(app, ["cache", "--set", f"train.cache_dir={root}"])
+    assert shown.exit_code == 0 and "1 decoded clips, 1 failed" in shown.output
+    cleared = runner.invoke(app, ["cache", "--set", f"train.cache_dir={root}", "--clear"])
+    assert cleared.exit_code == 0 and "cleared" in cleared.output
+    assert not list(root.glob("audio-*")) and (root / "keep.txt").exists()
