@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq python3-venv; \
 	  else echo "Python's venv module is missing: sudo apt-get install python3-venv"; exit 1; fi; }
+	@# libmpg123 decodes MP3 straight to the model's rate (about 2x soundfile + soxr); optional
+	@ldconfig -p 2>/dev/null | grep -q libmpg123.so.0 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq libmpg123-0) || echo "could not install libmpg123-0: MP3 is decoded by soundfile + soxr"; \
+	  else echo "libmpg123 is not installed (sudo apt-get install libmpg123-0): MP3 is decoded by soundfile + soxr"; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask]'
 	touch $@

@@ -1,27 +1,92 @@
-"""The one audio loader: any clip to float32 mono at the model's rate, or an AudioError."""
+"""The one audio loader: any clip to float32 mono at the model's rate, or an AudioError.
+
+MP3 (Common Voice's format, told by its bytes, not its name) goes to the fastest decoder
+available, which decodes straight to the model's rate:
+- `bandmp3`: cvlabel's own band-limited decoder (a C extension built at install when a compiler
+  is there) that decodes only the subbands below the model's Nyquist frequency;
+- `mpg123`: libmpg123 through ctypes, resampling while it synthesises;
+- `soundfile`: libsndfile at the clip's own rate, then soxr: every other format, and the
+  fallback when neither of the above is installed.
+`features.decoder` picks one by name; "auto" takes the first available that can decode the clip.
+"""
 
 from __future__ import annotations
 
+import logging
+from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import soundfile
 import soxr
 
+from . import mpg123
 from .config import SAMPLE_RATE
 from .errors import AudioError
 
-# libsndfile's frame count for an MP3 is an estimate; a decode this much shorter is truncated.
+log = logging.getLogger(__name__)
+
+# A decode this much shorter than the length the file announces is truncated (libsndfile's and
+# libmpg123's counts for an MP3 without a LAME/Xing header are estimates).
 TRUNCATION_TOLERANCE_S = 0.1  # seconds
+READ_BLOCK_S = 30  # seconds per read when a whole clip is wanted
+_DECODE_ERRORS = (soundfile.LibsndfileError, mpg123.Mpg123Error, RuntimeError, OSError, ValueError)
 
 
-def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
-    """Decode a clip to a float32 mono array of shape (samples,) at `sample_rate` Hz.
+class Backend(Protocol):
+    expected: int | None  # samples the file announces at the output rate, if it does
 
-    Channels are averaged; other rates are resampled with soxr. At most the first `max_seconds`
-    are decoded, so a 10-minute clip cannot blow up memory. Raises AudioError (with the path)
-    for a missing, empty, undecodable or truncated file.
-    """
+    def read(self, frames: int) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class AudioReader:
+    """An open clip, decoded incrementally at one rate: `read(n)` gives up to n float32 mono
+    samples, fewer only at the end, where a stream shorter than announced raises AudioError."""
+
+    def __init__(self, path: Path, backend: Backend, sample_rate: int):
+        self.path, self._backend, self.sample_rate = path, backend, sample_rate
+        self.decoded = 0
+        self.ended = False  # a read has reached the end of the clip
+
+    def read(self, frames: int) -> np.ndarray:
+        try:
+            chunk = self._backend.read(frames)
+        except _DECODE_ERRORS as exc:
+            # libraries' own texts are often misleading ("unknown format" for a truncated header)
+            raise AudioError(self.path, f"cannot decode audio ({type(exc).__name__})") from None
+        self.decoded += chunk.shape[0]
+        if chunk.shape[0] < frames:
+            self.ended = True
+            self._check_complete()
+        return chunk
+
+    def read_all(self) -> np.ndarray:
+        """The rest of the clip."""
+        parts = [self.read(READ_BLOCK_S * self.sample_rate)]
+        while parts[-1].shape[0] == READ_BLOCK_S * self.sample_rate:
+            parts.append(self.read(READ_BLOCK_S * self.sample_rate))
+        return np.concatenate(parts)
+
+    def _check_complete(self) -> None:
+        if self.decoded == 0:
+            raise AudioError(self.path, "no audio samples")
+        expected = self._backend.expected
+        if expected and self.decoded < expected - TRUNCATION_TOLERANCE_S * self.sample_rate:
+            raise AudioError(self.path, f"truncated: decoded {self.decoded} of {expected} samples")
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._backend.close()
+
+
+def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = "auto") -> AudioReader:
+    """Open a clip for decoding at `sample_rate` Hz with `decoder` (see the module's docstring).
+    Raises AudioError (with the path) for a missing, empty or undecodable file."""
     path = Path(path)
     if not path.exists():
         raise AudioError(path, "file not found")
@@ -29,22 +94,113 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         raise AudioError(path, "not a file")
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    native_rate = mp3_rate(path)
     try:
-        with soundfile.SoundFile(path) as clip:
-            native_rate, expected = clip.samplerate, clip.frames
-            wanted = expected if max_seconds is None else min(expected, int(max_seconds * native_rate))
-            samples = clip.read(frames=wanted, dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-        # libsndfile's own text is often misleading ("unknown format" for a truncated header)
+        if decoder_for(path, decoder, sample_rate, native_rate) == "mpg123":
+            backend: Backend = mpg123.Mpg123Reader(path, sample_rate, native_rate or 0)
+        else:
+            backend = _SoundfileBackend(path, sample_rate)
+    except _DECODE_ERRORS as exc:
         raise AudioError(path, f"cannot decode audio ({type(exc).__name__})") from None
+    return AudioReader(path, backend, sample_rate)
 
-    if samples.shape[0] == 0:
-        raise AudioError(path, "no audio samples")
-    if samples.shape[0] < wanted - TRUNCATION_TOLERANCE_S * native_rate:
-        raise AudioError(path, f"truncated: decoded {samples.shape[0]} of {wanted} samples")
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
-    if not np.isfinite(mono).all():
+
+def load_audio(
+    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None, decoder: str = "auto"
+) -> np.ndarray:
+    """Decode a clip to a float32 mono array of shape (samples,) at `sample_rate` Hz.
+
+    Channels are averaged. At most the first `max_seconds` are decoded, so a 10-minute clip
+    cannot blow up memory. Raises AudioError (with the path) for a missing, empty,
+    undecodable or truncated file.
+    """
+    with open_audio(path, sample_rate, decoder) as reader:
+        samples = reader.read_all() if max_seconds is None else reader.read(int(max_seconds * sample_rate))
+    return finite(samples, path)
+
+
+def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
+    """The samples as contiguous float32, or AudioError when any is NaN or infinite."""
+    if not np.isfinite(samples).all():
         raise AudioError(path, "decoded samples are not finite")
-    if native_rate != sample_rate:
-        mono = soxr.resample(mono, native_rate, sample_rate)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def decoder_for(path: Path, decoder: str, sample_rate: int, native_rate: int | None) -> str:
+    """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format)
+    at `sample_rate`: libmpg123 where it decimates exactly (the clip at 1, 2 or 4 times the
+    model's rate: 48 kHz for 12 kHz) and `decoder` allows it, else soundfile + soxr."""
+    if decoder == "mpg123" and not mpg123.available():
+        raise AudioError(path, "features.decoder is mpg123 but libmpg123 is not installed (apt install libmpg123-0)")
+    ratio, remainder = divmod(native_rate or 0, sample_rate)
+    exact = remainder == 0 and ratio in mpg123.DECIMATIONS
+    if decoder in ("auto", "mpg123") and exact and mp3_decoder() == "mpg123":
+        return "mpg123"
+    return "soundfile"
+
+
+@cache
+def mp3_decoder() -> str:
+    """The fastest MP3 decoder installed (logged once per process)."""
+    if mpg123.available():
+        log.debug("MP3 decoder: libmpg123")
+        return "mpg123"
+    log.info("MP3 decoder: soundfile + soxr (install libmpg123-0 for a decode about 2x faster)")
+    return "soundfile"
+
+
+_MPEG_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000), 0: (11_025, 12_000, 8_000)}  # by version
+
+
+def mp3_rate(path: Path) -> int | None:
+    """The sample rate of an MP3's first frame; None when the file does not start like an MP3
+    (an ID3v2 tag or an MPEG layer III frame header), 0 when it does but no frame is found."""
+    with open(path, "rb") as handle:
+        head = handle.read(10)
+        if head[:3] == b"ID3" and len(head) == 10:
+            size = int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big")  # syncsafe
+            handle.seek(10 + size + (10 if head[5] & 0x10 else 0))
+            head = handle.read(4096)
+        elif not _frame_rate(head[:4]):
+            return None
+    for offset in range(max(0, len(head) - 3)):
+        rate = _frame_rate(head[offset : offset + 4])
+        if rate:
+            return rate
+    return 0
+
+
+def _frame_rate(header: bytes) -> int | None:
+    """The rate of an MPEG audio layer III frame header, or None if `header` is not one."""
+    if len(header) < 4 or header[0] != 0xFF or header[1] & 0xE0 != 0xE0 or (header[1] >> 1) & 3 != 1:
+        return None
+    version, index = (header[1] >> 3) & 3, (header[2] >> 2) & 3
+    return _MPEG_RATES[version][index] if version in _MPEG_RATES and index < 3 else None
+
+
+class _SoundfileBackend:
+    """libsndfile at the file's own rate, resampled with a streaming soxr to the output rate."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        self._file = soundfile.SoundFile(path)
+        native = self._file.samplerate
+        self._ratio = sample_rate / native
+        self.expected: int | None = int(self._file.frames * self._ratio) if self._file.frames > 0 else None
+        self._stream = None if native == sample_rate else soxr.ResampleStream(native, sample_rate, 1, dtype="float32")
+        self._pending = np.zeros(0, np.float32)
+        self._ended = False
+
+    def read(self, frames: int) -> np.ndarray:
+        while self._pending.shape[0] < frames and not self._ended:
+            wanted = max(1024, int((frames - self._pending.shape[0]) / self._ratio) + 64)
+            block = self._file.read(frames=wanted, dtype="float32", always_2d=True)
+            self._ended = block.shape[0] < wanted
+            mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+            if self._stream is not None:
+                mono = self._stream.resample_chunk(np.ascontiguousarray(mono), last=self._ended)
+            self._pending = np.concatenate([self._pending, mono.astype(np.float32, copy=False)])
+        out, self._pending = self._pending[:frames], self._pending[frames:]
+        return out
+
+    def close(self) -> None:
+        self._file.close()

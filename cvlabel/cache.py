@@ -1,8 +1,9 @@
 """Decoded speech on disk, so MP3s are decoded once per clip, not once per epoch or run.
 
-An entry is the clip's silence-trimmed 16 kHz audio as int16 `.npy`. Entries are keyed by the
-clip (absolute path, size, modification time: a replaced file is decoded again) inside a folder
-keyed by the settings that shape the audio (rate, trimming, max_seconds). Log-mels are not
+An entry is the clip's silence-trimmed audio at the model's rate as int16 `.npy`. Entries are
+keyed by the clip (absolute path, size, modification time: a replaced file is decoded again)
+inside a folder keyed by the settings that shape the audio (rate, trimming, max_seconds, and the
+MP3 decoder that "auto" resolves to on this machine). Log-mels are not
 cached: they are cheap, and training augments the waveform before computing them.
 A clip that cannot be decoded leaves a `.err` entry holding the reason, so it is not retried.
 """
@@ -21,12 +22,13 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
+from .audio import mp3_decoder
 from .config import FeatureConfig
 from .errors import AudioError
 from .files import atomic_path, write_text
 from .speech import decode_speech
 
-CACHE_VERSION = 1  # bump when the stored format or the decoding changes
+CACHE_VERSION = 2  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
 CLIPS_PER_TASK = 32  # clips a worker decodes per task: amortises the task overhead
 AUDIO_FIELDS = (
@@ -37,6 +39,7 @@ AUDIO_FIELDS = (
     "vad_floor_dbfs",
     "vad_pad_ms",
     "max_seconds",
+    "decoder",
 )
 
 
@@ -56,6 +59,8 @@ class AudioCache:
     @cached_property  # hashed once, not for every clip of every batch
     def folder(self) -> Path:
         settings = {name: getattr(self.config, name) for name in AUDIO_FIELDS}
+        if settings["decoder"] == "auto":
+            settings["decoder"] = mp3_decoder()
         key = hashlib.sha1(json.dumps([CACHE_VERSION, settings], sort_keys=True).encode()).hexdigest()[:16]
         return Path(self.root) / f"audio-{key}"
 

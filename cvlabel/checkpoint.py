@@ -91,7 +91,7 @@ def read_checkpoint_info(path: str | Path) -> CheckpointInfo:
         raise CvlabelError(f"{file}: checkpoint version {header.get('version')} is not supported by this cvlabel")
     try:
         labels = tuple(json.loads(header["labels"]))
-        config = from_dict(Config, json.loads(header["config"]))
+        config = from_dict(Config, _upgraded(json.loads(header["config"])))
         temperature = float(header["temperature"])
         members = int(header["members"])
         info = json.loads(header.get("info", "{}"))
@@ -127,6 +127,18 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise CvlabelError(f"{file}: weights do not fit the model config ({_first_line(exc)})") from None
     model.eval()
     return Checkpoint(described.config, described.temperature, described.info, model)
+
+
+def _upgraded(tree: dict[str, Any]) -> dict[str, Any]:
+    """A config of an older checkpoint in today's keys: cvlabel <= 0.2 gave the STFT in samples
+    (n_fft, hop_length) where today's gives milliseconds; the same analysis either way."""
+    features = dict(tree.get("features", {}))
+    rate = features.get("sample_rate", 16_000)
+    if "n_fft" in features:
+        features["window_ms"] = 1000 * features.pop("n_fft") / rate
+    if "hop_length" in features:
+        features["hop_ms"] = 1000 * features.pop("hop_length") / rate
+    return {**tree, "features": features}
 
 
 def _first_line(exc: Exception) -> str:

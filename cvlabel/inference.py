@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
+from .audio import mp3_decoder
 from .checkpoint import existing_model_file, run_config
 from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release
@@ -65,7 +66,7 @@ def infer(
     else:
         jobs = resolve_jobs(options.jobs, rows=todo_rows, tasks=len(todo))
         runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
-    log.info("%d rows in %d shards, %d to do, %s", len(rows), len(shards), len(todo), where)
+    log.info("%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder())
     with runner as run:
         # the checkpoint is loaded (and checked) where the shards will run, never in a parent of workers
         temperature = run.call(model_temperature, str(checkpoint_file))

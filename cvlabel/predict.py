@@ -10,12 +10,10 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import soxr
 
-from .audio import load_audio
-from .config import SAMPLE_RATE
 from .errors import AudioError, CvlabelError
 from .labels import LABELS, calibrate, decide
 from .scoring import InferenceModel, inference_model
-from .speech import speech_only
+from .speech import decode_clip, speech_only
 
 STDIN_ARG = "-"  # the file argument that means: raw PCM from stdin
 
@@ -27,6 +25,7 @@ STREAM_MIN_SPEECH_S = 0.5  # seconds
 STREAM_BLOCK_S = 1.0  # seconds of PCM read from the stream at a time
 STREAM_MIN_RATE = 8_000  # Hz: below it the voice band up to the model's f_max (4 kHz) is lost
 STREAM_MAX_RATE = 192_000  # Hz: the highest rate of real audio hardware; more is a typo
+STREAM_DEFAULT_RATE = 16_000  # Hz of raw PCM on stdin unless --sample-rate says otherwise
 PCM_BYTES_PER_SAMPLE = 2  # 16-bit signed little-endian mono
 PCM_FULL_SCALE = 32768.0  # soundfile's scale for 16-bit PCM, so piped audio equals the same audio decoded from a WAV
 STREAM_NAME = "<stdin>"  # the source speech_only names in its (caught) errors
@@ -40,7 +39,7 @@ def predict(
     if STDIN_ARG in (str(source) for source in sources):
         if len(sources) > 1:
             raise CvlabelError("'-' (stdin) cannot be mixed with files; predict them in separate commands")
-        return predict_stream(stdin, model_dir, sample_rate or SAMPLE_RATE)
+        return predict_stream(stdin, model_dir, sample_rate or STREAM_DEFAULT_RATE)
     if sample_rate is not None:
         raise CvlabelError("--sample-rate applies only to - (stdin PCM); files carry their own rate")
     return iter(predict_files(sources, model_dir))
@@ -94,7 +93,7 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
             "error": None,
         }
         try:
-            samples = load_audio(path, config.sample_rate, max_seconds=config.max_seconds)
+            samples = decode_clip(path, config)
             result["duration_s"] = round(samples.shape[0] / config.sample_rate, 3)
             logit = float(model.logits([speech_only(samples, config, path)])[0])
         except AudioError as exc:

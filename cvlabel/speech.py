@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import load_audio
+from .audio import finite, open_audio
 from .config import FeatureConfig
 from .errors import AudioError
+
+MAX_LEADING_SILENCE_S = 10.0  # seconds of silence before the first sound skipped beyond max_seconds
 
 
 def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -20,12 +22,9 @@ def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) 
 
     samples: (n,) float mono at config.sample_rate. Returns (0, 0) when no frame has speech.
     """
-    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
-    n_frames = samples.shape[0] // frame
-    if n_frames == 0:
+    frame, energy_db = _frame_energy_db(samples, config)
+    if energy_db.size == 0:
         return (0, 0) if not _loud_enough(samples, config.vad_floor_dbfs) else (0, samples.shape[0])
-    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
-    energy_db = 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
     threshold = max(energy_db.max() - config.vad_threshold_db, config.vad_floor_dbfs)
     speech = np.flatnonzero(energy_db >= threshold)
     if speech.size == 0:
@@ -53,9 +52,44 @@ def speech_only(samples: np.ndarray, config: FeatureConfig, source: str | Path) 
 
 
 def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """A clip as the model hears it: its first max_seconds decoded at the model's rate, cut to
-    the speech. Raises AudioError when the clip cannot be decoded or holds no speech."""
-    return speech_only(load_audio(path, config.sample_rate, max_seconds=config.max_seconds), config, path)
+    """A clip as the model hears it: decode_clip, cut to the speech. Raises AudioError when the
+    clip cannot be decoded or holds no speech."""
+    return speech_only(decode_clip(path, config), config, path)
+
+
+def decode_clip(path: str | Path, config: FeatureConfig) -> np.ndarray:
+    """A clip decoded at the model's rate up to max_seconds past its first sound (speech_onset),
+    so leading silence does not eat the budget (up to MAX_LEADING_SILENCE_S of it).
+    Raises AudioError when it cannot be decoded."""
+    budget = int(config.max_seconds * config.sample_rate)
+    silence_limit = int(MAX_LEADING_SILENCE_S * config.sample_rate)
+    with open_audio(path, config.sample_rate, config.decoder) as reader:
+        samples = reader.read(budget)
+        onset = speech_onset(samples, config)
+        while onset is None and not reader.ended and samples.shape[0] < silence_limit:
+            samples = np.concatenate([samples, reader.read(budget)])
+            onset = speech_onset(samples, config)
+        if onset is not None and not reader.ended and onset + budget > samples.shape[0]:
+            samples = np.concatenate([samples, reader.read(onset + budget - samples.shape[0])])
+    return finite(samples, path)
+
+
+def speech_onset(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> int | None:
+    """The first sample of the first energy frame louder than config.vad_floor_dbfs, or None.
+
+    Unlike speech_bounds it needs no look at the rest of the clip, so a decoder can stop reading
+    at a budget counted from here."""
+    frame, energy_db = _frame_energy_db(samples, config)
+    loud = np.flatnonzero(energy_db >= config.vad_floor_dbfs)
+    return int(loud[0]) * frame if loud.size else None
+
+
+def _frame_energy_db(samples: np.ndarray, config: FeatureConfig) -> tuple[int, np.ndarray]:
+    """The energy frame's length in samples, and each whole frame's mean power in dBFS."""
+    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
+    n_frames = samples.shape[0] // frame
+    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
+    return frame, 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
 
 
 def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:

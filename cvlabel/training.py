@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from .artifacts import RunFolder, read_augmented_splits, write_reference
+from .audio import mp3_decoder
 from .augment import augment_waveform, spec_augment, training_crops
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY
@@ -118,6 +119,7 @@ def train(
             "corpus": str(corpus_dir),
             "augmented": str(augmented or ""),
             "dev_balanced_accuracy": dev_balanced_accuracy,
+            "mp3_decoder": mp3_decoder(),  # what "auto" decoded the training clips with here
         },
     )
     return metrics

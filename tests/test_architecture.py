@@ -16,7 +16,7 @@ PACKAGE = Path(cvlabel.__file__).parent
 # Earlier layers first. A module may import modules of earlier layers only.
 LAYERS = [
     ["errors", "version"],
-    ["files"],
+    ["files", "mpg123"],
     ["config"],
     ["labels"],
     ["corpus", "audio"],

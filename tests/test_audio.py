@@ -1,14 +1,20 @@
+import logging
+
 import numpy as np
 import pytest
 import soundfile
 
-from cvlabel.audio import SAMPLE_RATE, load_audio
+from cvlabel import audio, mpg123
+from cvlabel.audio import SAMPLE_RATE, decoder_for, load_audio, mp3_rate
+from cvlabel.config import FeatureConfig
 from cvlabel.errors import AudioError
+from cvlabel.features import log_mel
+from cvlabel.speech import decode_clip, decode_speech
 from cvlabel.testing import write_voice
 
 
 @pytest.mark.parametrize("rate", [48_000, 44_100, 32_000, 8_000])
-def test_mp3_decodes_to_16k_float32_mono(tmp_path, rate):
+def test_mp3_decodes_to_the_model_rate_float32_mono(tmp_path, rate):
     path = write_voice(tmp_path / f"v{rate}.mp3", 120, seconds=1.0, sample_rate=rate, silence_s=0.25)
     samples = load_audio(path)
     assert samples.dtype == np.float32 and samples.ndim == 1
@@ -30,7 +36,7 @@ def test_stereo_is_mixed_to_mono(tmp_path):
 def test_wav_named_mp3_is_decoded_by_content(tmp_path):
     path = tmp_path / "really_a_wav.mp3"
     soundfile.write(path, np.zeros(800, dtype=np.float32) + 0.1, 8000, format="WAV")
-    assert load_audio(path).shape[0] == 1600
+    assert load_audio(path).shape[0] == SAMPLE_RATE // 10
 
 
 def test_max_seconds_bounds_decoding(tmp_path):
@@ -65,3 +71,64 @@ def test_truncated_mp3_is_detected(tmp_path):
         load_audio(cut)
     # reading only the intact first part of a truncated file is fine
     assert load_audio(cut, max_seconds=0.5).shape[0] == SAMPLE_RATE // 2
+
+
+needs_mpg123 = pytest.mark.skipif(not mpg123.available(), reason="libmpg123 is not installed")
+
+
+@needs_mpg123
+@pytest.mark.parametrize("rate", [48_000, 24_000, 12_000])
+def test_mpg123_decimates_exactly_what_soundfile_and_soxr_give(tmp_path, rate):
+    """libmpg123 keeps every 4th/2nd sample of its synthesis filterbank; soundfile decodes at the
+    clip's rate, then soxr resamples. Both are gapless and band-limited: the same features."""
+    path = write_voice(tmp_path / f"v{rate}.mp3", 180, seconds=1.5, sample_rate=rate, silence_s=0.2)
+    assert decoder_for(path, "auto", SAMPLE_RATE, mp3_rate(path)) == "mpg123"
+    fast, reference = load_audio(path, decoder="mpg123"), load_audio(path, decoder="soundfile")
+    assert fast.shape[0] == reference.shape[0]
+    config = FeatureConfig()
+    difference = (log_mel(fast, config) - log_mel(reference, config))[:, 2:-2]
+    assert float(difference.abs().mean()) < 0.01  # natural-log units (0.04 dB); measured <= 0.003
+
+
+@pytest.mark.parametrize("rate,expected", [(48_000, "mpg123"), (44_100, "soundfile"), (8_000, "soundfile")])
+def test_rates_libmpg123_cannot_decimate_exactly_go_to_soundfile(tmp_path, rate, expected):
+    """Its N-to-M resampler distorts the top of the band by several dB: not used."""
+    path = write_voice(tmp_path / f"v{rate}.mp3", 150, seconds=0.5, sample_rate=rate)
+    assert mp3_rate(path) == rate
+    wanted = expected if mpg123.available() else "soundfile"
+    assert decoder_for(path, "auto", SAMPLE_RATE, rate) == wanted
+
+
+def test_without_libmpg123_mp3_falls_back_to_soundfile_and_says_so(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(mpg123, "_library", lambda: None)
+    monkeypatch.setattr(audio, "mp3_decoder", audio.mp3_decoder.__wrapped__)
+    path = write_voice(tmp_path / "v.mp3", 150, seconds=1.0)
+    with caplog.at_level(logging.INFO, logger="cvlabel.audio"):
+        assert decoder_for(path, "auto", SAMPLE_RATE, 48_000) == "soundfile"
+    assert "soundfile + soxr" in caplog.text and "libmpg123" in caplog.text
+    assert abs(load_audio(path).shape[0] / SAMPLE_RATE - 1.6) < 0.06
+    with pytest.raises(AudioError, match="libmpg123 is not installed"):
+        load_audio(path, decoder="mpg123")
+
+
+def test_the_format_is_told_by_the_bytes(tmp_path):
+    wav = tmp_path / "v.mp3"
+    soundfile.write(wav, np.zeros(800, dtype=np.float32), 8000, format="WAV")
+    assert mp3_rate(wav) is None
+    tagged = write_voice(tmp_path / "tagged.mp3", 150, seconds=0.5)
+    tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x14" + bytes(20) + tagged.read_bytes())  # a 20-byte tag
+    assert mp3_rate(tagged) == 48_000
+    assert abs(load_audio(tagged).shape[0] / SAMPLE_RATE - 1.1) < 0.06
+
+
+@pytest.mark.parametrize("decoder", ["soundfile", pytest.param("mpg123", marks=needs_mpg123)])
+def test_leading_silence_does_not_eat_the_seconds_budget(tmp_path, decoder):
+    """max_seconds counts from the first sound: 3 s of silence, then 2 s of voice, with a 1 s
+    budget give 1 s of voice (plus the trimmer's pad), not nothing."""
+    path = write_voice(tmp_path / "late.mp3", 150, seconds=2.0, silence_s=3.0)
+    config = FeatureConfig(max_seconds=1.0, decoder=decoder)
+    decoded = decode_clip(path, config)
+    assert 3.9 < decoded.shape[0] / SAMPLE_RATE < 4.1  # the silence, then the budget
+    speech = decode_speech(path, config)
+    pad = config.vad_pad_ms / 1000
+    assert 1.0 - 0.05 < speech.shape[0] / SAMPLE_RATE < 1.0 + pad + 0.05

@@ -17,7 +17,8 @@ from cvlabel.config import AugmentConfig, FeatureConfig
 from cvlabel.features import log_mel
 
 RATE = 16_000
-N_FFT = FeatureConfig().n_fft
+CONFIG = FeatureConfig(sample_rate=RATE)  # the shift is rate-agnostic; 16 kHz keeps 7.5 kHz harmonics
+N_FFT = CONFIG.n_fft
 BIN_HZ = RATE / N_FFT  # 31.25 Hz per STFT bin
 
 
@@ -38,7 +39,7 @@ def log_power(samples: np.ndarray) -> torch.Tensor:
     spectrum = torch.stft(
         torch.as_tensor(samples),
         N_FFT,
-        FeatureConfig().hop_length,
+        CONFIG.hop_length,
         window=torch.hann_window(N_FFT),
         center=True,
         return_complex=True,

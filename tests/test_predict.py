@@ -11,9 +11,18 @@ import soxr
 from typer.testing import CliRunner
 
 from cvlabel.cli import app
+from cvlabel.config import FeatureConfig
 from cvlabel.errors import CvlabelError
 from cvlabel.labels import LABELS
-from cvlabel.predict import STREAM_WINDOW_S, pcm_blocks, predict_files, predict_stream, resample_blocks, verdict
+from cvlabel.predict import (
+    STREAM_DEFAULT_RATE,
+    STREAM_WINDOW_S,
+    pcm_blocks,
+    predict_files,
+    predict_stream,
+    resample_blocks,
+    verdict,
+)
 from cvlabel.scoring import InferenceModel, inference_model
 from cvlabel.speech import speech_only
 from cvlabel.synthesis import synthesize_formant_voice
@@ -55,7 +64,7 @@ def test_predict_cli_text_json_and_exit_code(trained_run, tmp_path):
 
 # --- streaming PCM from stdin (`cvlabel predict -`) ---------------------------------------------
 
-RATE = 16_000  # Hz: the test models' rate
+RATE = FeatureConfig().sample_rate  # Hz: the test models' rate (so the stream is not resampled)
 
 
 def voice(seconds: float, pitch_hz: float = 210, sample_rate: int = RATE, silence_s: float = 0.0) -> np.ndarray:
@@ -166,8 +175,8 @@ def test_predict_stream_memory_stays_bounded_over_ten_minutes(trained_run):
 
 
 def test_a_silent_stream_has_no_verdict_and_the_command_exits_1(trained_run):
-    silence = pcm(np.zeros(int(2.5 * RATE), np.float32))
-    updates = list(predict_stream(io.BytesIO(silence), trained_run, RATE))
+    silence = pcm(np.zeros(int(2.5 * STREAM_DEFAULT_RATE), np.float32))  # the CLI's rate unless told
+    updates = list(predict_stream(io.BytesIO(silence), trained_run, STREAM_DEFAULT_RATE))
     assert [u["error"] for u in updates] == ["no speech yet", "no speech yet", "no speech found"]
     assert updates[-1]["final"] and updates[-1]["label"] is None and updates[-1]["windows"] == 0
     result = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=silence)
@@ -230,7 +239,11 @@ def test_pcm_blocks_keeps_torn_samples_and_drops_an_odd_last_byte():
 
 
 def test_predict_stream_rejects_bad_rates_mixed_arguments_and_a_terminal(trained_run, tmp_path):
-    odd = runner.invoke(app, ["predict", "-", "--model", str(trained_run)], input=pcm(voice(1.5)) + b"\x01")
+    odd = runner.invoke(
+        app,
+        ["predict", "-", "--model", str(trained_run)],
+        input=pcm(voice(1.5, sample_rate=STREAM_DEFAULT_RATE)) + b"\x01",
+    )
     assert odd.exit_code == 0 and odd.output.startswith("1.0 s\t") and "final\t1.5 s\t" in odd.output
     for rate in ("7999", "192001"):
         bad = runner.invoke(app, ["predict", "-", "--model", str(trained_run), "--sample-rate", rate], input=b"")

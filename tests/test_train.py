@@ -85,7 +85,7 @@ def test_second_run_decodes_nothing(synthetic_corpus, tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("a cached clip was decoded again")
 
-    monkeypatch.setattr(cvlabel.speech, "load_audio", no_decoding)
+    monkeypatch.setattr(cvlabel.speech, "open_audio", no_decoding)
     train(synthetic_corpus, tmp_path / "second", config)
     assert sorted((tmp_path / "cache").rglob("*.npy")) == entries
 
@@ -98,7 +98,7 @@ def test_too_few_speakers_is_a_clear_error(tiny_release, tmp_path):
 def test_checkpoint_round_trip(tmp_path):
     torch.manual_seed(0)
     model = Committee.empty(ModelConfig(), 40, 3).eval()
-    config = load_config(None, ["features.n_mels=40", "features.f_max=7600", "splits.seed=7"])
+    config = load_config(None, ["features.n_mels=40", "features.f_max=5000", "splits.seed=7"])
     save_checkpoint(model, config, 1.7, tmp_path / "model.safetensors", info={"corpus": "x"})
     loaded = load_checkpoint(tmp_path)
     assert loaded.config == config and loaded.temperature == 1.7 and loaded.info == {"corpus": "x", "members": 3}
@@ -106,6 +106,28 @@ def test_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(loaded.model(x), model(x))
     assert loaded.model(x).shape == (2, 3)
     assert read_checkpoint_info(tmp_path).config.splits.seed == 7  # readable without loading the weights
+
+
+def test_a_checkpoint_of_cvlabel_0_2_reads_its_stft_in_samples_as_milliseconds(tmp_path):
+    """cvlabel <= 0.2 wrote features.n_fft / hop_length (512 / 320 at 16 kHz); the same analysis
+    is 32 ms / 20 ms, which today's config holds, so old models keep hearing what they learnt on."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    save_checkpoint(Committee.empty(ModelConfig(), 64, 2), Config(), 1.0, tmp_path / "model.safetensors")
+    with safe_open(str(tmp_path / "model.safetensors"), framework="numpy") as handle:
+        header = handle.metadata()
+    old = json.loads(header["config"])
+    for key in ("window_ms", "hop_ms", "decoder"):
+        del old["features"][key]
+    old["features"].update(sample_rate=16_000, n_fft=512, hop_length=320)
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={**header, "config": json.dumps(old)})
+    features = read_checkpoint_info(tmp_path).config.features
+    assert (features.sample_rate, features.window_ms, features.hop_ms) == (16_000, 32.0, 20.0)
+    assert (features.n_fft, features.hop_length, features.decoder) == (512, 320, "auto")
 
 
 def test_default_model_size():
