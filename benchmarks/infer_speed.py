@@ -27,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +38,7 @@ import soxr
 import torch
 from joblib import Parallel, delayed
 
+from cvlabel import mpg123
 from cvlabel.artifacts import RunFolder
 from cvlabel.audio import load_audio
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -46,7 +49,7 @@ from cvlabel.features import log_mel
 from cvlabel.inference import infer
 from cvlabel.model import Committee
 from cvlabel.scoring import batch_logits
-from cvlabel.speech import trim_silence
+from cvlabel.speech import decode_clip, decode_speech, trim_silence
 
 STAGE_CLIPS = 256  # clips timed per stage
 BATCH = 32  # clips per batch, as infer's default
@@ -66,7 +69,8 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
         return out
 
     decoded = timed("decode (soundfile)", lambda p: soundfile.read(p, dtype="float32"), clips)
-    resampled = timed("resample to 16 kHz (soxr)", lambda d: soxr.resample(d[0], d[1], config.sample_rate), decoded)
+    rate = config.sample_rate
+    resampled = timed(f"resample to {rate} Hz (soxr)", lambda d: soxr.resample(d[0], d[1], rate), decoded)
     trimmed = timed("silence trim", lambda x: trim_silence(x, config), resampled)
     timed("log-mel", lambda x: log_mel(x, config), trimmed)
     model = checkpoint.model.fuse_for_inference()
@@ -75,6 +79,52 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     timings["log-mel + CNN, batches of 32"] = 1000 * (time.perf_counter() - started) / len(trimmed)
     timings["mean clip seconds (after trim)"] = float(np.mean([x.shape[0] for x in trimmed]) / config.sample_rate)
     return timings
+
+
+def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], repeats: int = 3) -> pd.DataFrame:
+    """ms per clip of each decoder, alone and end to end (decode, trim, log-mel, CNN in batches of
+    32), and its ratio to the floor (soundfile decoding the whole clip at its own rate; above 1 is
+    faster). One thread; the candidates take turns within each repeat (interleaved, so a noisy
+    neighbour slows them alike); the median of the repeats is shown."""
+    torch.set_num_threads(1)
+    base = checkpoint.config.features
+    model = checkpoint.model.fuse_for_inference()
+    features = {"soundfile + soxr": replace(base, decoder="soundfile", max_seconds=20.0)}
+    if mpg123.available():
+        features["libmpg123"] = replace(base, decoder="mpg123", max_seconds=20.0)
+        for cap in caps:
+            features[f"libmpg123, {cap:g} s past the first sound"] = replace(base, decoder="mpg123", max_seconds=cap)
+    candidates: dict[str, Any] = {"soundfile, whole clip at its rate (the floor)": None, **features}
+
+    def decode_only(name: str) -> None:
+        if candidates[name] is None:
+            for path in clips:
+                soundfile.read(path, dtype="float32")
+        else:
+            for path in clips:
+                decode_clip(path, candidates[name])
+
+    def end_to_end(name: str) -> None:
+        config = candidates[name]
+        batch_logits(model, [decode_speech(path, config) for path in clips], config, BATCH)
+
+    seconds: dict[tuple[str, str], list[float]] = {}
+    for name in candidates:  # warm-up: libraries loaded, FFT plans and mel bases built
+        decode_only(name)
+    for _ in range(repeats):
+        for name in candidates:
+            for kind, work in (("decode", decode_only), ("end to end", end_to_end)):
+                if kind == "end to end" and candidates[name] is None:
+                    continue
+                started = time.perf_counter()
+                work(name)
+                seconds.setdefault((name, kind), []).append(time.perf_counter() - started)
+    floor = float(np.median(seconds[("soundfile, whole clip at its rate (the floor)", "decode")]))
+    rows = {}
+    for (name, kind), times in seconds.items():
+        median = float(np.median(times))
+        rows[f"{kind}: {name}"] = {"ms_per_clip": 1000 * median / len(clips), "ratio_to_floor": floor / median}
+    return pd.DataFrame(rows).T
 
 
 def decode_shard(paths: list[str], max_seconds: float, resample: bool) -> int:
@@ -208,6 +258,9 @@ def main() -> None:
         default=10000,
         help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)",
     )
+    parser.add_argument("--stage-clips", type=int, default=STAGE_CLIPS, help="clips of tables 1 and 1b")
+    parser.add_argument("--caps", default="6,4,3", help="features.max_seconds values of the decoder table")
+    parser.add_argument("--stages-only", action="store_true", help="print tables 1 and 1b only")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
 
@@ -225,12 +278,18 @@ def main() -> None:
         config = Config()
         committee = Committee.empty(config.model, config.features.n_mels, config.train.folds).eval()
         save_checkpoint(committee, config, 1.0, model_file)
-    clips = sorted((corpus / "clips").glob("*.mp3"))[:STAGE_CLIPS]
+    clips = sorted((corpus / "clips").glob("*.mp3"))[: args.stage_clips]
     report: dict = {"stages_ms_per_clip": stage_costs(clips, load_checkpoint(model_file))}
     print(f"1. per clip, one thread ({len(clips)} clips of {corpus})")
     for name, value in report["stages_ms_per_clip"].items():
         print(f"   {name:<32} {value:8.2f}")
+    decoders = decoder_costs(clips, load_checkpoint(model_file), [float(c) for c in args.caps.split(",") if c])
+    report["decoders"] = decoders.to_dict(orient="index")
+    print(f"\n1b. decoders alone and end to end, one thread, interleaved, median of 3 ({len(clips)} clips)")
+    print(decoders.to_string(float_format=lambda v: f"{v:.2f}"))
 
+    if args.stages_only:
+        return
     with tempfile.TemporaryDirectory(dir=args.out) as work:
         report["throughput"] = {
             int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")

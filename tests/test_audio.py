@@ -132,3 +132,16 @@ def test_leading_silence_does_not_eat_the_seconds_budget(tmp_path, decoder):
     speech = decode_speech(path, config)
     pad = config.vad_pad_ms / 1000
     assert 1.0 - 0.05 < speech.shape[0] / SAMPLE_RATE < 1.0 + pad + 0.05
+
+
+@pytest.mark.parametrize("decoder", ["soundfile", pytest.param("mpg123", marks=needs_mpg123)])
+def test_stereo_mp3_is_mixed_to_mono(tmp_path, decoder):
+    t = np.arange(48_000) / 48_000
+    left = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    path = tmp_path / "stereo.mp3"
+    soundfile.write(path, np.stack([left, -left], axis=1), 48_000, format="MP3")
+    cancelled = load_audio(path, decoder=decoder)
+    soundfile.write(path, np.stack([left, np.zeros_like(left)], axis=1), 48_000, format="MP3")
+    half = load_audio(path, decoder=decoder)
+    assert np.sqrt(np.mean(cancelled**2)) < 0.01  # opposite channels cancel: they were averaged
+    assert abs(np.sqrt(np.mean(half[2000:-2000] ** 2)) - 0.15 / np.sqrt(2)) < 0.01  # one silent channel halves it
