@@ -291,13 +291,23 @@ def train(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006 (Typer)
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            show_default=False,
+            help="Processes that decode clips into the cache; 0 means one per core. The config key train.jobs "
+            "(default 0): --jobs N is --set train.jobs=N and wins over --config and --set.",
+        ),
+    ] = None,
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
     from .config import load_config
     from .evaluate import format_metrics
     from .training import train as run_train
 
-    metrics = run_train(corpus_dir, out, load_config(config, set_), augmented=augmented)
+    overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
+    metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
     typer.echo(f"run written to {out}")
 
