@@ -92,27 +92,28 @@ def export_parquet(
     reference: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write AUG_DIR's Parquet files in options.layout, and summary.json; return the summary."""
-    labelled = label_release(corpus_dir, predictions_dir, options, reference, layout=options.layout)
-    rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
-    if options.layout == "classifier":
-        rows, files, counts = _classifier_layout(rows, labelled, options)
-    else:
-        rows, files, counts = _release_layout(rows, labelled, options)
-    # one schema for every file, so `AUG/*.parquet` reads as one table in polars, DuckDB, datasets
-    table = export_table(rows)
-    summary = {
-        **labelled.metadata,
-        "claims": labelled.claims,
-        "rule": labelled.rule,
-        "rows": {name: int((rows["split"] == name).sum()) for name in files},
-        "pseudo_labels": _pseudo_labels(rows),
-        **counts,
-    }
+    # the folder is checked (new or empty, writable) before any work, and appears whole or not at all
     with atomic_folder(aug_dir, "cvlabel export") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout=options.layout)
+        rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
+        if options.layout == "classifier":
+            rows, files, counts = _classifier_layout(rows, labelled, options)
+        else:
+            rows, files, counts = _release_layout(rows, labelled, options)
+        # one schema for every file, so `AUG/*.parquet` reads as one table in polars, DuckDB, datasets
+        table = export_table(rows)
         folder = ExportFolder(tmp)
         for name in files:
             write_export_split(table.filter(pa.array(rows["split"].to_numpy() == name)), folder.split(name),
                                labelled.metadata)  # fmt: skip
+        summary = {
+            **labelled.metadata,
+            "claims": labelled.claims,
+            "rule": labelled.rule,
+            "rows": {name: int((rows["split"] == name).sum()) for name in files},
+            "pseudo_labels": _pseudo_labels(rows),
+            **counts,
+        }
         write_json(folder.summary, summary)
     return summary
 
@@ -129,16 +130,16 @@ def export_tsv(
     into blank genders (artifacts.write_augmented_tsv), `clips` linked (or copied, or left out)."""
     if clips not in CLIPS_MODES:
         raise CvlabelError(f"--clips must be one of {', '.join(CLIPS_MODES)}, got {clips!r}")
-    labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="tsv")
-    rows, corpus_dir = labelled.rows, labelled.corpus_dir
-    vocabulary = gender_vocabulary(labelled.manifest["gender_raw"])
-    filled = rows["gender_source"].isin(["speaker", "pseudo"])
-    fills = dict(zip(rows.loc[filled, "path"], rows.loc[filled, "gender"].map(BINARY_GENDER_NAMES[vocabulary]),
-                     strict=True))  # fmt: skip
-    stated = rows[rows["gender_source"].notna()]
-    provenance = dict(zip(stated["path"], zip(stated["gender_source"], stated["gender_confidence"].map("{:.4f}".format),
-                                              strict=True), strict=True))  # fmt: skip
     with atomic_folder(out_dir, "cvlabel export tsv") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="tsv")
+        rows, corpus_dir = labelled.rows, labelled.corpus_dir
+        vocabulary = gender_vocabulary(labelled.manifest["gender_raw"])
+        filled = rows["gender_source"].isin(["speaker", "pseudo"])
+        names = rows.loc[filled, "gender"].map(BINARY_GENDER_NAMES[vocabulary])
+        fills = dict(zip(rows.loc[filled, "path"], names, strict=True))
+        stated = rows[rows["gender_source"].notna()]
+        confidence = stated["gender_confidence"].map("{:.4f}".format)
+        provenance = dict(zip(stated["path"], zip(stated["gender_source"], confidence, strict=True), strict=True))
         written = {tsv.name: write_augmented_tsv(tsv, tmp / tsv.name, fills, provenance)
                    for tsv in sorted(corpus_dir.glob("*.tsv"))}  # fmt: skip
         _give_clips(corpus_dir, tmp, clips)
@@ -272,7 +273,7 @@ def _release_layout(
     rows: pd.DataFrame, labelled: LabelledRelease, options: ExportOptions
 ) -> tuple[pd.DataFrame, tuple[str, ...], dict[str, Any]]:
     """Keep every row, in the release's own split or else its TSV's file; the summary's counts."""
-    own_split = any(f"{name}.tsv" in release_fingerprint(labelled.corpus_dir) for name in SPLIT_TSVS)
+    own_split = any((labelled.corpus_dir / f"{name}.tsv").is_file() for name in SPLIT_TSVS)
     if not own_split:
         log.warning("%s has no train/dev/test.tsv: every row goes to the file of its TSV (validated, other, ...)",
                     labelled.corpus_dir)  # fmt: skip
