@@ -207,7 +207,7 @@ def label_release(
         "corpus": plan["corpus"],
         "tsvs_sha256": plan.get("tsvs_sha256"),
         "thresholds": thresholds,
-        "options": asdict(options),
+        "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }
     return LabelledRelease(corpus_dir, manifest, rows, plan, config, claims, metadata, _rule(options, reference_path))
 
