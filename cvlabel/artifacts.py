@@ -30,8 +30,8 @@ No torch here: the parent of parallel inference reads and writes these without i
 
 from __future__ import annotations
 
-import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -283,31 +283,29 @@ def write_augmented_tsv(
     A TSV without `path` and `gender` columns (clip_durations.tsv, reported.tsv...) is copied as it is
     (returns None).
     """
-    data = source.read_bytes()
-    header, _, body = data.partition(b"\n")
-    columns = header.rstrip(b"\r").decode("utf-8", "replace").split("\t")
-    if not {"path", "gender"} <= set(columns):
-        target.write_bytes(data)
-        return None
-    path_at, gender_at = columns.index("path"), columns.index("gender")
-    ending = header[len(header.rstrip(b"\r")) :] + b"\n"
-    lines = [header.rstrip(b"\r") + "".join(f"\t{c}" for c in TSV_PROVENANCE_COLUMNS).encode() + ending]
-    filled = 0
-    for line in io.BytesIO(body):  # lines end at b"\n" only, as Common Voice writes them
-        text = line.rstrip(b"\r\n")
-        if not text:
-            lines.append(line)
-            continue
-        fields = text.split(b"\t")
-        fields += [b""] * (len(columns) - len(fields))  # a short row: its missing fields are blank, as when read
-        path = fields[path_at].decode("utf-8", "replace")
-        if path in fills and not fields[gender_at].strip():
-            fields[gender_at] = fills[path].encode()
-            filled += 1
-        source_name, confidence = provenance.get(path, ("", ""))
-        lines.append(b"\t".join([*fields, source_name.encode(), confidence.encode()]) + line[len(text) :])
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(b"".join(lines))
+    with open(source, "rb") as reader, atomic_path(target) as tmp, open(tmp, "wb") as writer:
+        header = reader.readline()  # lines end at b"\n" only, as Common Voice writes them
+        columns = header.rstrip(b"\r\n").decode("utf-8", "replace").split("\t")
+        if not {"path", "gender"} <= set(columns):
+            writer.write(header)
+            shutil.copyfileobj(reader, writer)
+            return None
+        path_at, gender_at, filled = columns.index("path"), columns.index("gender"), 0
+        names = header.rstrip(b"\r\n")
+        writer.write(b"\t".join([names, *(c.encode() for c in TSV_PROVENANCE_COLUMNS)]) + header[len(names) :])
+        for line in reader:
+            text = line.rstrip(b"\r\n")
+            if not text:
+                writer.write(line)
+                continue
+            fields = text.split(b"\t")
+            fields += [b""] * (len(columns) - len(fields))  # a short row's missing fields are blank, as read
+            path = fields[path_at].decode("utf-8", "replace")
+            if path in fills and not fields[gender_at].strip():
+                fields[gender_at] = fills[path].encode()
+                filled += 1
+            added = [value.encode() for value in provenance.get(path, ("", ""))]
+            writer.write(b"\t".join([*fields, *added]) + line[len(text) :])
     return filled
 
 

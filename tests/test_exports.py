@@ -265,7 +265,7 @@ def test_export_tsv_without_symlink_rights_is_one_line_and_leaves_nothing(releas
     assert sorted(p.name for p in (out / "clips").iterdir()) == sorted(p.name for p in (corpus / "clips").iterdir())
 
 
-def test_a_release_changed_since_infer_is_refused_in_one_line(synthetic_corpus, trained_run, tmp_path):
+def test_a_release_changed_since_infer_is_refused_in_one_line(synthetic_corpus, trained_run, tmp_path, caplog):
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
     infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     other = read_tsv(corpus / "other.tsv")
@@ -281,6 +281,13 @@ def test_a_release_changed_since_infer_is_refused_in_one_line(synthetic_corpus, 
             "run infer again (into a new --out folder) to label the release as it is now"
         ]
         assert not out.exists()
+    # a predictions folder of an older cvlabel has no fingerprint: export says it cannot check, and goes on
+    plan = json.loads((tmp_path / "pred" / "plan.json").read_text())
+    del plan["tsvs_sha256"]
+    (tmp_path / "pred" / "plan.json").write_text(json.dumps(plan))
+    with caplog.at_level(logging.WARNING):
+        export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True))
+    assert "made by an older cvlabel: cannot check" in caplog.text and (tmp_path / "aug" / "summary.json").is_file()
 
 
 def test_an_export_that_fails_while_writing_leaves_no_folder(release, tmp_path, monkeypatch):
