@@ -1,6 +1,6 @@
 """cvlabel: calibrated pseudo-labels for the blank speaker-gender fields of Common Voice.
 
-In a notebook: `from cvlabel import train, infer, export_parquet`. The stages that need torch
+In a notebook: `from cvlabel import train, infer, export_parquet, export_tsv`. The stages that need torch
 are imported on first use, so `import cvlabel` (and the CLI's --help) stays quick. The stage
 modules are named for the stage (cvlabel.training, cvlabel.inference, cvlabel.export), never
 like a function exported here, so `cvlabel.infer` is always the function and
@@ -22,6 +22,7 @@ _LAZY = {  # public name -> module that defines it
     "evaluate_run": "cvlabel.evaluate",
     "infer": "cvlabel.inference",
     "export_parquet": "cvlabel.export",
+    "export_tsv": "cvlabel.export",
     "load_checkpoint": "cvlabel.checkpoint",
 }
 

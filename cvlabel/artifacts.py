@@ -13,9 +13,17 @@ Three folders, in the order the data flows:
         plan.json                     what was asked: a re-run must match it to resume
         part-NNNNN.parquet            one per shard (PREDICTION_SCHEMA)
         predictions.parquet           every row after pooling per speaker (FINAL_SCHEMA)
-    export folder (`cvlabel export parquet --out AUG`)
-        train/dev/test/unused.parquet the release's rows with gender, gender_source, ...
+    export folder (`cvlabel export parquet --out AUG`, `--layout classifier`, the default)
+        train/dev/test/unused.parquet the release's rows with gender, gender_source, ..., p_female
         summary.json                  thresholds, what they promise, counts
+    export folder (`cvlabel export parquet --layout release --out AUG`)
+        train/dev/test.parquet        the rows of the release's own train/dev/test.tsv, labels added
+        validated/other/invalidated.parquet   the other rows, by the TSV they come from
+        summary.json
+    augmented release (`cvlabel export tsv --out AUG`)
+        *.tsv                         the release's TSVs, blank genders filled, two columns added
+        clips                         a symlink to the release's clips folder (or a copy, or none)
+        summary.json
 
 No torch here: the parent of parallel inference reads and writes these without it.
 """
@@ -23,6 +31,7 @@ No torch here: the parent of parallel inference reads and writes these without i
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +41,7 @@ import pyarrow.parquet as pq
 
 from .corpus import clips_dir
 from .errors import CvlabelError
-from .files import write_json, write_parquet
+from .files import atomic_path, write_json, write_parquet
 from .labels import BINARY_GENDERS, calibrate, label_index
 
 # ---- the run folder ------------------------------------------------------------------------
@@ -175,8 +184,20 @@ def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
 
 # ---- the export folder ---------------------------------------------------------------------
 
-EXPORT_SPLITS = ("train", "dev", "test", "unused")
+EXPORT_LAYOUTS = ("classifier", "release")  # of `export parquet`; `export tsv` writes the layout "tsv"
+EXPORT_SPLITS = ("train", "dev", "test", "unused")  # the classifier layout's files
 TRAINING_SPLITS = ("train", "dev", "test")
+# The release layout's files: a row is in the file of its release split (train/dev/test.tsv), else of its TSV.
+RELEASE_LAYOUT_FILES = ("train", "dev", "test", "validated", "other", "invalidated")
+# What every export adds to a release row (both layouts; the TSV export adds the provenance columns only):
+EXPORT_LABEL_COLUMNS = (
+    "gender",  # male | female | other | declined | null; in the classifier layout's train/dev/test only male | female
+    "gender_source",  # self_reported | speaker (the speaker's own answer on other rows) | pseudo | null
+    "gender_confidence",  # 1.0 for self_reported and speaker, the pooled calibrated confidence for pseudo
+    "p_female",  # the clip's own calibrated p(female), kept below the threshold too; null where not predicted
+    "speaker_p_female",  # the speaker's pooled calibrated p(female); null where not predicted
+)
+TSV_PROVENANCE_COLUMNS = ("gender_source", "gender_confidence")  # appended to an augmented release's TSVs
 
 
 class ExportFolder:
@@ -186,7 +207,8 @@ class ExportFolder:
         self.path = Path(path)
         self.summary = self.path / "summary.json"
 
-    OWN: tuple[str, ...] = ()  # an export is quick: it is written to a new or empty folder, never over another
+    # An export is quick: it is written whole into a temp folder and renamed (files.atomic_folder), so
+    # an export folder is complete or absent, and never written over.
 
     def split(self, name: str) -> Path:
         return self.path / f"{name}.parquet"
@@ -197,10 +219,13 @@ class ExportFolder:
         result: dict[str, Any] = json.loads(self.summary.read_text())
         return result
 
-    def read_rows(self, splits: tuple[str, ...] = EXPORT_SPLITS, columns: list[str] | None = None) -> pd.DataFrame:
-        """The rows of the named split files, with a `split` column."""
-        self.read_summary()
-        parts = [pq.read_table(self.split(name), columns=columns).to_pandas().assign(split=name) for name in splits]
+    def read_rows(self, splits: tuple[str, ...] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
+        """The rows of the named Parquet files (default: every one the export wrote), with a `split` column."""
+        summary = self.read_summary()
+        if "rows" not in summary:
+            raise CvlabelError(f"{self.path}: a 'cvlabel export tsv' folder holds TSVs, not Parquet files")
+        names = tuple(summary["rows"]) if splits is None else splits
+        parts = [pq.read_table(self.split(name), columns=columns).to_pandas().assign(split=name) for name in names]
         return pd.concat(parts, ignore_index=True)
 
 
@@ -230,15 +255,58 @@ def write_export_split(table: pa.Table, path: Path, metadata: dict[str, Any]) ->
 def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
     """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label`."""
     folder, corpus_dir = ExportFolder(aug_dir), Path(corpus_dir)
-    made_for = folder.read_summary().get("corpus")
-    if made_for != str(corpus_dir.resolve()):
-        raise CvlabelError(f"{aug_dir} was exported from {made_for}, not {corpus_dir.resolve()}")
+    summary = folder.read_summary()
+    if summary.get("corpus") != str(corpus_dir.resolve()):
+        raise CvlabelError(f"{aug_dir} was exported from {summary.get('corpus')}, not {corpus_dir.resolve()}")
+    if summary.get("layout", "classifier") != "classifier":
+        raise CvlabelError(
+            f"{aug_dir} is a '{summary['layout']}' export: training needs the classifier layout "
+            "('cvlabel export parquet' without --layout), whose dev/test are the run's evaluation rows"
+        )
     rows = folder.read_rows(TRAINING_SPLITS, columns=["path", "client_id", "gender", "gender_source"])
     rows = rows[rows["gender"].isin(BINARY_GENDERS)].reset_index(drop=True)
     clips = clips_dir(corpus_dir)
     rows["clip"] = [str(clips / p) for p in rows["path"]]
     rows["label"] = label_index(rows["gender"])
     return rows
+
+
+def write_augmented_tsv(
+    source: Path, target: Path, fills: dict[str, str], provenance: dict[str, tuple[str, str]]
+) -> int | None:
+    """A release TSV with blank genders filled and TSV_PROVENANCE_COLUMNS appended; the number of rows filled.
+
+    Works on the bytes, line by line, so an existing Common Voice loader reads the result as it read
+    the release: a row keeps its exact bytes (quoting, spacing, odd encodings) and only gains the two
+    columns at its end; a filled row differs in its gender field alone. A row is filled only where its
+    own gender field is blank and `fills` names its path; `provenance` maps a path to its two values.
+    A TSV without `path` and `gender` columns (clip_durations.tsv, reported.tsv...) is copied as it is
+    (returns None).
+    """
+    with open(source, "rb") as reader, atomic_path(target) as tmp, open(tmp, "wb") as writer:
+        header = reader.readline()  # lines end at b"\n" only, as Common Voice writes them
+        columns = header.rstrip(b"\r\n").decode("utf-8", "replace").split("\t")
+        if not {"path", "gender"} <= set(columns):
+            writer.write(header)
+            shutil.copyfileobj(reader, writer)
+            return None
+        path_at, gender_at, filled = columns.index("path"), columns.index("gender"), 0
+        names = header.rstrip(b"\r\n")
+        writer.write(b"\t".join([names, *(c.encode() for c in TSV_PROVENANCE_COLUMNS)]) + header[len(names) :])
+        for line in reader:
+            text = line.rstrip(b"\r\n")
+            if not text:
+                writer.write(line)
+                continue
+            fields = text.split(b"\t")
+            fields += [b""] * (len(columns) - len(fields))  # a short row's missing fields are blank, as read
+            path = fields[path_at].decode("utf-8", "replace")
+            if path in fills and not fields[gender_at].strip():
+                fields[gender_at] = fills[path].encode()
+                filled += 1
+            added = [value.encode() for value in provenance.get(path, ("", ""))]
+            writer.write(b"\t".join([*fields, *added]) + line[len(text) :])
+    return filled
 
 
 def write_frame(frame: pd.DataFrame, schema: pa.Schema, path: Path) -> None:

@@ -291,13 +291,23 @@ def train(
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006 (Typer)
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            show_default=False,
+            help="Processes that decode clips into the cache; 0 means one per core. The config key train.jobs "
+            "(default 0): --jobs N is --set train.jobs=N and wins over --config and --set.",
+        ),
+    ] = None,
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
     from .config import load_config
     from .evaluate import format_metrics
     from .training import train as run_train
 
-    metrics = run_train(corpus_dir, out, load_config(config, set_), augmented=augmented)
+    overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
+    metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
     typer.echo(f"run written to {out}")
 
@@ -408,68 +418,87 @@ def infer(
     )
 
 
+# The options that `export parquet` and `export tsv` share: one definition each.
+PredictionsOpt = Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")]
+MinConfidenceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
+    ),
+]
+TargetPrecisionOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-precision",
+        help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
+        "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
+    ),
+]
+CertaintyOpt = Annotated[float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")]
+AcceptUncertifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-uncertified",
+        metavar=FLAG,
+        help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
+        "point estimate instead; summary.json then marks that threshold as not certified.",
+    ),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference",
+        help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
+        "reference: its train speakers predicted out of fold, and its dev and test speakers).",
+    ),
+]
+AllowWeakModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-model",
+        metavar=FLAG,
+        help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
+    ),
+]
+
+
 @export_app.command("parquet")
 @_reports_errors
 def export_parquet(
     corpus_dir: CorpusArg,
-    predictions: Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for train/dev/test/unused.parquet and summary.json.")],
-    min_confidence: Annotated[
-        float | None,
+    predictions: PredictionsOpt,
+    out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the Parquet files and summary.json.")],
+    layout: Annotated[
+        str,
         typer.Option(
-            "--min-confidence",
-            help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
+            "--layout",
+            help="classifier: train/dev/test/unused.parquet for training a gender classifier (the run's "
+            "dev/test speakers, capped and rebalanced train); release: every row, in the release's own "
+            "train/dev/test.tsv split (other rows in validated/other/invalidated.parquet), cap and rebalance "
+            "as a sample_weight column, for ASR/TTS users of the release.",
         ),
-    ] = EXPORT.min_confidence,
-    target_precision: Annotated[
-        float,
-        typer.Option(
-            "--target-precision",
-            help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
-            "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
-        ),
-    ] = EXPORT.target_precision,
-    certainty: Annotated[
-        float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")
-    ] = EXPORT.certainty,
-    accept_uncertified: Annotated[
-        bool,
-        typer.Option(
-            "--accept-uncertified",
-            metavar=FLAG,
-            help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
-            "point estimate instead; summary.json then marks that threshold as not certified.",
-        ),
-    ] = EXPORT.accept_uncertified,
-    reference: Annotated[
-        Path | None,
-        typer.Option(
-            "--reference",
-            help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
-            "reference: its train speakers predicted out of fold, and its dev and test speakers).",
-        ),
-    ] = None,
-    allow_weak_model: Annotated[
-        bool,
-        typer.Option(
-            "--allow-weak-model",
-            metavar=FLAG,
-            help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
-        ),
-    ] = EXPORT.allow_weak_model,
+    ] = EXPORT.layout,
+    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
+    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
+    certainty: CertaintyOpt = EXPORT.certainty,
+    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
+    reference: ReferenceOpt = None,
+    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
     rebalance: Annotated[
         bool,
         typer.Option(
             "--rebalance/--no-rebalance",
             metavar=FLAG,
-            help="Bring train to --female-share, adding the minority gender's pseudo-labels first.",
+            help="Bring train to --female-share, adding the minority gender's pseudo-labels first (release "
+            "layout: by sample_weight, no row dropped).",
         ),
     ] = EXPORT.rebalance,
     female_share: Annotated[
         float, typer.Option("--female-share", help="Target share of female rows in train.")
     ] = EXPORT.female_share,
 ) -> None:
-    """Write the release with self-reported and pseudo labels as train/dev/test Parquet files."""
+    """Write the release with self-reported and pseudo labels as Parquet: a classifier's splits, or the release's."""
     from .export import export_parquet as run_export
     from .report import describe_export
 
@@ -481,8 +510,48 @@ def export_parquet(
         allow_weak_model=allow_weak_model,
         rebalance=rebalance,
         female_share=female_share,
+        layout=layout,
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
+    typer.echo(describe_export(summary))
+    typer.echo(f"written to {out} (summary.json has the details)")
+
+
+@export_app.command("tsv")
+@_reports_errors
+def export_tsv(
+    corpus_dir: CorpusArg,
+    predictions: PredictionsOpt,
+    out: Annotated[
+        Path, typer.Option("--out", help="New (or empty) folder for the augmented release: its TSVs and clips.")
+    ],
+    clips: Annotated[
+        str,
+        typer.Option(
+            "--clips",
+            help="link: OUT/clips is a symlink to the release's clips folder; copy: copies every clip; none: no "
+            "clips folder (point your loader at the original one).",
+        ),
+    ] = "link",
+    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
+    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
+    certainty: CertaintyOpt = EXPORT.certainty,
+    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
+    reference: ReferenceOpt = None,
+    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
+) -> None:
+    """Write the release's own TSVs with the blank genders filled in its vocabulary, for Common Voice loaders."""
+    from .export import export_tsv as run_export
+    from .report import describe_export
+
+    options = ExportOptions(
+        min_confidence=min_confidence,
+        target_precision=target_precision,
+        certainty=certainty,
+        accept_uncertified=accept_uncertified,
+        allow_weak_model=allow_weak_model,
+    )
+    summary = run_export(corpus_dir, predictions, out, options, reference=reference, clips=clips)
     typer.echo(describe_export(summary))
     typer.echo(f"written to {out} (summary.json has the details)")
 

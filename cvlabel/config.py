@@ -150,8 +150,11 @@ class ExportOptions:
     allow_weak_model: bool = False  # pseudo-label even with a model near chance on its dev speakers
     accept_uncertified: bool = False  # use the point estimate when the lower bound cannot reach the target
     # (few reference speakers); the summary then says the thresholds are not certified
-    rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first
+    rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first (in the release
+    # layout: as sample weights, no row moved)
     female_share: float = 0.5  # target share of female rows in train
+    layout: str = "classifier"  # classifier: train/dev/test/unused for a gender classifier; release: every row
+    # in the release's own train/dev/test split (the rest by TSV), for ASR/TTS users of the release
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import CorpusError
+from .files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ GENDER_TABLE: dict[str, str | None] = {
     "non-binary": "other",
     "do_not_wish_to_say": "declined",  # an explicit opt-out: never pseudo-labeled
     "": None,
+}
+# Values only releases from v17 on write, and how each vocabulary writes a binary label: an export in
+# a release's own vocabulary writes `male_masculine` into a v17 release and `male` into a v16 one.
+V17_ONLY_GENDERS = frozenset({"male_masculine", "female_feminine", "intersex", "transgender", "non-binary",
+                              "do_not_wish_to_say"})  # fmt: skip
+V16_ONLY_GENDERS = frozenset({"male", "female", "other"})
+BINARY_GENDER_NAMES = {
+    "v16": {"male": "male", "female": "female"},
+    "v17": {"male": "male_masculine", "female": "female_feminine"},
 }
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
@@ -126,6 +136,13 @@ def normalise_gender(raw: pd.Series, source: str | Path) -> pd.Series:
     return mapped.where(mapped.notna(), None)
 
 
+def gender_vocabulary(raw: pd.Series) -> str:
+    """`v17` when a release's gender strings include one only v17 and later write, else `v16` when they
+    include one only v16 and earlier write, else `v17` (no self-reported value: today's releases)."""
+    values = set(raw.fillna("").astype(str).str.strip().str.lower())
+    return "v16" if not values & V17_ONLY_GENDERS and values & V16_ONLY_GENDERS else "v17"
+
+
 def check_clip_paths(paths: pd.Series, source: str | Path) -> None:
     """Refuse a `path` that is blank, absolute, or climbs out of clips/ with `..`."""
     bad = paths.eq("") | paths.str.contains(_UNSAFE_PATH)
@@ -195,6 +212,13 @@ def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> p
     manifest["duration_s"] = _clip_durations(corpus_dir, manifest["path"])
     rest = [c for c in manifest.columns if c not in MANIFEST_COLUMNS]
     return manifest[list(MANIFEST_COLUMNS) + rest]
+
+
+def release_fingerprint(corpus_dir: str | Path) -> dict[str, str]:
+    """The SHA-256 of each clip and split TSV the folder holds (`validated.tsv` -> digest): what
+    predictions and exports were made from, so a release changed since can be refused."""
+    names = [f"{name}.tsv" for name in (*CLIP_TSVS, *SPLIT_TSVS)]
+    return {name: file_sha256(Path(corpus_dir) / name) for name in names if (Path(corpus_dir) / name).is_file()}
 
 
 def _release_splits(corpus_dir: Path, paths: pd.Series) -> pd.Series:

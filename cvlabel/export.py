@@ -1,22 +1,32 @@
-"""`cvlabel export parquet`: the release with self-reported and pseudo labels, as Parquet splits.
+"""`cvlabel export parquet` and `cvlabel export tsv`: the release with self-reported and pseudo labels.
 
-AUG_DIR gets train/dev/test.parquet and unused.parquet (every selected row is in exactly one),
-and summary.json. Each file keeps every column of the release (the TSV's gender string in
-`gender_raw`, untouched) plus `gender`, `gender_source`, `gender_confidence`, `split`.
+Both label the rows by one rule (`label_release`): a blank row takes a pseudo-label where its
+speaker is undisputed and at or above its gender's certified threshold, or the speaker's own
+answer on other rows (`speaker`); nothing self-reported or opted out is ever changed. Then:
 
-- dev and test hold the self-reported male/female rows of the model run's dev and test
-  speakers: the same untouched evaluation data as training used. Pseudo-labels go to train only.
-- train holds the train speakers' male/female rows: self-reported, from the speaker's own
-  answer on other rows (`speaker`), or pseudo-labels at or above the per-gender confidence
-  threshold (`pseudo`); at most splits.max_clips_per_speaker per speaker; optionally rebalanced
-  to a target female share.
-- unused holds the rest, with `unused_reason`.
+- `export parquet` (the classifier layout, the default) writes train/dev/test/unused.parquet for
+  training a gender classifier:
+  - dev and test hold the self-reported male/female rows of the model run's dev and test
+    speakers: the same untouched evaluation data as training used. Pseudo-labels go to train only.
+  - train holds the train speakers' male/female rows: self-reported, `speaker`, or `pseudo`; at
+    most splits.max_clips_per_speaker per speaker; optionally rebalanced to a target female share.
+  - unused holds the rest, with `unused_reason`.
+- `export parquet --layout release` keeps every row, in the release's own train/dev/test split
+  (the other rows in validated/other/invalidated.parquet): cap and rebalance become a
+  `sample_weight` column instead of moving rows.
+- `export tsv` writes the release's own TSVs with the blank genders filled in the release's
+  vocabulary, byte for byte otherwise, and a link to its clips (artifacts.write_augmented_tsv).
+
+Each Parquet file keeps every column of the release (the TSV's gender string in `gender_raw`,
+untouched) plus artifacts.EXPORT_LABEL_COLUMNS.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+import os
+import shutil
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +35,31 @@ import pandas as pd
 import pyarrow as pa
 
 from .artifacts import (
+    EXPORT_LAYOUTS,
     EXPORT_SPLITS,
+    RELEASE_LAYOUT_FILES,
     ExportFolder,
     RunFolder,
     export_table,
     read_predictions,
     read_reference,
+    write_augmented_tsv,
     write_export_split,
 )
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
 from .checkpoint import read_checkpoint_info, run_config
 from .config import Config, ExportOptions
-from .corpus import clips_dir, read_release
+from .corpus import (
+    BINARY_GENDER_NAMES,
+    SPLIT_TSVS,
+    clips_dir,
+    gender_vocabulary,
+    read_release,
+    release_fingerprint,
+)
 from .errors import CvlabelError
-from .files import writable_folder, write_json
+from .files import atomic_folder, write_json
 from .labels import BINARY_GENDERS, label_index, or_null
 from .pooling import speaker_table
 from .splits import assign_splits
@@ -47,6 +67,21 @@ from .splits import assign_splits
 log = logging.getLogger(__name__)
 
 SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}  # kept first when capping or rebalancing
+CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
+
+
+@dataclass(frozen=True)
+class LabelledRelease:
+    """A release read for export, with every row labelled by the one rule (`_label_rows`)."""
+
+    corpus_dir: Path
+    manifest: pd.DataFrame  # as read: the self-reported genders only
+    rows: pd.DataFrame  # the manifest's rows with gender filled where accepted, and the label columns
+    plan: dict[str, Any]  # the predictions folder's plan.json
+    config: Config  # the model run's config
+    claims: dict[str, dict[str, Any]]  # per gender: the threshold and what the reference certifies of it
+    metadata: dict[str, Any]  # the run's provenance: model hash, temperature, thresholds, options
+    rule: str  # how the thresholds were chosen, in words
 
 
 def export_parquet(
@@ -56,8 +91,82 @@ def export_parquet(
     options: ExportOptions = ExportOptions(),
     reference: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write AUG_DIR/{train,dev,test,unused}.parquet and summary.json; return the summary."""
-    corpus_dir, out = Path(corpus_dir), ExportFolder(aug_dir)
+    """Write AUG_DIR's Parquet files in options.layout, and summary.json; return the summary."""
+    # the folder is checked (new or empty, writable) before any work, and appears whole or not at all
+    with atomic_folder(aug_dir, "cvlabel export") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout=options.layout)
+        rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
+        if options.layout == "classifier":
+            rows, files, counts = _classifier_layout(rows, labelled, options)
+        else:
+            rows, files, counts = _release_layout(rows, labelled, options)
+        # one schema for every file, so `AUG/*.parquet` reads as one table in polars, DuckDB, datasets
+        table = export_table(rows)
+        folder = ExportFolder(tmp)
+        for name in files:
+            write_export_split(table.filter(pa.array(rows["split"].to_numpy() == name)), folder.split(name),
+                               labelled.metadata)  # fmt: skip
+        summary = {
+            **labelled.metadata,
+            "claims": labelled.claims,
+            "rule": labelled.rule,
+            "rows": {name: int((rows["split"] == name).sum()) for name in files},
+            "pseudo_labels": _pseudo_labels(rows),
+            **counts,
+        }
+        write_json(folder.summary, summary)
+    return summary
+
+
+def export_tsv(
+    corpus_dir: str | Path,
+    predictions_dir: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    reference: str | Path | None = None,
+    clips: str = "link",
+) -> dict[str, Any]:
+    """Write OUT_DIR as an augmented copy of the release: its own TSVs with the accepted labels filled
+    into blank genders (artifacts.write_augmented_tsv), `clips` linked (or copied, or left out)."""
+    if clips not in CLIPS_MODES:
+        raise CvlabelError(f"--clips must be one of {', '.join(CLIPS_MODES)}, got {clips!r}")
+    with atomic_folder(out_dir, "cvlabel export tsv") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="tsv")
+        rows, corpus_dir = labelled.rows, labelled.corpus_dir
+        vocabulary = gender_vocabulary(labelled.manifest["gender_raw"])
+        filled = rows["gender_source"].isin(["speaker", "pseudo"])
+        names = rows.loc[filled, "gender"].map(BINARY_GENDER_NAMES[vocabulary])
+        fills = dict(zip(rows.loc[filled, "path"], names, strict=True))
+        stated = rows[rows["gender_source"].notna()]
+        confidence = stated["gender_confidence"].map("{:.4f}".format)
+        provenance = dict(zip(stated["path"], zip(stated["gender_source"], confidence, strict=True), strict=True))
+        written = {tsv.name: write_augmented_tsv(tsv, tmp / tsv.name, fills, provenance)
+                   for tsv in sorted(corpus_dir.glob("*.tsv"))}  # fmt: skip
+        _give_clips(corpus_dir, tmp, clips)
+        summary = {
+            **labelled.metadata,
+            "claims": labelled.claims,
+            "rule": labelled.rule,
+            "vocabulary": vocabulary,
+            "clips": clips,
+            "filled": {name: n for name, n in written.items() if n is not None},
+            "copied": sorted(name for name, n in written.items() if n is None),
+            "pseudo_labels": _pseudo_labels(rows),
+            "blank_reasons": _reasons(rows["blank_reason"]),
+        }
+        write_json(ExportFolder(tmp).summary, summary)
+    return summary
+
+
+def label_release(
+    corpus_dir: str | Path,
+    predictions_dir: str | Path,
+    options: ExportOptions,
+    reference: str | Path | None,
+    layout: str,
+) -> LabelledRelease:
+    """Check the predictions against the release, choose the thresholds, label every row."""
+    corpus_dir = Path(corpus_dir)
     _check_options(options)
     predictions, plan = read_predictions(predictions_dir)
     if plan.get("selection") != "unlabeled":
@@ -67,6 +176,7 @@ def export_parquet(
         )
     if Path(plan["corpus"]) != corpus_dir.resolve():
         raise CvlabelError(f"{predictions_dir} was made for the corpus {plan['corpus']}, not {corpus_dir.resolve()}")
+    _check_unchanged(corpus_dir, predictions_dir, plan)
     config = run_config(plan["model"])
 
     manifest = read_release(corpus_dir)
@@ -87,16 +197,45 @@ def export_parquet(
     reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
-    writable_folder(
-        out.path, ExportFolder.OWN, "cvlabel export"
-    )  # after every check: a refused export leaves no folder behind
+    rows = manifest.copy()
+    _label_rows(rows, predictions, thresholds)
+    metadata = {
+        "layout": layout,
+        "model_sha256": plan["model_sha256"],
+        "model": plan["model"],
+        "temperature": checkpoint.temperature,
+        "corpus": plan["corpus"],
+        "tsvs_sha256": plan.get("tsvs_sha256"),
+        "thresholds": thresholds,
+        "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
+    }
+    return LabelledRelease(corpus_dir, manifest, rows, plan, config, claims, metadata, _rule(options, reference_path))
 
-    rows = manifest[manifest["source_tsv"].isin(plan["tsvs"])].copy()
+
+def _check_unchanged(corpus_dir: Path, predictions_dir: str | Path, plan: dict[str, Any]) -> None:
+    """Refuse a release whose TSVs changed since `cvlabel infer` read them (plan.json's fingerprint)."""
+    made_from, now = plan.get("tsvs_sha256"), release_fingerprint(corpus_dir)
+    if made_from is None:
+        log.warning("%s was made by an older cvlabel: cannot check that %s is unchanged since", predictions_dir,
+                    corpus_dir)  # fmt: skip
+        return
+    changed = sorted(name for name in made_from.keys() | now.keys() if made_from.get(name) != now.get(name))
+    if changed:
+        raise CvlabelError(
+            f"{corpus_dir}: {', '.join(changed)} changed since 'cvlabel infer' made {predictions_dir}; "
+            "run infer again (into a new --out folder) to label the release as it is now"
+        )
+
+
+def _classifier_layout(
+    rows: pd.DataFrame, labelled: LabelledRelease, options: ExportOptions
+) -> tuple[pd.DataFrame, tuple[str, ...], dict[str, Any]]:
+    """Place the rows in train/dev/test/unused for training a classifier; the summary's counts."""
+    config, manifest = labelled.config, labelled.manifest
     # the speakers' placement decides the export's splits; the training cap is applied below
     with_splits, _ = assign_splits(manifest, replace(config.splits, max_clips_per_speaker=0))
     speaker_split = with_splits[with_splits["split"] != ""].groupby("client_id")["split"].first()
     rows["split"] = rows["client_id"].map(speaker_split).fillna("train")
-    _label_rows(rows, predictions, thresholds)
 
     rows["unused_reason"] = None
     # dev/test are exactly the rows the run was evaluated on, so a retrained run meets the same test
@@ -105,7 +244,7 @@ def export_parquet(
     rows.loc[held_out & ~rows["path"].isin(evaluation), "unused_reason"] = "held-out speaker, not an evaluation row"
     in_train = rows["split"].eq("train")
     # a clip that cannot be read never lands in a training split; its reason is kept
-    broken = _unusable_clips(rows, corpus_dir, config) if len(rows) else pd.Series(dtype=object)
+    broken = _unusable_clips(rows, labelled.corpus_dir, config) if len(rows) else pd.Series(dtype=object)
     bad = broken.notna() & rows["unused_reason"].isna() & rows["gender"].isin(BINARY_GENDERS)
     rows.loc[bad, "unused_reason"] = broken[bad]
     unlabelled = in_train & ~rows["gender"].isin(BINARY_GENDERS) & rows["unused_reason"].isna()
@@ -115,32 +254,75 @@ def export_parquet(
     if options.rebalance:
         _rebalance(rows, options.female_share)
     rows.loc[rows["unused_reason"].notna(), "split"] = "unused"
-
-    metadata = {
-        "model_sha256": plan["model_sha256"],
-        "model": plan["model"],
-        "corpus": plan["corpus"],
-        "thresholds": thresholds,
-        "options": asdict(options),
-    }
-    # one schema for the four files, so `AUG/*.parquet` reads as one table in polars, DuckDB, datasets
-    table = export_table(rows.drop(columns=["blank_reason"]))
-    for split in EXPORT_SPLITS:
-        write_export_split(table.filter(pa.array(rows["split"].to_numpy() == split)), out.split(split), metadata)
-    summary = {
-        **metadata,
-        "claims": claims,
-        "rule": _rule(options, reference_path),
-        "rows": {split: int((rows["split"] == split).sum()) for split in EXPORT_SPLITS},
+    invalidated = int((rows["split"].eq("train") & rows["source_tsv"].eq("invalidated")).sum())
+    if invalidated:
+        log.warning(
+            "%d rows of invalidated.tsv (clips Common Voice's voters rejected) are in train.parquet, since infer read "
+            "--tsv invalidated; --layout release keeps them apart, in invalidated.parquet", invalidated,
+        )  # fmt: skip
+    counts = {
         "train_before_cap_and_rebalance": before,
         "train_after": _counts(rows[rows["split"] == "train"]),
-        "pseudo_labels": {
-            g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum()) for g in BINARY_GENDERS
-        },
-        "unused_reasons": {k: int(v) for k, v in rows["unused_reason"].value_counts().items()},
+        "invalidated_rows_in_train": invalidated,
+        "unused_reasons": _reasons(rows["unused_reason"]),
     }
-    write_json(out.summary, summary)
-    return summary
+    return rows.drop(columns=["blank_reason"]), EXPORT_SPLITS, counts
+
+
+def _release_layout(
+    rows: pd.DataFrame, labelled: LabelledRelease, options: ExportOptions
+) -> tuple[pd.DataFrame, tuple[str, ...], dict[str, Any]]:
+    """Keep every row, in the release's own split or else its TSV's file; the summary's counts."""
+    own_split = any((labelled.corpus_dir / f"{name}.tsv").is_file() for name in SPLIT_TSVS)
+    if not own_split:
+        log.warning("%s has no train/dev/test.tsv: every row goes to the file of its TSV (validated, other, ...)",
+                    labelled.corpus_dir)  # fmt: skip
+    rows["split"] = rows["cv_split"].where(rows["cv_split"] != "", rows["source_tsv"])
+    share = options.female_share if options.rebalance else None
+    rows["sample_weight"] = _sample_weights(rows, labelled.config.splits.max_clips_per_speaker, share)
+    files = tuple(name for name in RELEASE_LAYOUT_FILES if (rows["split"] == name).any())
+    return rows, files, {"release_split": own_split, "blank_reasons": _reasons(rows["blank_reason"])}
+
+
+def _sample_weights(rows: pd.DataFrame, cap: int, female_share: float | None) -> pd.Series:
+    """Per male/female row of the release's train split, the weight that caps and rebalances without
+    dropping a row: a speaker's rows weigh min(1, cap / their rows) together at most `cap`, and with
+    `female_share` the female rows' share of the weight is that (the total weight unchanged).
+    Null elsewhere."""
+    train = rows["split"].eq("train") & rows["gender"].isin(BINARY_GENDERS)
+    weights = pd.Series(np.nan, index=rows.index)
+    per_speaker = rows[train].groupby("client_id")["path"].transform("size")
+    weights[train] = np.minimum(1.0, cap / per_speaker) if cap > 0 else 1.0
+    female = train & rows["gender"].eq("female")
+    total, female_total = weights[train].sum(), weights[female].sum()
+    if female_share is not None and 0 < female_total < total:
+        weights[female] *= female_share * total / female_total
+        weights[train & ~female] *= (1 - female_share) * total / (total - female_total)
+    return weights
+
+
+def _give_clips(corpus_dir: Path, out: Path, mode: str) -> None:
+    """The augmented release's `clips`: a symlink to the release's (default), a copy, or none."""
+    source = clips_dir(corpus_dir).resolve()
+    if mode == "copy":
+        shutil.copytree(source, out / "clips")
+    elif mode == "link":
+        try:
+            os.symlink(source, out / "clips", target_is_directory=True)
+        except OSError as exc:
+            raise CvlabelError(
+                f"cannot link {out.name}/clips to {source} ({exc.strerror or exc}); on Windows a symlink needs "
+                "Developer Mode or administrator rights. Pass --clips copy (copies every clip) or --clips none "
+                "(then point your loader at the original clips folder)"
+            ) from None
+
+
+def _pseudo_labels(rows: pd.DataFrame) -> dict[str, int]:
+    return {g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum()) for g in BINARY_GENDERS}
+
+
+def _reasons(reasons: pd.Series) -> dict[str, int]:
+    return {k: int(v) for k, v in reasons.value_counts().items()}
 
 
 def _claims(options: ExportOptions, speakers: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -198,13 +380,17 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
 
 
 def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, float | None]) -> None:
-    """Set gender, gender_source, gender_confidence in place, and for blank rows left blank, why
-    (`blank_reason`). A pseudo-label needs an undisputed speaker at or above its gender's threshold."""
+    """Set gender, gender_source, gender_confidence, p_female, speaker_p_female in place, and for blank
+    rows left blank, why (`blank_reason`). A pseudo-label needs an undisputed speaker at or above its
+    gender's threshold; a self-reported or opted-out row is never changed."""
     stated = rows["gender"].notna()
     rows["gender_source"] = or_null(stated, "self_reported")
     rows["gender_confidence"] = np.where(stated, 1.0, np.nan)
-    rows["blank_reason"] = None
     by_path = predictions.set_index("path")
+    # the probabilities travel with every predicted row, labelled or not (below the threshold, say)
+    rows["p_female"] = rows["path"].map(by_path["clip_p_female"]).astype(float)
+    rows["speaker_p_female"] = rows["path"].map(by_path["speaker_p_female"]).astype(float)
+    rows["blank_reason"] = None
     blank = rows.index[~stated & rows["path"].isin(by_path.index)]
     found = by_path.loc[rows.loc[blank, "path"]]
     label, confidence = found["label"].to_numpy(dtype=object), found["confidence"].to_numpy(dtype=float)
@@ -290,6 +476,8 @@ def _counts(frame: pd.DataFrame) -> dict[str, int]:
 
 
 def _check_options(options: ExportOptions) -> None:
+    if options.layout not in EXPORT_LAYOUTS:
+        raise CvlabelError(f"--layout must be one of {', '.join(EXPORT_LAYOUTS)}, got {options.layout!r}")
     if options.min_confidence is not None and not 0.5 < options.min_confidence <= 1:
         raise CvlabelError(f"--min-confidence must be in (0.5, 1], got {options.min_confidence}")
     if not 0.5 < options.target_precision <= 1:

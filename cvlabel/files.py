@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +29,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_folder(folder: str | Path, command: str) -> Iterator[Path]:
+    """A temp folder beside `folder` to write a whole output into; renamed to `folder` when the block
+    succeeds and removed when it fails, so a reader (or a re-run) never meets half an output folder.
+
+    `folder` must be new or empty: an output is never written over another. A kill -9 can leave the
+    hidden temp folder (`.NAME.tmp-PID`) behind, never a half-written `folder`.
+    """
+    folder = Path(folder)
+    if folder.is_dir() and any(folder.iterdir()):
+        shown = ", ".join(sorted(p.name for p in folder.iterdir())[:3])
+        raise CvlabelError(
+            f"{folder} is not empty ({shown} ...): {command} writes a new folder, never over another output; "
+            "choose a new or empty --out folder"
+        )
+    if folder.exists() and not folder.is_dir():
+        raise CvlabelError(f"{folder}: cannot write there (a file is in the way)")
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    try:
+        writable_folder(tmp)
+        yield tmp
+        try:
+            if folder.is_dir():
+                folder.rmdir()  # empty (checked above); rename needs the name free on every platform
+            tmp.rename(folder)
+        except OSError as exc:
+            raise CvlabelError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp)  # never follows a symlink inside (an export's clips link)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: str | Path, text: str) -> None:

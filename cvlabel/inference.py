@@ -24,9 +24,9 @@ from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, Prediction
 from .audio import mp3_decoder
 from .checkpoint import existing_model_file, run_config
 from .config import InferOptions
-from .corpus import CLIP_TSVS, clips_dir, read_release
+from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
-from .files import writable_folder
+from .files import file_sha256, writable_folder
 from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
 from .runners import LocalRunner, dask_runner, exit_with_parent, resolve_jobs
@@ -183,7 +183,7 @@ def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]
 def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.DataFrame) -> dict[str, Any]:
     return {
         "version": PLAN_VERSION,
-        "model_sha256": file_digest(model_file),
+        "model_sha256": file_sha256(model_file),
         "model": str(model_file.resolve()),
         "corpus": str(corpus_dir.resolve()),
         "selection": options.selection,
@@ -191,6 +191,8 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
         "shard_size": options.shard_size,
         "rows": len(rows),
         "rows_sha256": hashlib.sha256("\n".join(rows["path"]).encode()).hexdigest(),
+        # what export checks the release against: not a key of resuming (a TSV edit that keeps the rows resumes)
+        "tsvs_sha256": release_fingerprint(corpus_dir),
     }
 
 
@@ -218,14 +220,6 @@ def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
         out.write_plan(plan)
     except OSError as exc:
         raise CvlabelError(f"{out.path}: cannot write there ({exc.strerror or exc})") from None
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_options(options: InferOptions) -> None:

@@ -160,10 +160,13 @@ def describe_export(summary: dict[str, Any]) -> str:
         lines.append(f"{gender:<6}  threshold {claim['threshold']:.3f}, {promise}")
     pseudo = summary["pseudo_labels"]
     lines.append(f"pseudo-labels: {sum(pseudo.values())} rows ({', '.join(f'{g} {n}' for g, n in pseudo.items())})")
-    reasons = summary["unused_reasons"]
+    reasons = summary.get("unused_reasons", summary.get("blank_reasons", {}))
     left = {k: v for k, v in reasons.items() if k not in ("rebalanced away", "held-out speaker, not an evaluation row")
             and not k.startswith("over ")}  # fmt: skip
     if left:
         lines.append(f"left blank or unused: {', '.join(f'{n} {reason}' for reason, n in left.items())}")
-    lines.append("rows: " + ", ".join(f"{split} {n}" for split, n in summary["rows"].items()))
+    if "rows" in summary:
+        lines.append("rows: " + ", ".join(f"{split} {n}" for split, n in summary["rows"].items()))
+    if "filled" in summary:
+        lines.append("blank genders filled: " + ", ".join(f"{name} {n}" for name, n in summary["filled"].items()))
     return "\n".join(lines)

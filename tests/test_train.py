@@ -251,3 +251,27 @@ def test_too_few_speakers_for_the_folds_is_one_line_before_any_work(synthetic_co
     assert not out.exists() and not (tmp_path / "cache").exists()  # nothing decoded, no folder left behind
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--set", "train.folds=1"])
     assert result.exit_code == 1 and "'train.folds' must be at least 2" in result.output
+
+
+def test_train_jobs_flag_sets_train_jobs_and_wins_over_config_and_set(synthetic_corpus, tmp_path, monkeypatch):
+    import cvlabel.training
+
+    seen = {}
+
+    def capture(corpus_dir, out, config, augmented=None):
+        seen["jobs"] = config.train.jobs
+        raise CvlabelError("stopped before training")
+
+    monkeypatch.setattr(cvlabel.training, "train", capture)
+    yaml_file = tmp_path / "jobs.yaml"
+    yaml_file.write_text("train:\n  jobs: 3\n")
+    base = ["train", str(synthetic_corpus), "--out", str(tmp_path / "run")]
+    cases = [([], 0), (["--config", str(yaml_file)], 3), (["--config", str(yaml_file), "--jobs", "1"], 1),
+             (["--set", "train.jobs=2"], 2), (["--set", "train.jobs=2", "--jobs", "1"], 1)]  # fmt: skip
+    for extra, expected in cases:
+        result = runner.invoke(app, [*base, *extra])
+        assert result.exit_code == 1 and "stopped before training" in result.output
+        assert seen.pop("jobs") == expected, extra
+    bad = runner.invoke(app, [*base, "--jobs", "-1"])
+    assert bad.exit_code == 1 and "'train.jobs' must be at least 0" in bad.output and not seen
+    assert "train.jobs" in runner.invoke(app, ["train", "--help"]).output
