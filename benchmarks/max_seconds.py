@@ -62,7 +62,7 @@ def main() -> None:
             except AudioError:
                 continue
         logits = np.full(len(rows), np.nan)
-        logits[kept] = model.logits(speech)
+        logits[kept] = replace(model, features=features).logits(speech)  # log-mels at the decoded rate
         labels[name] = decide_logits(logits[kept]), kept
         pooled = pd.Series(logits).groupby(rows["client_id"]).mean()
         speaker_truth = pd.Series(truth).groupby(rows["client_id"]).first()
