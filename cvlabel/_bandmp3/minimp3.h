@@ -5,6 +5,9 @@
     To the extent possible under law, the author(s) have dedicated all copyright and related and neighboring rights to this software to the public domain worldwide.
     This software is distributed without any warranty.
     See <http://creativecommons.org/publicdomain/zero/1.0/>.
+
+    cvlabel: modified for a band-limited, decimated decode (changes marked "cvlabel:"); see README.md
+    in this folder. Unmodified source: lieff/minimp3 commit 7b590fdcfa5a79c033e76eacc05d0c3e4c79f536.
 */
 #include <stdint.h>
 
@@ -22,6 +25,14 @@ typedef struct
     unsigned char header[4], reserv_buf[511];
 } mp3dec_t;
 
+/* cvlabel: the band kept and the decimation: only subbands [0, subbands) are decoded, and every
+   step-th sample of the synthesis output (mixed to mono) is written; phase counts the samples
+   since the last written one, so that a step which does not divide 32 keeps its rhythm */
+typedef struct
+{
+    int subbands, step, phase;
+} mp3dec_band_t;
+
 #ifdef __cplusplus
 extern "C" {
 #endif /* __cplusplus */
@@ -33,7 +44,8 @@ typedef int16_t mp3d_sample_t;
 typedef float mp3d_sample_t;
 void mp3dec_f32_to_s16(const float *in, int16_t *out, int num_samples);
 #endif /* MINIMP3_FLOAT_OUTPUT */
-int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_sample_t *pcm, mp3dec_frame_info_t *info);
+/* cvlabel: band argument added; returns the mono samples written to pcm */
+int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_sample_t *pcm, mp3dec_frame_info_t *info, mp3dec_band_t *band);
 
 #ifdef __cplusplus
 }
@@ -739,7 +751,7 @@ static float L3_pow_43(int x)
     return g_pow43[16 + ((x + sign) >> 6)]*(1.f + frac*((4.f/3) + frac*(2.f/9)))*mult;
 }
 
-static void L3_huffman(float *dst, bs_t *bs, const L3_gr_info_t *gr_info, const float *scf, int layer3gr_limit)
+static void L3_huffman(float *dst, bs_t *bs, const L3_gr_info_t *gr_info, const float *scf, int layer3gr_limit, int max_lines)
 {
     static const int16_t tabs[] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         785,785,785,785,784,784,784,784,513,513,513,513,513,513,513,513,256,256,256,256,256,256,256,256,256,256,256,256,256,256,256,256,
@@ -768,7 +780,9 @@ static void L3_huffman(float *dst, bs_t *bs, const L3_gr_info_t *gr_info, const 
 #define BSPOS         ((bs_next_ptr - bs->buf)*8 - 24 + bs_sh)
 
     float one = 0.0f;
-    int ireg = 0, big_val_cnt = gr_info->big_values;
+    /* cvlabel: stop after max_lines coefficients; bs->pos jumps to the granule's end below */
+    int ireg = 0, big_val_cnt = MINIMP3_MIN(gr_info->big_values, max_lines/2);
+    const float *dst_end = dst + max_lines;
     const uint8_t *sfb = gr_info->sfbtab;
     const uint8_t *bs_next_ptr = bs->buf + bs->pos/8;
     uint32_t bs_cache = (((bs_next_ptr[0]*256u + bs_next_ptr[1])*256u + bs_next_ptr[2])*256u + bs_next_ptr[3]) << (bs->pos & 7);
@@ -851,6 +865,7 @@ static void L3_huffman(float *dst, bs_t *bs, const L3_gr_info_t *gr_info, const 
 
     for (np = 1 - big_val_cnt;; dst += 4)
     {
+        if (dst >= dst_end) break; /* cvlabel: the count1 quads above the band are skipped */
         const uint8_t *codebook_count1 = (gr_info->count1_table) ? tab33 : tab32;
         int leaf = codebook_count1[PEEK_BITS(4)];
         if (!(leaf & 8))
@@ -1183,20 +1198,21 @@ static void L3_imdct_short(float *grbuf, float *overlap, int nbands)
     }
 }
 
-static void L3_change_sign(float *grbuf)
+static void L3_change_sign(float *grbuf, int nbands)
 {
     int b, i;
-    for (b = 0, grbuf += 18; b < 32; b += 2, grbuf += 36)
+    for (b = 0, grbuf += 18; b + 1 < nbands; b += 2, grbuf += 36) /* cvlabel: nbands, was 32 */
         for (i = 1; i < 18; i += 2)
             grbuf[i] = -grbuf[i];
 }
 
-static void L3_imdct_gr(float *grbuf, float *overlap, unsigned block_type, unsigned n_long_bands)
+static void L3_imdct_gr(float *grbuf, float *overlap, unsigned block_type, unsigned n_long_bands, unsigned nbands)
 {
     static const float g_mdct_window[2][18] = {
         { 0.99904822f,0.99144486f,0.97629601f,0.95371695f,0.92387953f,0.88701083f,0.84339145f,0.79335334f,0.73727734f,0.04361938f,0.13052619f,0.21643961f,0.30070580f,0.38268343f,0.46174861f,0.53729961f,0.60876143f,0.67559021f },
         { 1,1,1,1,1,1,0.99144486f,0.92387953f,0.79335334f,0,0,0,0,0,0,0.13052619f,0.38268343f,0.60876143f }
     };
+    n_long_bands = MINIMP3_MIN(n_long_bands, nbands); /* cvlabel: only the first nbands subbands */
     if (n_long_bands)
     {
         L3_imdct36(grbuf, overlap, g_mdct_window[0], n_long_bands);
@@ -1204,9 +1220,9 @@ static void L3_imdct_gr(float *grbuf, float *overlap, unsigned block_type, unsig
         overlap += 9*n_long_bands;
     }
     if (block_type == SHORT_BLOCK_TYPE)
-        L3_imdct_short(grbuf, overlap, 32 - n_long_bands);
+        L3_imdct_short(grbuf, overlap, nbands - n_long_bands);
     else
-        L3_imdct36(grbuf, overlap, g_mdct_window[block_type == STOP_BLOCK_TYPE], 32 - n_long_bands);
+        L3_imdct36(grbuf, overlap, g_mdct_window[block_type == STOP_BLOCK_TYPE], nbands - n_long_bands);
 }
 
 static void L3_save_reservoir(mp3dec_t *h, mp3dec_scratch_t *s)
@@ -1235,7 +1251,25 @@ static int L3_restore_reservoir(mp3dec_t *h, bs_t *bs, mp3dec_scratch_t *s, int 
     return h->reserv >= main_data_begin;
 }
 
-static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, int nch)
+/* cvlabel: how many coefficients (in bitstream order) to Huffman-decode for the first nbands
+   subbands: through the end of the scale factor band holding the first 8 lines of subband nbands
+   (the antialias butterflies of the top kept subband read them), short bands in whole window
+   triplets. Whole scale factor bands keep intensity stereo's zero-band test exact. */
+static int L3_band_lines(const L3_gr_info_t *gr, int nbands)
+{
+    int i, sum = 0, target = 18*nbands + 8;
+    if (nbands >= 32)
+        return 576;
+    for (i = 0; gr->sfbtab[i]; i++)
+    {
+        sum += gr->sfbtab[i];
+        if (sum >= target && (i < gr->n_long_sfb || (i + 1 - gr->n_long_sfb) % 3 == 0))
+            return MINIMP3_MIN(sum, 576);
+    }
+    return 576;
+}
+
+static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, int nch, int nbands)
 {
     int ch;
 
@@ -1243,7 +1277,7 @@ static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, i
     {
         int layer3gr_limit = s->bs.pos + gr_info[ch].part_23_length;
         L3_decode_scalefactors(h->header, s->ist_pos[ch], &s->bs, gr_info + ch, s->scf, ch);
-        L3_huffman(s->grbuf[ch], &s->bs, gr_info + ch, s->scf, layer3gr_limit);
+        L3_huffman(s->grbuf[ch], &s->bs, gr_info + ch, s->scf, layer3gr_limit, L3_band_lines(gr_info + ch, nbands)); /* cvlabel */
     }
 
     if (HDR_TEST_I_STEREO(h->header))
@@ -1265,9 +1299,10 @@ static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, i
             L3_reorder(s->grbuf[ch] + n_long_bands*18, s->syn[0], gr_info->sfbtab + gr_info->n_long_sfb);
         }
 
+        aa_bands = MINIMP3_MIN(aa_bands, nbands); /* cvlabel: kept subbands only */
         L3_antialias(s->grbuf[ch], aa_bands);
-        L3_imdct_gr(s->grbuf[ch], h->mdct_overlap[ch], gr_info->block_type, n_long_bands);
-        L3_change_sign(s->grbuf[ch]);
+        L3_imdct_gr(s->grbuf[ch], h->mdct_overlap[ch], gr_info->block_type, n_long_bands, nbands);
+        L3_change_sign(s->grbuf[ch], nbands);
     }
 }
 
@@ -1473,7 +1508,10 @@ static void mp3d_synth_pair(mp3d_sample_t *pcm, int nch, const float *z)
     pcm[16*nch] = mp3d_scale_pcm(a);
 }
 
-static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins)
+/* cvlabel: is sample pos of this 64-sample block kept (every step-th sample, counting from phase)? */
+#define MP3D_KEPT(pos) (((phase) + (pos)) % (step) == 0)
+
+static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, int step, int phase)
 {
     int i;
     float *xr = xl + 576*(nch - 1);
@@ -1530,6 +1568,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins)
         zlin[4*i + 64 + 1] = xr[1 + 18*(1 + i)];
         zlin[4*i - 64 + 2] = xl[18*(1 + i)];
         zlin[4*i - 64 + 3] = xr[18*(1 + i)];
+        if (!(MP3D_KEPT(15 - i) || MP3D_KEPT(17 + i) || MP3D_KEPT(47 - i) || MP3D_KEPT(49 + i)))
+        {   /* cvlabel: the history above is still updated; only the windowing is skipped */
+            w += 16;
+            continue;
+        }
 
         V0(0) V2(1) V1(2) V2(3) V1(4) V2(5) V1(6) V2(7)
 
@@ -1611,6 +1654,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins)
         zlin[4*(i + 16) + 1] = xr[1 + 18*(1 + i)];
         zlin[4*(i - 16) + 2] = xl[18*(1 + i)];
         zlin[4*(i - 16) + 3] = xr[18*(1 + i)];
+        if (!(MP3D_KEPT(15 - i) || MP3D_KEPT(17 + i) || MP3D_KEPT(47 - i) || MP3D_KEPT(49 + i)))
+        {   /* cvlabel: as in the SIMD loop */
+            w += 16;
+            continue;
+        }
 
         S0(0) S2(1) S1(2) S2(3) S1(4) S2(5) S1(6) S2(7)
 
@@ -1626,9 +1674,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins)
 #endif /* MINIMP3_ONLY_SIMD */
 }
 
-static void mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins)
+/* cvlabel: mono only (nch 1); writes every band->step-th sample and returns how many */
+static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins, mp3dec_band_t *band)
 {
-    int i;
+    int i, j, n = 0;
+    float block[64];
     for (i = 0; i < nch; i++)
     {
         mp3d_DCT_II(grbuf + 576*i, nbands);
@@ -1638,7 +1688,10 @@ static void mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int n
 
     for (i = 0; i < nbands; i += 2)
     {
-        mp3d_synth(grbuf + i, pcm + 32*nch*i, nch, lins + i*64);
+        mp3d_synth(grbuf + i, block, nch, lins + i*64, band->step, band->phase);
+        for (j = (band->step - band->phase) % band->step; j < 64; j += band->step)
+            pcm[n++] = block[j];
+        band->phase = (band->phase + 64) % band->step;
     }
 #ifndef MINIMP3_NONSTANDARD_BUT_LOGICAL
     if (nch == 1)
@@ -1652,6 +1705,21 @@ static void mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int n
     {
         memcpy(qmf_state, lins + nbands*64, sizeof(float)*15*64);
     }
+    return n;
+}
+
+/* cvlabel: average the channels (the transforms are linear) and silence the subbands above the
+   band, which were not decoded, before the synthesis */
+static void mp3d_band_mix(float *grbuf, int nch, int nbands)
+{
+    int i;
+    if (nch == 2)
+    {
+        for (i = 0; i < 18*nbands; i++)
+            grbuf[i] = 0.5f*(grbuf[i] + grbuf[576 + i]);
+    }
+    if (nbands < 32)
+        memset(grbuf + 18*nbands, 0, (576 - 18*nbands)*sizeof(float));
 }
 
 static int mp3d_match_frame(const uint8_t *hdr, int mp3_bytes, int frame_bytes)
@@ -1710,9 +1778,10 @@ void mp3dec_init(mp3dec_t *dec)
     dec->header[0] = 0;
 }
 
-int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_sample_t *pcm, mp3dec_frame_info_t *info)
+int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_sample_t *pcm, mp3dec_frame_info_t *info, mp3dec_band_t *band)
 {
     int i = 0, igr, frame_size = 0, success = 1;
+    mp3d_sample_t *pcm_start = pcm; /* cvlabel */
     const uint8_t *hdr;
     bs_t bs_frame[1];
     mp3dec_scratch_t scratch;
@@ -1767,11 +1836,12 @@ int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_s
         success = L3_restore_reservoir(dec, bs_frame, &scratch, main_data_begin);
         if (success)
         {
-            for (igr = 0; igr < (HDR_TEST_MPEG1(hdr) ? 2 : 1); igr++, pcm += 576*info->channels)
-            {
+            for (igr = 0; igr < (HDR_TEST_MPEG1(hdr) ? 2 : 1); igr++)
+            {   /* cvlabel: the band, mono, decimated */
                 memset(scratch.grbuf[0], 0, 576*2*sizeof(float));
-                L3_decode(dec, &scratch, scratch.gr_info + igr*info->channels, info->channels);
-                mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 18, info->channels, pcm, scratch.syn[0]);
+                L3_decode(dec, &scratch, scratch.gr_info + igr*info->channels, info->channels, band->subbands);
+                mp3d_band_mix(scratch.grbuf[0], info->channels, band->subbands);
+                pcm += mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 18, 1, pcm, scratch.syn[0], band);
             }
         }
         L3_save_reservoir(dec, &scratch);
@@ -1790,9 +1860,9 @@ int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_s
             {
                 i = 0;
                 L12_apply_scf_384(sci, sci->scf + igr, scratch.grbuf[0]);
-                mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 12, info->channels, pcm, scratch.syn[0]);
+                mp3d_band_mix(scratch.grbuf[0], info->channels, band->subbands); /* cvlabel: as layer III */
+                pcm += mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 12, 1, pcm, scratch.syn[0], band);
                 memset(scratch.grbuf[0], 0, 576*2*sizeof(float));
-                pcm += 384*info->channels;
             }
             if (bs_frame->pos > bs_frame->limit)
             {
@@ -1802,7 +1872,7 @@ int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_s
         }
 #endif /* MINIMP3_ONLY_MP3 */
     }
-    return success*hdr_frame_samples(dec->header);
+    return success*(int)(pcm - pcm_start); /* cvlabel: the samples written */
 }
 
 #ifdef MINIMP3_FLOAT_OUTPUT
