@@ -29,9 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import soundfile
 
 LIBMPG123 = "libmpg123.so.0"  # Debian's libmpg123-0 (libsndfile decodes MP3 with it too)
 RATE = 12_000  # Hz: the model's rate
+FLOOR = "soundfile (full decode, floor)"
 
 # mpg123.h (API version 46+): parameters, flags, encodings, return codes
 MPG123_FLAGS = 1
@@ -60,9 +62,9 @@ class Mpg123:
         lib.mpg123_open_feed.argtypes = [ctypes.c_void_p]
         lib.mpg123_feed.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t]
         lib.mpg123_read.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t)]
-        lib.mpg123_getformat.argtypes = [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_long)] + [
-            ctypes.POINTER(ctypes.c_int)
-        ] * 2
+        lib.mpg123_getformat.argtypes = (
+            [ctypes.c_void_p] + [ctypes.POINTER(ctypes.c_long)] + [ctypes.POINTER(ctypes.c_int)] * 2
+        )
         lib.mpg123_init()
         self.lib = lib
 
@@ -95,3 +97,101 @@ class Mpg123:
         finally:
             lib.mpg123_delete(handle)
         return np.frombuffer(b"".join(chunks), dtype=np.float32).copy(), int(out_rate.value)
+
+
+def make_clips(folder: Path, count: int, seconds: float = 4.0) -> list[Path]:
+    """Synthetic 48 kHz mono MP3 voices (low and high pitches) of about `seconds` each."""
+    from cvlabel.testing import write_voice
+
+    return [
+        write_voice(folder / f"voice_{k:04d}.mp3", 90.0 + 15.0 * (k % 16), seconds=seconds - 0.6, seed=k)
+        for k in range(count)
+    ]
+
+
+def candidates() -> dict[str, Callable[[bytes], np.ndarray]]:
+    import soxr
+
+    from cvlabel import bandmp3
+
+    mpg123 = Mpg123()
+
+    def soundfile_full(data: bytes) -> np.ndarray:
+        samples, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return samples
+
+    def soundfile_soxr(data: bytes) -> np.ndarray:
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return soxr.resample(samples.mean(axis=1), rate, RATE)
+
+    found: dict[str, Callable[[bytes], np.ndarray]] = {
+        FLOOR: soundfile_full,
+        "soundfile + soxr -> 12 kHz": soundfile_soxr,
+        "libmpg123 FORCE_RATE=12000": lambda data: mpg123.decode(data, RATE)[0],
+    }
+    if bandmp3.available():
+        found["bandmp3 (band-limited minimp3)"] = lambda data: bandmp3.decode(data, RATE)
+    else:
+        print("cvlabel._bandmp3 is not built: python setup.py build_ext --inplace", file=sys.stderr)
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=Path, help="a folder of .mp3 clips (default: synthetic voices)")
+    parser.add_argument("--limit", type=int, default=300, help="at most this many clips of --clips (sorted by name)")
+    parser.add_argument("--clips-made", type=int, default=100, help="synthetic clips without --clips")
+    parser.add_argument("--repeats", type=int, default=3, help="passes per candidate; the median is shown")
+    args = parser.parse_args()
+    if os.environ.get("OMP_NUM_THREADS") != "1":
+        print("note: set OMP_NUM_THREADS=1 for single-thread numbers", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.clips:
+            paths = sorted(args.clips.glob("*.mp3"))[: args.limit]
+        else:
+            paths = make_clips(Path(scratch), args.clips_made)
+        clips = [path.read_bytes() for path in paths]
+    if not clips:
+        raise SystemExit("no .mp3 clips")
+
+    decoders = candidates()
+    # warm-up pass (libraries loaded, caches filled): the clips a decoder fails on are counted,
+    # and every decoder is then timed on the clips all of them decode
+    failures = dict.fromkeys(decoders, 0)
+    usable = []
+    audio_s = 0.0
+    for data in clips:
+        ok = True
+        for name, decode in decoders.items():
+            try:
+                decode(data)
+            except Exception:
+                failures[name] += 1
+                ok = False
+        if ok:
+            usable.append(data)
+            audio_s += soundfile.info(io.BytesIO(data)).duration
+    if not usable:
+        raise SystemExit("no clip decodes with every decoder")
+    seconds: dict[str, list[float]] = {name: [] for name in decoders}
+    for _ in range(args.repeats):
+        for name, decode in decoders.items():
+            start = time.perf_counter()
+            for data in usable:
+                decode(data)
+            seconds[name].append(time.perf_counter() - start)
+
+    floor = statistics.median(seconds[FLOOR])
+    print(
+        f"{len(usable)} of {len(clips)} clips timed, {audio_s / len(usable):.2f} s of audio per clip, "
+        f"median of {args.repeats} passes, one thread"
+    )
+    print(f"{'decoder':34s} {'ms/clip':>8s} {'vs floor':>9s} {'failed':>7s}")
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        print(f"{name:34s} {1000 * median / len(usable):8.3f} {median / floor:8.2f}x {failures[name]:7d}")
+
+
+if __name__ == "__main__":
+    main()
