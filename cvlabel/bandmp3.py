@@ -20,6 +20,8 @@ try:
     from . import _bandmp3
 except ImportError:  # built without a C compiler: the loader falls back to libsndfile
     _bandmp3 = None  # type: ignore[assignment]
+if not hasattr(_bandmp3, "Reader"):  # not built: the import found the C sources' folder (a namespace package)
+    _bandmp3 = None  # type: ignore[assignment]
 
 # a stream's end is reached by reading this much at a time; bounded so max_samples=None cannot
 # ask the extension for an absurd allocation up front

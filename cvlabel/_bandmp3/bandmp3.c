@@ -184,13 +184,25 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
+/* Whether the data ends inside the frame at r->pos (a frame of this stream, not junk). */
+static int partial_frame(const Reader *r)
+{
+    const unsigned char *h = (const unsigned char *)r->view.buf + r->pos;
+    Py_ssize_t remaining = r->view.len - r->pos;
+    int frame_bytes;
+    if (remaining < HDR_SIZE || !hdr_compare(r->first_header, h))
+        return 0;
+    frame_bytes = hdr_frame_bytes(h, r->dec.free_format_bytes);
+    return frame_bytes > 0 && frame_bytes + hdr_padding(h) > remaining;
+}
+
 /* Decodes the next frame into r->pcm, trimmed to the gapless range. Returns 0, or -1 at the end
    (r->error set if the stream ended early). Called without the GIL. */
 static int decode_next(Reader *r)
 {
     const unsigned char *data = r->view.buf;
     mp3dec_frame_info_t info;
-    int samples, first, last;
+    int samples, first, last, cut = 0;
 
     for (;;)
     {
@@ -198,6 +210,11 @@ static int decode_next(Reader *r)
             break; /* the gapless end: padding and anything after it are not audio */
         if (r->pos >= r->view.len)
             goto at_end;
+        if (partial_frame(r))
+        {
+            cut = 1;
+            goto at_end;
+        }
         samples = mp3dec_decode_frame(&r->dec, data + r->pos, (int)(r->view.len - r->pos), r->pcm, &info, &r->band);
         if (!info.frame_bytes)
             goto at_end;
@@ -232,7 +249,7 @@ at_end:
     {
         if ((r->tag_frames - r->frames) * r->frame_samples > TRUNCATION_TOLERANCE_S * r->native_rate)
             r->error = "truncated: fewer frames than the Xing/Info tag announces";
-    } else if (r->view.len - r->pos >= 4 && hdr_compare(r->first_header, data + r->pos))
+    } else if (cut)
     {
         r->error = "truncated: the data ends inside a frame";
     }
