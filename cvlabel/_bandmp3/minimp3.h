@@ -1508,10 +1508,10 @@ static void mp3d_synth_pair(mp3d_sample_t *pcm, int nch, const float *z)
     pcm[16*nch] = mp3d_scale_pcm(a);
 }
 
-/* cvlabel: is sample pos of this 64-sample block kept (every step-th sample, counting from phase)? */
-#define MP3D_KEPT(pos) (((phase) + (pos)) % (step) == 0)
+/* cvlabel: kept has bit j set if sample j of this 64-sample block is kept */
+#define MP3D_BIT(pos) ((uint64_t)1 << (pos))
 
-static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, int step, int phase)
+static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uint64_t kept)
 {
     int i;
     float *xr = xl + 576*(nch - 1);
@@ -1568,7 +1568,7 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, int
         zlin[4*i + 64 + 1] = xr[1 + 18*(1 + i)];
         zlin[4*i - 64 + 2] = xl[18*(1 + i)];
         zlin[4*i - 64 + 3] = xr[18*(1 + i)];
-        if (!(MP3D_KEPT(15 - i) || MP3D_KEPT(17 + i) || MP3D_KEPT(47 - i) || MP3D_KEPT(49 + i)))
+        if (!(kept & (MP3D_BIT(15 - i) | MP3D_BIT(17 + i) | MP3D_BIT(47 - i) | MP3D_BIT(49 + i))))
         {   /* cvlabel: the history above is still updated; only the windowing is skipped */
             w += 16;
             continue;
@@ -1654,7 +1654,7 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, int
         zlin[4*(i + 16) + 1] = xr[1 + 18*(1 + i)];
         zlin[4*(i - 16) + 2] = xl[18*(1 + i)];
         zlin[4*(i - 16) + 3] = xr[18*(1 + i)];
-        if (!(MP3D_KEPT(15 - i) || MP3D_KEPT(17 + i) || MP3D_KEPT(47 - i) || MP3D_KEPT(49 + i)))
+        if (!(kept & (MP3D_BIT(15 - i) | MP3D_BIT(17 + i) | MP3D_BIT(47 - i) | MP3D_BIT(49 + i))))
         {   /* cvlabel: as in the SIMD loop */
             w += 16;
             continue;
@@ -1679,6 +1679,7 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
 {
     int i, j, n = 0;
     float block[64];
+    uint64_t kept;
     for (i = 0; i < nch; i++)
     {
         mp3d_DCT_II(grbuf + 576*i, nbands);
@@ -1688,7 +1689,9 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
 
     for (i = 0; i < nbands; i += 2)
     {
-        mp3d_synth(grbuf + i, block, nch, lins + i*64, band->step, band->phase);
+        for (kept = 0, j = (band->step - band->phase) % band->step; j < 64; j += band->step)
+            kept |= MP3D_BIT(j);
+        mp3d_synth(grbuf + i, block, nch, lins + i*64, kept);
         for (j = (band->step - band->phase) % band->step; j < 64; j += band->step)
             pcm[n++] = block[j];
         band->phase = (band->phase + 64) % band->step;
