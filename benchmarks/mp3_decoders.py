@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 python benchmarks/mp3_decoders.py [--clips DIR] [--limit 300] [--clips-made 100]
 
-Candidates, each over the same clips (read into memory first), interleaved (one candidate's pass
+Candidates, each over the same clip files (each decoder reads the file itself, from the page
+cache after the warm-up pass), interleaved (one candidate's pass
 over all clips, then the next's), each pass repeated --repeats times; the table shows the median
 pass per clip and its ratio to the floor:
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import io
 import os
 import statistics
 import sys
@@ -109,28 +109,28 @@ def make_clips(folder: Path, count: int, seconds: float = 4.0) -> list[Path]:
     ]
 
 
-def candidates() -> dict[str, Callable[[bytes], np.ndarray]]:
+def candidates() -> dict[str, Callable[[Path], np.ndarray]]:
     import soxr
 
     from cvlabel import bandmp3
 
     mpg123 = Mpg123()
 
-    def soundfile_full(data: bytes) -> np.ndarray:
-        samples, _ = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    def soundfile_full(path: Path) -> np.ndarray:
+        samples, _ = soundfile.read(path, dtype="float32", always_2d=True)
         return samples
 
-    def soundfile_soxr(data: bytes) -> np.ndarray:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    def soundfile_soxr(path: Path) -> np.ndarray:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
         return soxr.resample(samples.mean(axis=1), rate, RATE)
 
-    found: dict[str, Callable[[bytes], np.ndarray]] = {
+    found: dict[str, Callable[[Path], np.ndarray]] = {
         FLOOR: soundfile_full,
         "soundfile + soxr -> 12 kHz": soundfile_soxr,
-        "libmpg123 FORCE_RATE=12000": lambda data: mpg123.decode(data, RATE)[0],
+        "libmpg123 FORCE_RATE=12000": lambda path: mpg123.decode(path.read_bytes(), RATE)[0],
     }
     if bandmp3.available():
-        found["bandmp3 (band-limited minimp3)"] = lambda data: bandmp3.decode(data, RATE)
+        found["bandmp3 (band-limited minimp3)"] = lambda path: bandmp3.decode(path.read_bytes(), RATE)
     else:
         print("cvlabel._bandmp3 is not built: python setup.py build_ext --inplace", file=sys.stderr)
     return found
@@ -151,41 +151,43 @@ def main() -> None:
             paths = sorted(args.clips.glob("*.mp3"))[: args.limit]
         else:
             paths = make_clips(Path(scratch), args.clips_made)
-        clips = [path.read_bytes() for path in paths]
-    if not clips:
-        raise SystemExit("no .mp3 clips")
+        if not paths:
+            raise SystemExit("no .mp3 clips")
+        run(paths, args.repeats)
 
+
+def run(clips: list[Path], repeats: int) -> None:
     decoders = candidates()
     # warm-up pass (libraries loaded, caches filled): the clips a decoder fails on are counted,
     # and every decoder is then timed on the clips all of them decode
     failures = dict.fromkeys(decoders, 0)
     usable = []
     audio_s = 0.0
-    for data in clips:
+    for path in clips:
         ok = True
         for name, decode in decoders.items():
             try:
-                decode(data)
+                decode(path)
             except Exception:
                 failures[name] += 1
                 ok = False
         if ok:
-            usable.append(data)
-            audio_s += soundfile.info(io.BytesIO(data)).duration
+            usable.append(path)
+            audio_s += soundfile.info(path).duration
     if not usable:
         raise SystemExit("no clip decodes with every decoder")
     seconds: dict[str, list[float]] = {name: [] for name in decoders}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, decode in decoders.items():
             start = time.perf_counter()
-            for data in usable:
-                decode(data)
+            for path in usable:
+                decode(path)
             seconds[name].append(time.perf_counter() - start)
 
     floor = statistics.median(seconds[FLOOR])
     print(
         f"{len(usable)} of {len(clips)} clips timed, {audio_s / len(usable):.2f} s of audio per clip, "
-        f"median of {args.repeats} passes, one thread"
+        f"median of {repeats} passes, one thread"
     )
     print(f"{'decoder':34s} {'ms/clip':>8s} {'vs floor':>9s} {'failed':>7s}")
     for name, times in seconds.items():
