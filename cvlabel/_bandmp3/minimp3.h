@@ -1306,7 +1306,7 @@ static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, i
     }
 }
 
-static void mp3d_DCT_II(float *grbuf, int n)
+static void mp3d_DCT_II(float *grbuf, int n, int nbands)
 {
     static const float g_sec[24] = {
         10.19000816f,0.50060302f,0.50241929f,3.40760851f,0.50547093f,0.52249861f,2.05778098f,0.51544732f,0.56694406f,1.48416460f,0.53104258f,0.64682180f,1.16943991f,0.55310392f,0.78815460f,0.97256821f,0.58293498f,1.06067765f,0.83934963f,0.62250412f,1.72244716f,0.74453628f,0.67480832f,5.10114861f
@@ -1318,7 +1318,15 @@ static void mp3d_DCT_II(float *grbuf, int n)
         f4 t[4][8], *x;
         float *y = grbuf + k;
 
-        for (x = t[0], i = 0; i < 8; i++, x++)
+        if (nbands <= 8) for (x = t[0], i = 0; i < 8; i++, x++)
+        {   /* cvlabel: subbands 8-31 are zero (x1 = x2 = x3 = 0 below): the same values, fewer operations */
+            f4 x0 = VLD(&y[i*18]);
+            f4 t3 = VMUL_S(x0, g_sec[3*i + 1]);
+            x[0] = x0;
+            x[8] = VMUL_S(x0, g_sec[3*i + 2]);
+            x[16] = t3;
+            x[24] = VMUL_S(t3, g_sec[3*i + 2]);
+        } else for (x = t[0], i = 0; i < 8; i++, x++)
         {
             f4 x0 = VLD(&y[i*18]);
             f4 x1 = VLD(&y[(15 - i)*18]);
@@ -1508,10 +1516,21 @@ static void mp3d_synth_pair(mp3d_sample_t *pcm, int nch, const float *z)
     pcm[16*nch] = mp3d_scale_pcm(a);
 }
 
-/* cvlabel: kept has bit j set if sample j of this 64-sample block is kept */
+/* cvlabel: bit i of iterations is set if the windowing step i of the loops below computes a kept
+   sample (15 - i, 17 + i, 47 - i or 49 + i of the 64-sample block) */
 #define MP3D_BIT(pos) ((uint64_t)1 << (pos))
 
-static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uint64_t kept)
+static uint32_t mp3d_kept_iterations(uint64_t kept)
+{
+    uint32_t iterations = 0;
+    int i;
+    for (i = 0; i < 15; i++)
+        if (kept & (MP3D_BIT(15 - i) | MP3D_BIT(17 + i) | MP3D_BIT(47 - i) | MP3D_BIT(49 + i)))
+            iterations |= 1u << i;
+    return iterations;
+}
+
+static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uint32_t iterations)
 {
     int i;
     float *xr = xl + 576*(nch - 1);
@@ -1547,8 +1566,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
     zlin[4*31 + 2] = xl[1];
     zlin[4*31 + 3] = xr[1];
 
-    mp3d_synth_pair(dstr, nch, lins + 4*15 + 1);
-    mp3d_synth_pair(dstr + 32*nch, nch, lins + 4*15 + 64 + 1);
+    if (nch == 2)
+    {   /* cvlabel: in mono these are the left channel's outputs, written again just below */
+        mp3d_synth_pair(dstr, nch, lins + 4*15 + 1);
+        mp3d_synth_pair(dstr + 32*nch, nch, lins + 4*15 + 64 + 1);
+    }
     mp3d_synth_pair(dstl, nch, lins + 4*15);
     mp3d_synth_pair(dstl + 32*nch, nch, lins + 4*15 + 64);
 
@@ -1568,7 +1590,7 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
         zlin[4*i + 64 + 1] = xr[1 + 18*(1 + i)];
         zlin[4*i - 64 + 2] = xl[18*(1 + i)];
         zlin[4*i - 64 + 3] = xr[18*(1 + i)];
-        if (!(kept & (MP3D_BIT(15 - i) | MP3D_BIT(17 + i) | MP3D_BIT(47 - i) | MP3D_BIT(49 + i))))
+        if (!(iterations >> i & 1))
         {   /* cvlabel: the history above is still updated; only the windowing is skipped */
             w += 16;
             continue;
@@ -1654,7 +1676,7 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
         zlin[4*(i + 16) + 1] = xr[1 + 18*(1 + i)];
         zlin[4*(i - 16) + 2] = xl[18*(1 + i)];
         zlin[4*(i - 16) + 3] = xr[18*(1 + i)];
-        if (!(kept & (MP3D_BIT(15 - i) | MP3D_BIT(17 + i) | MP3D_BIT(47 - i) | MP3D_BIT(49 + i))))
+        if (!(iterations >> i & 1))
         {   /* cvlabel: as in the SIMD loop */
             w += 16;
             continue;
@@ -1677,21 +1699,27 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 /* cvlabel: mono only (nch 1); writes every band->step-th sample and returns how many */
 static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins, mp3dec_band_t *band)
 {
-    int i, j, n = 0;
+    int i, j, n = 0, phase = -1;
     float block[64];
     uint64_t kept;
+    uint32_t iterations = 0;
     for (i = 0; i < nch; i++)
     {
-        mp3d_DCT_II(grbuf + 576*i, nbands);
+        mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands); /* cvlabel: the kept subbands */
     }
 
     memcpy(lins, qmf_state, sizeof(float)*15*64);
 
     for (i = 0; i < nbands; i += 2)
     {
-        for (kept = 0, j = (band->step - band->phase) % band->step; j < 64; j += band->step)
-            kept |= MP3D_BIT(j);
-        mp3d_synth(grbuf + i, block, nch, lins + i*64, kept);
+        if (band->phase != phase)
+        {   /* with a step dividing 64 the phase stays 0: once per granule */
+            phase = band->phase;
+            for (kept = 0, j = (band->step - phase) % band->step; j < 64; j += band->step)
+                kept |= MP3D_BIT(j);
+            iterations = mp3d_kept_iterations(kept);
+        }
+        mp3d_synth(grbuf + i, block, nch, lins + i*64, iterations);
         for (j = (band->step - band->phase) % band->step; j < 64; j += band->step)
             pcm[n++] = block[j];
         band->phase = (band->phase + 64) % band->step;
