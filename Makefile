@@ -11,7 +11,8 @@ setup: $(STAMP)
 
 # The venv is rebuilt when pyproject.toml changes. Debian's python3 needs python3-venv for
 # `-m venv`; as root we install it, otherwise we say what is missing.
-$(STAMP): pyproject.toml
+# setup.py and the C sources too: the editable install builds cvlabel._bandmp3 in place
+$(STAMP): pyproject.toml setup.py cvlabel/_bandmp3/bandmp3.c cvlabel/_bandmp3/minimp3.h
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "cvlabel needs Python >= 3.10 (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq python3-venv; \
