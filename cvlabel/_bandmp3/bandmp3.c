@@ -292,6 +292,8 @@ static PyObject *Reader_read(Reader *r, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "n must be >= 0");
         return NULL;
     }
+    if (r->finished && r->pcm_pos == r->pcm_len)
+        return PyByteArray_FromStringAndSize(NULL, 0);
     capacity = MINIMP3_MIN(wanted, 1 << 16);
     out = PyMem_RawMalloc(MINIMP3_MAX(capacity, 1) * sizeof(float));
     if (!out)
