@@ -75,7 +75,6 @@ static int read_info_tag(Reader *r, const unsigned char *frame, int frame_bytes)
     int offset = 4 + (HDR_IS_CRC(h) ? 2 : 0) + (mpeg1 ? (mono ? 17 : 32) : (mono ? 9 : 17));
     unsigned flags;
     long long delay = 0, padding = 0, total;
-    int have_lame = 0;
 
     if (HDR_GET_LAYER(h) != 1 || offset + 8 > frame_bytes) /* tags are layer III only */
         return 0;
@@ -96,14 +95,13 @@ static int read_info_tag(Reader *r, const unsigned char *frame, int frame_bytes)
         const unsigned char *lame = frame + offset + 21;
         delay = (lame[0] << 4) | (lame[1] >> 4);
         padding = ((lame[1] & 0x0f) << 8) | lame[2];
-        have_lame = 1;
     }
-    if (r->tag_frames >= 0 || have_lame)
-    {   /* libmpg123: begin = delay + 529, end = frames*spf - padding + 529, both in input samples,
-           then divided by the decimation (its 2:1 and 4:1 synths) */
-        total = (r->tag_frames >= 0 ? r->tag_frames : 0) * r->frame_samples;
+    if (r->tag_frames > 0)
+    {   /* libmpg123 (only with a frame count): begin = delay + 529, end = frames*spf - padding + 529,
+           in input samples, then divided by the decimation (as its 2:1 and 4:1 synthesis does) */
+        total = r->tag_frames * r->frame_samples;
         r->begin = (delay + DECODER_DELAY) / r->band.step;
-        r->end = r->tag_frames >= 0 ? (total - padding + DECODER_DELAY) / r->band.step : -1;
+        r->end = MINIMP3_MAX(r->begin, (total - padding + DECODER_DELAY) / r->band.step);
     }
     return 1;
 }
