@@ -179,6 +179,7 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwargs)
     r->band.step = k;
     r->band.subbands = 32 / k;
     r->band.phase = 0;
+    r->band.iterations_phase = -1;
 
     if (read_info_tag(r, data + r->pos, info.frame_bytes - info.frame_offset))
         r->pos = start + info.frame_bytes; /* the tag frame carries no audio */

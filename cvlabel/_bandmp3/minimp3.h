@@ -27,10 +27,12 @@ typedef struct
 
 /* cvlabel: the band kept and the decimation: only subbands [0, subbands) are decoded, and every
    step-th sample of the synthesis output (mixed to mono) is written; phase counts the samples
-   since the last written one, so that a step which does not divide 32 keeps its rhythm */
+   since the last written one, so that a step which does not divide 32 keeps its rhythm;
+   iterations caches the synthesis steps needed at phase iterations_phase (-1: none yet) */
 typedef struct
 {
-    int subbands, step, phase;
+    int subbands, step, phase, iterations_phase;
+    uint32_t iterations;
 } mp3dec_band_t;
 
 #ifdef __cplusplus
@@ -1699,10 +1701,9 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 /* cvlabel: mono only (nch 1); writes every band->step-th sample and returns how many */
 static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins, mp3dec_band_t *band)
 {
-    int i, j, n = 0, phase = -1;
+    int i, j, n = 0, step = band->step, first;
     float block[64];
     uint64_t kept;
-    uint32_t iterations = 0;
     for (i = 0; i < nch; i++)
     {
         mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands); /* cvlabel: the kept subbands */
@@ -1712,17 +1713,18 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
 
     for (i = 0; i < nbands; i += 2)
     {
-        if (band->phase != phase)
-        {   /* with a step dividing 64 the phase stays 0: once per granule */
-            phase = band->phase;
-            for (kept = 0, j = (band->step - phase) % band->step; j < 64; j += band->step)
+        first = (step - band->phase) % step;
+        if (band->phase != band->iterations_phase)
+        {   /* with a step dividing 64 the phase stays 0: once per stream */
+            for (kept = 0, j = first; j < 64; j += step)
                 kept |= MP3D_BIT(j);
-            iterations = mp3d_kept_iterations(kept);
+            band->iterations = mp3d_kept_iterations(kept);
+            band->iterations_phase = band->phase;
         }
-        mp3d_synth(grbuf + i, block, nch, lins + i*64, iterations);
-        for (j = (band->step - band->phase) % band->step; j < 64; j += band->step)
+        mp3d_synth(grbuf + i, block, nch, lins + i*64, band->iterations);
+        for (j = first; j < 64; j += step)
             pcm[n++] = block[j];
-        band->phase = (band->phase + 64) % band->step;
+        band->phase = (band->phase + 64) % step;
     }
 #ifndef MINIMP3_NONSTANDARD_BUT_LOGICAL
     if (nch == 1)
