@@ -2,9 +2,18 @@
 what lies below the new Nyquist frequency (issue 13).
 
 The compiled part (`cvlabel._bandmp3`, a modified minimp3) Huffman-decodes, antialiases and
-transforms only the subbands below rate / 2 and synthesises only every k-th sample, about twice as
-fast as a full decode. Encoder delay and padding (Xing/Info/LAME tag) are removed as libmpg123
-does in gapless mode, so below ~4.5 kHz the output equals libmpg123's (tests/test_mp3.py).
+transforms only the subbands below rate / 2 and synthesises only every k-th sample: 48 kHz Common
+Voice clips decode to 12 kHz in ~0.4x the time of libsndfile's full decode
+(benchmarks/mp3_decoders.py). Encoder delay and padding (Xing/Info/LAME tag) are removed as
+libmpg123 does in gapless mode, so below ~4.5 kHz the output equals libmpg123's to float precision
+(tests/test_mp3.py); above that, up to rate / 2, it keeps the subband filter bank's aliasing.
+Output sample n is input sample k*n - (encoder delay + 529) % k, as in libmpg123's 2:1 and 4:1
+modes: a timing offset below k samples of the native rate.
+
+Rates: native = k * rate for an integer k. A k dividing 32 keeps 32/k subbands (48 -> 12 kHz: 8,
+every 4th sample); another k keeps the floor(32/k) subbands wholly below rate / 2 (48 -> 16 kHz:
+10, up to 7.5 kHz). MPEG-1, 2 and 2.5 layer III, mono and (joint) stereo, averaged to mono; layers
+I and II decode through the same synthesis but are not tested.
 
 The extension is optional (built by setup.py when a C compiler is there): callers check
 `available()` and otherwise decode with libsndfile/libmpg123. Errors: `UnsupportedRate` when no
