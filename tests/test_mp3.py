@@ -115,6 +115,7 @@ def test_stereo_is_the_average_of_the_channels(tmp_path):
     reference, _ = MPG123.decode(data, 12_000)
 
     assert reader.channels == 2
+    assert "mid/side" in _stereo_modes(data)  # LAME's joint stereo switches it on frame by frame
     assert len(ours) == len(reference) == len(left) // 4
     assert snr_db(lowpass(reference, 12_000), lowpass(ours, 12_000)) > MIN_SNR_DB
     # and it is the mean of the channels, not one of them (MP3 coding noise at LAME's default
@@ -216,8 +217,18 @@ def test_a_clip_cut_without_a_tag_is_an_error(clip48):
         bandmp3.decode(untagged[: len(untagged) * 2 // 3 + 5], 12_000)
 
 
+def _stereo_modes(data: bytes) -> set[str]:
+    """The stereo modes of the frames of a 48 kHz MPEG-1 layer III stream without ID3 tags."""
+    modes, pos = set(), 0
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        mode, extension = data[pos + 3] >> 6, (data[pos + 3] >> 4) & 3
+        modes.add("mono" if mode == 3 else "mid/side" if mode == 1 and extension & 2 else "left/right")
+        pos += _first_frame_size(data[pos:])
+    return modes
+
+
 def _first_frame_size(data: bytes) -> int:
-    """Bytes of the first frame of an MPEG-1 layer III stream starting at byte 0 (the tag frame)."""
+    """Bytes of the frame of an MPEG-1 layer III stream starting at byte 0."""
     assert data[0] == 0xFF and data[1] & 0xFE == 0xFA, "an MPEG-1 layer III header at byte 0"
     bitrate = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320][data[2] >> 4]
     rate = [44_100, 48_000, 32_000][(data[2] >> 2) & 3]
