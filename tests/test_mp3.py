@@ -9,6 +9,7 @@ clips have silence at both ends, so an FFT brick-wall low-pass has no edge effec
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
 from pathlib import Path
 
@@ -139,6 +140,27 @@ def test_log_mel_features_agree_with_libmpg123(clip48):
     assert ours.shape == reference.shape
     db_per_nat = 10 / np.log(10)
     assert np.mean(np.abs(ours - reference)) * db_per_nat < MAX_LOGMEL_DB
+
+
+def test_log_mel_features_agree_with_the_soundfile_soxr_path(clip48):
+    """The decoder the loader uses today (libsndfile's full decode, then soxr to 12 kHz) gives the
+    same features: the band-limited decoder can replace it without retraining."""
+    import soxr
+
+    from cvlabel.config import FeatureConfig
+    from cvlabel.features import log_mel
+
+    data, frames = clip48
+    samples, native = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    today = soxr.resample(samples.mean(axis=1), native, 12_000)
+    ours = bandmp3.decode(data, 12_000)
+    assert len(ours) == len(today) == frames // 4
+    config = FeatureConfig(sample_rate=12_000, n_fft=384, hop_length=240)
+    difference = np.abs(log_mel(ours, config).numpy() - log_mel(today, config).numpy())
+    # measured 0.011 dB here: this tagged clip's output sits one 48 kHz sample off the exact
+    # timeline (as libmpg123's 4:1 output does; 21 us); on 300 untagged clips of the development
+    # corpus, on the timeline, 0.0003 dB (median) and 0.0006 dB (max)
+    assert np.mean(difference) * 10 / np.log(10) < 0.05
 
 
 @needs_mpg123
