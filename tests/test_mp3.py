@@ -1,9 +1,10 @@
 """The band-limited MP3 decoder (cvlabel.bandmp3) against libmpg123, on clips made here.
 
 Below the band's edge the output must equal libmpg123's gapless output sample for sample (same
-length, same alignment); above it the two differ by design (libmpg123's 4:1 synthesis keeps more
-subbands, which alias into 5-6 kHz), so both are low-passed to 4.5 kHz before comparing. The
-clips have silence at both ends, so an FFT brick-wall low-pass has no edge effects.
+length, same alignment); near the edge the two differ (measured: only above 5 kHz, where the
+decoders treat the top kept subband and the aliasing of its neighbour differently), so both are
+low-passed to 4.5 kHz before comparing. The clips have silence at both ends, so an FFT brick-wall
+low-pass has no edge effects.
 """
 
 from __future__ import annotations
