@@ -212,6 +212,14 @@ def test_an_id3v2_tag_is_skipped(clip48):
     np.testing.assert_array_equal(bandmp3.decode(tag + data, 12_000), bandmp3.decode(data, 12_000))
 
 
+def test_a_trailing_id3v1_tag_is_not_audio(clip48):
+    data, _ = clip48
+    id3v1 = b"TAG" + b"a title".ljust(30, b"\0") + bytes(95)
+    untagged = data[_first_frame_size(data) :]
+    for stream in (data, untagged):
+        np.testing.assert_array_equal(bandmp3.decode(stream + id3v1, 12_000), bandmp3.decode(stream, 12_000))
+
+
 def test_a_truncated_clip_is_an_error(clip48):
     data, _ = clip48
     cut = data[: len(data) // 2 + 77]  # mid-frame, half the clip missing

@@ -198,6 +198,23 @@ static int partial_frame(const Reader *r)
     return frame_bytes > 0 && frame_bytes + hdr_padding(h) > remaining;
 }
 
+/* The bytes to hand minimp3 for the next frame: just that frame when it is one of this stream
+   (minimp3 drops a frame followed by anything but another frame, such as an ID3v1 tag at the end),
+   else all that is left (minimp3 searches it for the next frame). */
+static int next_frame_bytes(const Reader *r)
+{
+    const unsigned char *h = (const unsigned char *)r->view.buf + r->pos;
+    Py_ssize_t remaining = r->view.len - r->pos;
+    int frame_bytes;
+    if (remaining >= HDR_SIZE && r->dec.header[0] == 0xff && hdr_compare(r->dec.header, h))
+    {
+        frame_bytes = hdr_frame_bytes(h, r->dec.free_format_bytes);
+        if (frame_bytes > 0 && frame_bytes + hdr_padding(h) <= remaining)
+            return frame_bytes + hdr_padding(h);
+    }
+    return (int)remaining;
+}
+
 /* Decodes the next frame into r->pcm, trimmed to the gapless range. Returns 0, or -1 at the end
    (r->error set if the stream ended early). Called without the GIL. */
 static int decode_next(Reader *r)
@@ -217,7 +234,7 @@ static int decode_next(Reader *r)
             cut = 1;
             goto at_end;
         }
-        samples = mp3dec_decode_frame(&r->dec, data + r->pos, (int)(r->view.len - r->pos), r->pcm, &info, &r->band);
+        samples = mp3dec_decode_frame(&r->dec, data + r->pos, next_frame_bytes(r), r->pcm, &info, &r->band);
         if (!info.frame_bytes)
             goto at_end;
         r->pos += info.frame_bytes;
