@@ -187,7 +187,7 @@ def run(clips: list[Path], repeats: int) -> None:
     floor = statistics.median(seconds[FLOOR])
     print(
         f"{len(usable)} of {len(clips)} clips timed, {audio_s / len(usable):.2f} s of audio per clip, "
-        f"median of {repeats} passes, one thread"
+        f"median of {repeats} passes, one thread (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(f"{'decoder':34s} {'ms/clip':>8s} {'vs floor':>9s} {'failed':>7s}")
     for name, times in seconds.items():
