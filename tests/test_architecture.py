@@ -56,6 +56,12 @@ def test_every_module_has_a_layer():
     assert modules == set(LAYER), "add new modules to LAYERS or COMPILED (and to docs/architecture.md)"
 
 
+def test_a_compiled_module_is_imported_by_its_wrapper_only():
+    """cvlabel._bandmp3 is optional; cvlabel.bandmp3 knows whether it was built."""
+    importers = {path.stem for path in PACKAGE.glob("*.py") if "_bandmp3" in imported_modules(path)}
+    assert importers == {"bandmp3"}
+
+
 @pytest.mark.parametrize("module", sorted(set(LAYER) - set(COMPILED)))
 def test_no_module_imports_a_later_stage(module):
     later = {name for name in imported_modules(PACKAGE / f"{module}.py") if LAYER[name] >= LAYER[module]}
