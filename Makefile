@@ -11,7 +11,8 @@ setup: $(STAMP)
 
 # The venv is rebuilt when pyproject.toml changes. Debian's python3 needs python3-venv for
 # `-m venv`; as root we install it, otherwise we say what is missing.
-$(STAMP): pyproject.toml
+# setup.py and the C sources too: the editable install builds cvlabel._bandmp3 in place
+$(STAMP): pyproject.toml setup.py cvlabel/_bandmp3/bandmp3.c cvlabel/_bandmp3/minimp3.h
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "cvlabel needs Python >= 3.10 (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq python3-venv; \
@@ -21,6 +22,11 @@ $(STAMP): pyproject.toml
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq libmpg123-0) || echo "could not install libmpg123-0: MP3 is decoded by soundfile + soxr"; \
 	  else echo "libmpg123 is not installed (sudo apt-get install libmpg123-0): MP3 is decoded by soundfile + soxr"; fi; }
+	@# a C compiler builds cvlabel._bandmp3, the fastest MP3 decoder; optional
+	@command -v cc >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq gcc python3-dev) || echo "could not install gcc: cvlabel._bandmp3 is not built"; \
+	  else echo "no C compiler (sudo apt-get install gcc): cvlabel._bandmp3 is not built"; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask]'
 	touch $@

@@ -1,13 +1,14 @@
 """The one audio loader: any clip to float32 mono at the model's rate, or an AudioError.
 
 MP3 (Common Voice's format, told by its bytes, not its name) goes to the fastest decoder
-available, which decodes straight to the model's rate:
+available that decodes it exactly, straight to the model's rate:
 - `bandmp3`: cvlabel's own band-limited decoder (a C extension built at install when a compiler
-  is there) that decodes only the subbands below the model's Nyquist frequency;
-- `mpg123`: libmpg123 through ctypes, resampling while it synthesises;
-- `soundfile`: libsndfile at the clip's own rate, then soxr: every other format, and the
-  fallback when neither of the above is installed.
-`features.decoder` picks one by name; "auto" takes the first available that can decode the clip.
+  is there) that decodes only the subbands below the model's Nyquist frequency and synthesises
+  every k-th sample; for clips at any multiple of the model's rate (48 kHz for 12 kHz);
+- `mpg123`: libmpg123 through ctypes, keeping every 2nd or 4th sample of its synthesis;
+- `soundfile`: libsndfile at the clip's own rate, then soxr: every other format and rate
+  (44.1 kHz), and the fallback when neither of the above is installed.
+`features.decoder` names one to prefer; "auto" takes the fastest available.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import soundfile
 import soxr
 
-from . import mpg123
+from . import bandmp3, mpg123
 from .config import SAMPLE_RATE
 from .errors import AudioError
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 TRUNCATION_TOLERANCE_S = 0.1  # seconds
 READ_BLOCK_S = 30  # seconds per read when a whole clip is wanted
 _DECODE_ERRORS = (soundfile.LibsndfileError, mpg123.Mpg123Error, RuntimeError, OSError, ValueError)
+
+
+class DecodeError(Exception):
+    """A decoder's own reason for failing, clear enough to show the user (bandmp3's are)."""
 
 
 class Backend(Protocol):
@@ -54,6 +59,8 @@ class AudioReader:
     def read(self, frames: int) -> np.ndarray:
         try:
             chunk = self._backend.read(frames)
+        except DecodeError as exc:
+            raise AudioError(self.path, str(exc)) from None
         except _DECODE_ERRORS as exc:
             # libraries' own texts are often misleading ("unknown format" for a truncated header)
             raise AudioError(self.path, f"cannot decode audio ({type(exc).__name__})") from None
@@ -95,11 +102,19 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
     if path.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     native_rate = mp3_rate(path)
+    chosen = decoder_for(path, decoder, sample_rate, native_rate)
     try:
-        if decoder_for(path, decoder, sample_rate, native_rate) == "mpg123":
-            backend: Backend = mpg123.Mpg123Reader(path, sample_rate, native_rate or 0)
+        if chosen == "bandmp3":
+            try:
+                backend: Backend = _BandBackend(path, sample_rate)
+            except bandmp3.UnsupportedRate:  # mp3_rate read a frame header the decoder does not agree with
+                backend = _SoundfileBackend(path, sample_rate)
+        elif chosen == "mpg123":
+            backend = mpg123.Mpg123Reader(path, sample_rate, native_rate or 0)
         else:
             backend = _SoundfileBackend(path, sample_rate)
+    except DecodeError as exc:
+        raise AudioError(path, str(exc)) from None
     except _DECODE_ERRORS as exc:
         raise AudioError(path, f"cannot decode audio ({type(exc).__name__})") from None
     return AudioReader(path, backend, sample_rate)
@@ -127,14 +142,21 @@ def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
 
 
 def decoder_for(path: Path, decoder: str, sample_rate: int, native_rate: int | None) -> str:
-    """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format)
-    at `sample_rate`: libmpg123 where it decimates exactly (the clip at 1, 2 or 4 times the
-    model's rate: 48 kHz for 12 kHz) and `decoder` allows it, else soundfile + soxr."""
+    """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format) at
+    `sample_rate`, by preference: bandmp3 where the native rate is a multiple of the model's,
+    libmpg123 where it is 1, 2 or 4 times it, else soundfile + soxr. `decoder` names one to use
+    where it can decode the clip exactly ("auto": the first of those available)."""
     if decoder == "mpg123" and not mpg123.available():
         raise AudioError(path, "features.decoder is mpg123 but libmpg123 is not installed (apt install libmpg123-0)")
+    if decoder == "bandmp3" and not bandmp3.available():
+        raise AudioError(path, "features.decoder is bandmp3 but cvlabel._bandmp3 was not built (no C compiler)")
     ratio, remainder = divmod(native_rate or 0, sample_rate)
-    exact = remainder == 0 and ratio in mpg123.DECIMATIONS
-    if decoder in ("auto", "mpg123") and exact and mp3_decoder() == "mpg123":
+    if remainder or not ratio:
+        return "soundfile"
+    fastest = mp3_decoder()
+    if decoder in ("auto", "bandmp3") and fastest == "bandmp3":
+        return "bandmp3"
+    if decoder in ("auto", "mpg123") and ratio in mpg123.DECIMATIONS and mpg123.available():
         return "mpg123"
     return "soundfile"
 
@@ -142,10 +164,13 @@ def decoder_for(path: Path, decoder: str, sample_rate: int, native_rate: int | N
 @cache
 def mp3_decoder() -> str:
     """The fastest MP3 decoder installed (logged once per process)."""
+    if bandmp3.available():
+        log.debug("MP3 decoder: cvlabel._bandmp3")
+        return "bandmp3"
     if mpg123.available():
-        log.debug("MP3 decoder: libmpg123")
+        log.info("MP3 decoder: libmpg123 (cvlabel._bandmp3 was not built: no C compiler at install)")
         return "mpg123"
-    log.info("MP3 decoder: soundfile + soxr (install libmpg123-0 for a decode about 2x faster)")
+    log.info("MP3 decoder: soundfile + soxr (install libmpg123-0 or a C compiler for a decode 2-4x faster)")
     return "soundfile"
 
 
@@ -204,3 +229,32 @@ class _SoundfileBackend:
 
     def close(self) -> None:
         self._file.close()
+
+
+class _BandBackend:
+    """cvlabel's band-limited decoder over the clip's bytes (read whole: a clip is tens of kB)."""
+
+    def __init__(self, path: Path, sample_rate: int):
+        try:
+            self._reader = bandmp3.Reader(path.read_bytes(), sample_rate)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
+        self.expected = self._reader.expected_samples
+
+    def read(self, frames: int) -> np.ndarray:
+        parts, got = [], 0
+        try:
+            while got < frames:
+                part = self._reader.read(frames - got)
+                if part.shape[0] == 0:
+                    break
+                parts.append(part)
+                got += part.shape[0]
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
+        if not parts:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def close(self) -> None:
+        pass
