@@ -38,7 +38,7 @@ import soxr
 import torch
 from joblib import Parallel, delayed
 
-from cvlabel import mpg123
+from cvlabel import bandmp3, mpg123
 from cvlabel.artifacts import RunFolder
 from cvlabel.audio import load_audio
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -76,7 +76,11 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     model = checkpoint.model.fuse_for_inference()
     started = time.perf_counter()
     batch_logits(model, trimmed, config, BATCH)  # as infer: batched by length
-    timings["log-mel + CNN, batches of 32"] = 1000 * (time.perf_counter() - started) / len(trimmed)
+    members = len(model.members)
+    timings[f"log-mel + CNN ({members} members), batches of 32"] = 1000 * (time.perf_counter() - started) / len(trimmed)
+    started = time.perf_counter()
+    batch_logits(model.members[0], trimmed, config, BATCH)
+    timings["log-mel + CNN (one member)"] = 1000 * (time.perf_counter() - started) / len(trimmed)
     timings["mean clip seconds (after trim)"] = float(np.mean([x.shape[0] for x in trimmed]) / config.sample_rate)
     return timings
 
@@ -92,8 +96,11 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
     features = {"soundfile + soxr": replace(base, decoder="soundfile", max_seconds=20.0)}
     if mpg123.available():
         features["libmpg123"] = replace(base, decoder="mpg123", max_seconds=20.0)
-        for cap in caps:
-            features[f"libmpg123, {cap:g} s past the first sound"] = replace(base, decoder="mpg123", max_seconds=cap)
+    if bandmp3.available():
+        features["bandmp3"] = replace(base, decoder="bandmp3", max_seconds=20.0)
+    fastest = "bandmp3" if bandmp3.available() else "mpg123" if mpg123.available() else "soundfile"
+    for cap in caps:
+        features[f"{fastest}, {cap:g} s past the first sound"] = replace(base, decoder=fastest, max_seconds=cap)
     candidates: dict[str, Any] = {"soundfile, whole clip at its rate (the floor)": None, **features}
 
     def decode_only(name: str) -> None:
