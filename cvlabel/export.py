@@ -60,8 +60,8 @@ from .corpus import (
 )
 from .errors import CvlabelError
 from .files import atomic_folder, write_json
-from .labels import BINARY_GENDERS, label_index, or_null
-from .pooling import speaker_table
+from .labels import BINARY_GENDERS, or_null
+from .pooling import reference_speakers
 from .splits import assign_splits
 
 log = logging.getLogger(__name__)
@@ -353,12 +353,7 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
 
 def _reference_speakers(path: Path, model_sha256: str, temperature: float) -> pd.DataFrame:
     """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`."""
-    clips = _reference_rows(path, model_sha256)
-    clips = clips[clips["gender"].isin(BINARY_GENDERS) & clips["logit"].notna()]
-    speakers = speaker_table(clips, temperature)
-    truth = clips.groupby("client_id")["gender"].first().reindex(speakers.index)
-    speakers["correct"] = label_index(truth) == speakers["predicted"].to_numpy()
-    return speakers
+    return reference_speakers(_reference_rows(path, model_sha256), temperature)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
