@@ -217,11 +217,15 @@ def predict(
 @_reports_errors
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run folders written by 'cvlabel train'.")],
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the comparison with each run's figures as one self-contained page."),
+    ] = None,
 ) -> None:
     """Print the test metrics of training runs side by side (e.g. before and after retraining on pseudo-labels)."""
     from .report import compare_runs
 
-    typer.echo(compare_runs(run_dirs))
+    typer.echo(compare_runs(run_dirs, html_file))
 
 
 @app.command("check-truth")
@@ -309,7 +313,7 @@ def train(
     overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
-    typer.echo(f"run written to {out}")
+    typer.echo(f"run written to {out}: open {out / 'report.html'}")
 
 
 @app.command()
@@ -514,7 +518,7 @@ def export_parquet(
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
     typer.echo(describe_export(summary))
-    typer.echo(f"written to {out} (summary.json has the details)")
+    typer.echo(f"written to {out}: open {out / 'report.html'} (summary.json has the details)")
 
 
 @export_app.command("tsv")

@@ -41,6 +41,7 @@ from .artifacts import (
     ExportFolder,
     RunFolder,
     export_table,
+    read_metrics,
     read_predictions,
     read_reference,
     write_augmented_tsv,
@@ -60,13 +61,26 @@ from .corpus import (
 )
 from .errors import CvlabelError
 from .files import atomic_folder, write_json
+from .html_report import write_export_report
 from .labels import BINARY_GENDERS, or_null
 from .pooling import reference_speakers
-from .splits import assign_splits
+from .splits import assign_splits, speaker_genders
 
 log = logging.getLogger(__name__)
 
-SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}  # kept first when capping or rebalancing
+SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}
+# Why a blank row stayed blank (its `blank_reason`), and the same in a few words for the headline
+# (summary.json's blank_rows.left_blank, the command's last line, report.html).
+BLANK_REASONS = {
+    "below confidence threshold": "below threshold",
+    "disputed speaker (committee members or clips disagree)": "from disputed speakers",
+    "speaker opted out (do_not_wish_to_say) or answered other on another row": "opt-outs",
+    "no certified threshold for this gender": "with no certified threshold for their gender",
+    "clip could not be decoded": "undecodable clips",
+    "not predicted (its TSV was not given to infer --tsv)": "not predicted",
+    "no male/female label": "with no male/female label",
+}
+OPTED_OUT, NOT_PREDICTED = list(BLANK_REASONS)[2], list(BLANK_REASONS)[5]  # kept first when capping or rebalancing
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
 
 
@@ -82,6 +96,9 @@ class LabelledRelease:
     claims: dict[str, dict[str, Any]]  # per gender: the threshold and what the reference certifies of it
     metadata: dict[str, Any]  # the run's provenance: model hash, temperature, thresholds, options
     rule: str  # how the thresholds were chosen, in words
+    reference_speakers: pd.DataFrame  # the pooled reference speakers the thresholds were chosen on
+    predictions: pd.DataFrame  # the predictions folder's predictions.parquet
+    blank_rows: dict[str, Any]  # the blank rows of the TSVs infer read: how many, labelled how, left blank why
 
 
 def export_parquet(
@@ -112,9 +129,12 @@ def export_parquet(
             "rule": labelled.rule,
             "rows": {name: int((rows["split"] == name).sum()) for name in files},
             "pseudo_labels": _pseudo_labels(rows),
+            "blank_rows": labelled.blank_rows,
             **counts,
         }
         write_json(folder.summary, summary)
+        run_metrics = _run_metrics(labelled.plan["model"])
+        write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)
     return summary
 
 
@@ -153,6 +173,7 @@ def export_tsv(
             "copied": sorted(name for name, n in written.items() if n is None),
             "pseudo_labels": _pseudo_labels(rows),
             "blank_reasons": _reasons(rows["blank_reason"]),
+            "blank_rows": labelled.blank_rows,
         }
         write_json(ExportFolder(tmp).summary, summary)
     return summary
@@ -199,6 +220,7 @@ def label_release(
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
     rows = manifest.copy()
     _label_rows(rows, predictions, thresholds)
+    _why_not_predicted(rows, manifest, plan["tsvs"])
     metadata = {
         "layout": layout,
         "model_sha256": plan["model_sha256"],
@@ -209,7 +231,42 @@ def label_release(
         "thresholds": thresholds,
         "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }
-    return LabelledRelease(corpus_dir, manifest, rows, plan, config, claims, metadata, _rule(options, reference_path))
+    rule = _rule(options, reference_path)
+    blank_rows = _blank_rows(rows[rows["source_tsv"].isin(plan["tsvs"])], manifest)
+    return LabelledRelease(
+        corpus_dir, manifest, rows, plan, config, claims, metadata, rule, reference_speakers, predictions, blank_rows
+    )
+
+
+def _why_not_predicted(rows: pd.DataFrame, manifest: pd.DataFrame, tsvs: list[str]) -> None:
+    """The blank_reason of blank rows infer did not predict: the speaker's own answer (infer skips the
+    blank rows of a speaker who opted out or answered other), or a TSV infer did not read."""
+    genders, conflicting = speaker_genders(manifest)
+    not_binary = set(genders.index[~genders.isin(BINARY_GENDERS)]) | set(conflicting)
+    unexplained = rows["gender"].isna() & rows["blank_reason"].isna()
+    opted_out = rows["client_id"].isin(not_binary)
+    rows.loc[unexplained & opted_out, "blank_reason"] = OPTED_OUT
+    rows.loc[unexplained & ~opted_out & ~rows["source_tsv"].isin(tsvs), "blank_reason"] = NOT_PREDICTED
+
+
+def _blank_rows(rows: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
+    """The export's headline numbers: the blank rows (of the TSVs infer read), how many were labelled
+    and by what, and why the others stayed blank (BLANK_REASONS' short words)."""
+    blank = rows[manifest.loc[rows.index, "gender"].isna()]
+    left = blank.loc[blank["gender"].isna(), "blank_reason"].fillna("no male/female label").map(BLANK_REASONS)
+    return {
+        "rows": int(len(blank)),
+        "labelled": {source: int((blank["gender_source"] == source).sum()) for source in ("pseudo", "speaker")},
+        "left_blank": _reasons(left),
+    }
+
+
+def _run_metrics(model: str) -> dict[str, Any] | None:
+    """The model's run's metrics.json, for the report's confusion matrices; None for a lone checkpoint."""
+    try:
+        return read_metrics(Path(model).parent)
+    except CvlabelError:
+        return None
 
 
 def _check_unchanged(corpus_dir: Path, predictions_dir: str | Path, plan: dict[str, Any]) -> None:
