@@ -306,6 +306,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
+    from .artifacts import RunFolder
     from .config import load_config
     from .evaluate import format_metrics
     from .training import train as run_train
@@ -313,7 +314,7 @@ def train(
     overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
-    typer.echo(f"run written to {out}: open {out / 'report.html'}")
+    typer.echo(f"run written to {out}: open {RunFolder(out).report}")
 
 
 @app.command()
@@ -503,6 +504,7 @@ def export_parquet(
     ] = EXPORT.female_share,
 ) -> None:
     """Write the release with self-reported and pseudo labels as Parquet: a classifier's splits, or the release's."""
+    from .artifacts import ExportFolder
     from .export import export_parquet as run_export
     from .report import describe_export
 
@@ -518,7 +520,7 @@ def export_parquet(
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
     typer.echo(describe_export(summary))
-    typer.echo(f"written to {out}: open {out / 'report.html'} (summary.json has the details)")
+    typer.echo(f"written to {out}: open {ExportFolder(out).report} (summary.json has the details)")
 
 
 @export_app.command("tsv")
