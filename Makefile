@@ -64,10 +64,11 @@ demo: $(STAMP)
 	  --target-precision 0.75
 	$(CVLABEL) train $(DEMO_DIR)/corpus --augmented $(DEMO_DIR)/augmented --out $(DEMO_DIR)/run-retrained $(DEMO_CACHE)
 	@echo; echo "== test metrics before and after retraining on the pseudo-labels"
-	$(CVLABEL) compare $(DEMO_DIR)/run $(DEMO_DIR)/run-retrained
+	$(CVLABEL) compare $(DEMO_DIR)/run $(DEMO_DIR)/run-retrained --html $(DEMO_DIR)/compare.html
 	@echo; echo "== pseudo-labels against the demo corpus's hidden truth"
 	$(CVLABEL) check-truth $(DEMO_DIR)/augmented --truth $(DEMO_DIR)/corpus/truth.tsv
 	@echo; echo "demo outputs in $(DEMO_DIR)/: corpus/, run/, predictions/, augmented/, run-retrained/"
+	@echo "open in a browser: $(DEMO_DIR)/run/report.html, $(DEMO_DIR)/augmented/report.html, $(DEMO_DIR)/compare.html"
 
 # Speed and memory benchmarks (tables on stdout, details in outputs/bench/bench.json). On the
 # development corpus: make bench CORPUS=../shared/corpora/devcorpus
