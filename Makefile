@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	    (apt-get update -qq && apt-get install -y -qq libmpg123-0) || echo "could not install libmpg123-0: MP3 is decoded by soundfile + soxr"; \
 	  else echo "libmpg123 is not installed (sudo apt-get install libmpg123-0): MP3 is decoded by soundfile + soxr"; fi; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask]'
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask,lhotse]'
 	touch $@
 
 # The linter, the formatter's check and the type checker; `make test` runs them first, so CI does too.

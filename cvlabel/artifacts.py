@@ -22,6 +22,9 @@ Three folders, in the order the data flows:
         train/dev/test.parquet        the rows of the release's own train/dev/test.tsv, labels added
         validated/other/invalidated.parquet   the other rows, by the TSV they come from
         summary.json, report.html
+    lhotse manifests (`cvlabel export lhotse --out AUG`)
+        cv_recordings_{lang}_{split}.jsonl.gz, cv_supervisions_{lang}_{split}.jsonl.gz   as lhotse's recipe names them
+        summary.json
     augmented release (`cvlabel export tsv --out AUG`)
         *.tsv                         the release's TSVs, blank genders filled, two columns added
         clips                         a symlink to the release's clips folder (or a copy, or none)
@@ -233,6 +236,17 @@ class ExportFolder:
         names = tuple(summary["rows"]) if splits is None else splits
         parts = [pq.read_table(self.split(name), columns=columns).to_pandas().assign(split=name) for name in names]
         return pd.concat(parts, ignore_index=True)
+
+
+def lhotse_manifest(folder: Path, kind: str, language: str, split: str) -> Path:
+    """A lhotse manifest of `cvlabel export lhotse`: kind is recordings or supervisions. The name is the
+    one lhotse's Common Voice recipe looks for (cv_{kind}_{lang}_{split}.jsonl.gz), so
+    `prepare_commonvoice(..., output_dir=AUG)` reads these instead of preparing its own."""
+    return folder / f"cv_{kind}_{language}_{split}.jsonl.gz"
+
+
+LHOTSE_CUSTOM_COLUMNS = ("age", "accents", "variant")  # the release's columns lhotse's recipe keeps in `custom`
+LHOTSE_LABEL_COLUMNS = ("gender_source", "gender_confidence", "p_female", "speaker_p_female")  # and ours
 
 
 # Columns of a release whose values are counts; every other release column is text, null when blank.

@@ -562,6 +562,36 @@ def export_tsv(
     typer.echo(f"written to {out} (summary.json has the details)")
 
 
+@export_app.command("lhotse")
+@_reports_errors
+def export_lhotse(
+    corpus_dir: CorpusArg,
+    predictions: PredictionsOpt,
+    out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the lhotse manifests.")],
+    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
+    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
+    certainty: CertaintyOpt = EXPORT.certainty,
+    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
+    reference: ReferenceOpt = None,
+    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
+) -> None:
+    """Write lhotse recordings and supervisions manifests as lhotse's Common Voice recipe does, labels included
+    (needs the lhotse extra)."""
+    from .export import export_lhotse as run_export
+    from .report import describe_export
+
+    options = ExportOptions(
+        min_confidence=min_confidence,
+        target_precision=target_precision,
+        certainty=certainty,
+        accept_uncertified=accept_uncertified,
+        allow_weak_model=allow_weak_model,
+    )
+    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
+    typer.echo(describe_export(summary))
+    typer.echo(f"written to {out} (summary.json has the details)")
+
+
 VERBOSE_FLAGS = ("-v", "--verbose")
 
 

@@ -37,10 +37,13 @@ import pyarrow as pa
 from .artifacts import (
     EXPORT_LAYOUTS,
     EXPORT_SPLITS,
+    LHOTSE_CUSTOM_COLUMNS,
+    LHOTSE_LABEL_COLUMNS,
     RELEASE_LAYOUT_FILES,
     ExportFolder,
     RunFolder,
     export_table,
+    lhotse_manifest,
     read_metrics,
     read_predictions,
     read_reference,
@@ -82,6 +85,7 @@ BLANK_REASONS = {
 }
 OPTED_OUT, NOT_PREDICTED = list(BLANK_REASONS)[2], list(BLANK_REASONS)[5]  # kept first when capping or rebalancing
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
+LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,80 @@ def export_tsv(
         }
         write_json(ExportFolder(tmp).summary, summary)
     return summary
+
+
+def export_lhotse(
+    corpus_dir: str | Path,
+    predictions_dir: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    reference: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write OUT_DIR as lhotse manifests the way lhotse's Common Voice recipe writes them, with the
+    accepted labels: per locale and file of the release layout (its train/dev/test split, the other
+    rows by TSV), recordings and supervisions (speaker = client_id, recording_id and id = the clip's
+    stem, gender in the release's vocabulary, age/accents/variant and the label's provenance and
+    probabilities in `custom`). A clip missing on disk is left out, as the recipe does, and counted."""
+    try:
+        from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    except ImportError:
+        raise CvlabelError(f"export lhotse needs lhotse: {LHOTSE_INSTALL}") from None
+    with atomic_folder(out_dir, "cvlabel export lhotse") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="lhotse")
+        rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
+        rows["split"] = rows["cv_split"].where(rows["cv_split"] != "", rows["source_tsv"])
+        rows["gender_written"] = _release_genders(rows, labelled.manifest)
+        locale = rows["locale"] if "locale" in rows else pd.Series("", index=rows.index)
+        rows["language"] = locale.fillna("").where(locale.fillna("") != "", labelled.corpus_dir.name)
+        clips, written, missing = clips_dir(labelled.corpus_dir), {}, 0
+        for (language, split), part in rows.groupby(["language", "split"], sort=True):
+            recordings, supervisions = [], []
+            for row in part.to_dict("records"):
+                audio = clips / row["path"]
+                if not audio.is_file():
+                    missing += 1
+                    continue
+                recording = Recording.from_file(audio, recording_id=Path(row["path"]).stem)
+                recordings.append(recording)
+                supervisions.append(SupervisionSegment(
+                    id=recording.id, recording_id=recording.id, start=0.0, duration=recording.duration, channel=0,
+                    language=language, speaker=row["client_id"], gender=row["gender_written"],
+                    text=str(_json_value(row.get("sentence")) or "").strip(),
+                    custom={**{c: _json_value(row.get(c)) or "" for c in LHOTSE_CUSTOM_COLUMNS},
+                            **{c: _json_value(row[c]) for c in LHOTSE_LABEL_COLUMNS}},
+                ))  # fmt: skip
+            if recordings:
+                RecordingSet.from_recordings(recordings).to_file(lhotse_manifest(tmp, "recordings", language, split))
+                SupervisionSet.from_segments(supervisions).to_file(
+                    lhotse_manifest(tmp, "supervisions", language, split)
+                )
+                written[f"{language}/{split}"] = len(recordings)
+        summary = {
+            **labelled.metadata,
+            "claims": labelled.claims,
+            "rule": labelled.rule,
+            "manifests": written,
+            "missing_clips": missing,
+            "pseudo_labels": _pseudo_labels(rows),
+            "blank_rows": labelled.blank_rows,
+        }
+        write_json(ExportFolder(tmp).summary, summary)
+    return summary
+
+
+def _release_genders(rows: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
+    """Each row's gender as the release writes it (the TSV export's value): the TSV's own string, or
+    for a filled blank row the label in the release's vocabulary."""
+    vocabulary = gender_vocabulary(manifest["gender_raw"])
+    filled = rows["gender_source"].isin(["speaker", "pseudo"])
+    return rows["gender_raw"].where(~filled, rows["gender"].map(BINARY_GENDER_NAMES[vocabulary]))
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-safe value: NaN and None are null, numpy scalars plain numbers."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def label_release(

@@ -176,6 +176,11 @@ def describe_export(summary: dict[str, Any]) -> str:
         lines.append(f"left blank or unused: {', '.join(f'{n} {reason}' for reason, n in left.items())}")
     if "rows" in summary:
         lines.append("rows: " + ", ".join(f"{split} {n}" for split, n in summary["rows"].items()))
+    if "manifests" in summary:
+        manifests = ", ".join(f"{name} {n}" for name, n in summary["manifests"].items())
+        missing = summary["missing_clips"]
+        lines.append(f"lhotse manifests (clips per locale/file): {manifests}"
+                     + (f"; {missing} clips missing on disk left out" if missing else ""))  # fmt: skip
     if "filled" in summary:
         lines.append("blank genders filled: " + ", ".join(f"{name} {n}" for name, n in summary["filled"].items()))
     lines.append(export_headline(summary))  # the last words: what a person remembers
