@@ -131,14 +131,18 @@ def _coverage_figure(speakers: pd.DataFrame, claims: dict[str, dict[str, Any]], 
                      certainty: float) -> Figure:  # fmt: skip
     curves = precision_curves(speakers, certainty)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
-    target_words = f"the black line is the target {target}; " if target is not None else ""
+    chosen = "The dot is the threshold chosen by hand."
+    if target is not None:
+        chosen = (
+            f"The black line is the target {target}; the dot is the chosen threshold, the deepest cut whose lower "
+            "bound reaches it (or, not certified, whose point estimate does)."
+        )
     return Figure(
         "Coverage and precision per gender",
         coverage_precision_png(curves, thresholds, target, "reference speakers, undisputed"),
         "Walking down from the most confident reference speaker: x is the share of that gender's reference clips "
         f"labelled, y the clip-weighted precision (solid) and its one-sided {certainty:.0%} lower bound (dashed). "
-        f"{target_words}the dot is the chosen threshold, the deepest cut whose lower bound stays above the target. "
-        "Labelling more means moving right, where the bound falls.",
+        f"{chosen} Labelling more means moving right, where the bound falls.",
     )
 
 
@@ -212,7 +216,7 @@ def write_run_report(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     write_png(by_title["Reliability, held-out clips"].png, run.reliability_plot)
     splits = metrics.get("splits", {})
     facts = [f"{split}: {part['speakers']} speakers, {part['clips']:,} clips" for split, part in splits.items()]
-    body = [_paragraph(run_headline(metrics, speakers), "headline"), _list(facts), *map(_figure, figures)]
+    body = [_paragraph(run_headline(metrics, speakers), "headline"), _list(facts), _figures(figures)]
     write_text(run.report, _page(f"cvlabel run {run.path.name}", body))
 
 
@@ -260,7 +264,7 @@ def write_export_report(
         _table(["gender", "threshold", "certified", "lower bound", "precision", "reference speakers above"], claims),
         _paragraph(f"Rule: {summary['rule']}."),
         _list(rows + [f"model {summary['model']} (sha256 {summary['model_sha256'][:12]}…)"]),
-        *map(_figure, figures),
+        _figures(figures),
     ]
     if run_metrics is None:
         body.append(_paragraph("The model's run folder has no metrics.json here: no test confusion to show."))
@@ -299,6 +303,7 @@ body { font: 15px/1.45 system-ui, sans-serif; max-width: 1200px; margin: 2em aut
 figure { margin: 2em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { max-width: 46em; color: #444; } h2 { font-size: 1.1em; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: 0.2em 0.8em; border-bottom: 1px solid #ddd; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(540px, 1fr)); gap: 0 2em; }
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(420px, 1fr)); gap: 1em; }
 """
 
@@ -308,6 +313,10 @@ def _page(title: str, body: list[str]) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def _figures(figures: list[Figure]) -> str:
+    return '<div class="figures">' + "".join(map(_figure, figures)) + "</div>"
 
 
 def _figure(figure: Figure) -> str:
