@@ -79,6 +79,8 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
         raise CvlabelError("compare needs two or more run folders (e.g. before and after retraining)")
     if html_file is not None and Path(html_file).is_dir():
         raise CvlabelError(f"--html {html_file} is a folder; give a file name, e.g. compare.html")
+    if html_file is not None and not Path(html_file).parent.is_dir():
+        raise CvlabelError(f"--html {html_file}: the folder {Path(html_file).parent} does not exist")
     columns, corpora, runs = {}, set(), []
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
@@ -183,5 +185,6 @@ def describe_export(summary: dict[str, Any]) -> str:
                      + (f"; {missing} clips missing on disk left out" if missing else ""))  # fmt: skip
     if "filled" in summary:
         lines.append("blank genders filled: " + ", ".join(f"{name} {n}" for name, n in summary["filled"].items()))
-    lines.append(export_headline(summary))  # the last words: what a person remembers
+    if "blank_rows" in summary:  # (a summary.json of cvlabel 0.1 has no headline numbers)
+        lines.append(export_headline(summary))  # the last words: what a person remembers
     return "\n".join(lines)

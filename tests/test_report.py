@@ -157,6 +157,8 @@ def test_compare_writes_the_runs_side_by_side(trained_run, tmp_path):
     assert "0.8750" in page  # the metrics table, as the text command prints it
     refused = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(tmp_path)])
     assert refused.exit_code == 1 and "is a folder" in refused.stderr and "Traceback" not in refused.output
+    nowhere = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(tmp_path / "no" / "c.html")])
+    assert nowhere.exit_code == 1 and "does not exist" in nowhere.stderr and not (tmp_path / "no").exists()
 
 
 def screenshot(page: Path, out: Path, tmp_path: Path) -> np.ndarray:
