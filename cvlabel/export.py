@@ -77,9 +77,9 @@ SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}
 BLANK_REASONS = {
     "below confidence threshold": "below threshold",
     "disputed speaker (committee members or clips disagree)": "from disputed speakers",
-    "speaker opted out (do_not_wish_to_say) or answered other on another row": "opt-outs",
+    "speaker opted out (do_not_wish_to_say) or answered other on another row": "opted out",
     "no certified threshold for this gender": "with no certified threshold for their gender",
-    "clip could not be decoded": "undecodable clips",
+    "clip could not be decoded": "undecodable",
     "not predicted (its TSV was not given to infer --tsv)": "not predicted",
     "no male/female label": "with no male/female label",
 }

@@ -52,8 +52,11 @@ def reliability_png(tables: dict[str, pd.DataFrame], title: str, unit: str) -> b
             offset = (0, 8) if k % 2 == 0 else (0, -14)  # two lines' labels above and below their points
             axes.annotate(f"{count}", (x, y), textcoords="offset points", xytext=offset, ha="center", fontsize=8,
                           color=line.get_color())  # fmt: skip
-    axes.set_xlim(0.5, 1.0)
-    axes.set_ylim(0.0, 1.05)
+    # zoomed to where the bins are (a good model's bins crowd near 1), in steps of 0.05, never below 0.5
+    points = [v for table in tables.values() for v in (*table["confidence"], *table["accuracy"])]
+    low = max(0.5, np.floor(min(points, default=0.5) * 20) / 20 - 0.05)
+    axes.set_xlim(low, 1.0)
+    axes.set_ylim(max(0.0, min(low, min(points, default=0.5) - 0.05)), 1.03)
     axes.set_xlabel(f"mean confidence in the bin ({unit})")
     axes.set_ylabel(f"share of {unit} right")
     axes.set_title(title)
