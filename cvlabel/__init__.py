@@ -23,6 +23,8 @@ _LAZY = {  # public name -> module that defines it
     "infer": "cvlabel.inference",
     "export_parquet": "cvlabel.export",
     "export_tsv": "cvlabel.export",
+    "export_lhotse": "cvlabel.export",
+    "write_run_report": "cvlabel.html_report",
     "load_checkpoint": "cvlabel.checkpoint",
 }
 

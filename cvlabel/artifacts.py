@@ -7,8 +7,9 @@ Three folders, in the order the data flows:
         config.yaml                   the same config, for people to read
         metrics.json                  test metrics, dev metrics, split sizes
         train_log.csv                 one row per epoch
-        confusion.png, reliability.png
+        confusion.png, reliability.png test confusion; reliability of the held-out clips (equal-count bins)
         reference_predictions.parquet held-out self-reported rows and their logits (REFERENCE_SCHEMA)
+        report.html                   the run in words and figures, one self-contained page (html_report.py)
     predictions folder (`cvlabel infer --out PRED`)
         plan.json                     what was asked: a re-run must match it to resume
         part-NNNNN.parquet            one per shard (PREDICTION_SCHEMA)
@@ -16,9 +17,13 @@ Three folders, in the order the data flows:
     export folder (`cvlabel export parquet --out AUG`, `--layout classifier`, the default)
         train/dev/test/unused.parquet the release's rows with gender, gender_source, ..., p_female
         summary.json                  thresholds, what they promise, counts
+        report.html                   the export in words and figures, one self-contained page
     export folder (`cvlabel export parquet --layout release --out AUG`)
         train/dev/test.parquet        the rows of the release's own train/dev/test.tsv, labels added
         validated/other/invalidated.parquet   the other rows, by the TSV they come from
+        summary.json, report.html
+    lhotse manifests (`cvlabel export lhotse --out AUG`)
+        cv_recordings_{lang}_{split}.jsonl.gz, cv_supervisions_{lang}_{split}.jsonl.gz   as lhotse's recipe names them
         summary.json
     augmented release (`cvlabel export tsv --out AUG`)
         *.tsv                         the release's TSVs, blank genders filled, two columns added
@@ -47,6 +52,7 @@ from .labels import BINARY_GENDERS, calibrate, label_index
 # ---- the run folder ------------------------------------------------------------------------
 
 MODEL_FILE = "model.safetensors"
+REPORT_FILE = "report.html"  # a run's and an export's page (html_report.py writes it)
 LEGACY_MODEL_FILE = "model.pt"  # cvlabel 0.1's checkpoint, refused with a message (checkpoint.py)
 
 
@@ -62,6 +68,7 @@ class RunFolder:
         self.confusion_plot = self.path / "confusion.png"
         self.reliability_plot = self.path / "reliability.png"
         self.reference = self.path / "reference_predictions.parquet"
+        self.report = self.path / REPORT_FILE
 
     # what an unfinished run leaves (a finished one is refused by its checkpoint): may be overwritten
     OWN = (
@@ -71,6 +78,7 @@ class RunFolder:
         "confusion.png",
         "reliability.png",
         "reference_predictions.parquet",
+        REPORT_FILE,
     )
 
 
@@ -206,6 +214,7 @@ class ExportFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.summary = self.path / "summary.json"
+        self.report = self.path / REPORT_FILE  # the Parquet layouts only
 
     # An export is quick: it is written whole into a temp folder and renamed (files.atomic_folder), so
     # an export folder is complete or absent, and never written over.
@@ -227,6 +236,17 @@ class ExportFolder:
         names = tuple(summary["rows"]) if splits is None else splits
         parts = [pq.read_table(self.split(name), columns=columns).to_pandas().assign(split=name) for name in names]
         return pd.concat(parts, ignore_index=True)
+
+
+def lhotse_manifest(folder: Path, kind: str, language: str, split: str) -> Path:
+    """A lhotse manifest of `cvlabel export lhotse`: kind is recordings or supervisions. The name is the
+    one lhotse's Common Voice recipe looks for (cv_{kind}_{lang}_{split}.jsonl.gz), so
+    `prepare_commonvoice(..., output_dir=AUG)` reads these instead of preparing its own."""
+    return folder / f"cv_{kind}_{language}_{split}.jsonl.gz"
+
+
+LHOTSE_CUSTOM_COLUMNS = ("age", "accents", "variant")  # the release's columns lhotse's recipe keeps in `custom`
+LHOTSE_LABEL_COLUMNS = ("gender_source", "gender_confidence", "p_female", "speaker_p_female")  # and ours
 
 
 # Columns of a release whose values are counts; every other release column is text, null when blank.

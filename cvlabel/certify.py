@@ -50,37 +50,66 @@ def certified_thresholds(
     estimate and every shallower cut's reach the target (certified False).
     """
     claims = {}
-    for index, gender in enumerate(BINARY_GENDERS):
-        pool = speakers[(speakers["predicted"] == index) & ~speakers["disputed"].astype(bool)]
-        pool = pool.sort_values("confidence", ascending=False, kind="stable")
-        confidence = pool["confidence"].to_numpy(dtype=float)
-        correct, clips = pool["correct"].to_numpy(dtype=bool), pool["clips"].to_numpy(dtype=float)
-        cuts = [end for end in range(1, len(pool) + 1) if end == len(pool) or confidence[end] < confidence[end - 1]]
-        bounds = [precision_bounds(correct[:end], clips[:end], certainty) for end in cuts]
+    for gender, curve in precision_curves(speakers, certainty).items():
+        pool = _pool(speakers, gender)
+        bounds = list(zip(curve["lower_bound"], curve["precision"], strict=True))
         claim: dict[str, Any] = {
             "threshold": None, "certified": False, "lower_bound": None, "precision": None, "speakers": 0,
-            "clips": 0, "reference_speakers": int(len(pool)), "reference_clips": int(clips.sum()),
-            "best_lower_bound": max((lower for lower, _ in bounds), default=0.0),
+            "clips": 0, "reference_speakers": int(len(pool)), "reference_clips": int(pool["clips"].sum()),
+            "best_lower_bound": float(curve["lower_bound"].max()) if len(curve) else 0.0,
         }  # fmt: skip
         chosen = [k for k, (lower, _) in enumerate(bounds) if lower >= target]
         if not chosen and accept_uncertified:
             running = np.minimum.accumulate(np.array([precision for _, precision in bounds]))
             chosen = [k for k, floor in enumerate(running) if floor >= target]
         if chosen:
-            end = cuts[chosen[-1]]
-            lower, precision = bounds[chosen[-1]]
-            claim.update(threshold=float(confidence[end - 1]), certified=bool(lower >= target), lower_bound=lower,
-                         precision=precision, speakers=end, clips=int(clips[:end].sum()))  # fmt: skip
+            cut = curve.iloc[chosen[-1]]
+            claim.update(threshold=float(cut["threshold"]), certified=bool(cut["lower_bound"] >= target),
+                         lower_bound=float(cut["lower_bound"]), precision=float(cut["precision"]),
+                         speakers=int(cut["speakers"]), clips=int(cut["clips"]))  # fmt: skip
         claims[gender] = claim
     return claims
+
+
+def precision_curves(speakers: pd.DataFrame, certainty: float) -> dict[str, pd.DataFrame]:
+    """Per gender, every cut certified_thresholds considers, from the most confident speaker down:
+    threshold (the lowest confidence kept), speakers and clips kept, coverage (the share of the
+    gender's undisputed reference clips kept), precision (point estimate) and lower_bound.
+    Cuts fall between distinct confidences; disputed speakers are left out."""
+    curves = {}
+    for gender in BINARY_GENDERS:
+        pool = _pool(speakers, gender).sort_values("confidence", ascending=False, kind="stable")
+        confidence = pool["confidence"].to_numpy(dtype=float)
+        correct, clips = pool["correct"].to_numpy(dtype=bool), pool["clips"].to_numpy(dtype=float)
+        cuts = [end for end in range(1, len(pool) + 1) if end == len(pool) or confidence[end] < confidence[end - 1]]
+        bounds = [precision_bounds(correct[:end], clips[:end], certainty) for end in cuts]
+        kept = np.cumsum(clips)
+        curves[gender] = pd.DataFrame(
+            {
+                "threshold": [float(confidence[end - 1]) for end in cuts],
+                "speakers": cuts,
+                "clips": [int(kept[end - 1]) for end in cuts],
+                "coverage": [float(kept[end - 1] / kept[-1]) for end in cuts],
+                "precision": [precision for _, precision in bounds],
+                "lower_bound": [lower for lower, _ in bounds],
+            },
+            columns=["threshold", "speakers", "clips", "coverage", "precision", "lower_bound"],
+        )
+    return curves
+
+
+def _pool(speakers: pd.DataFrame, gender: str) -> pd.DataFrame:
+    """The undisputed reference speakers predicted as `gender`: the only ones a threshold acts on."""
+    index = BINARY_GENDERS.index(gender)
+    return speakers[(speakers["predicted"] == index) & ~speakers["disputed"].astype(bool)]
 
 
 def claims_at(speakers: pd.DataFrame, thresholds: dict[str, float], certainty: float) -> dict[str, dict[str, Any]]:
     """What the reference says of thresholds the user chose (--min-confidence): the fields of
     certified_thresholds; `certified` is False, as no target was asked for."""
     claims = {}
-    for index, gender in enumerate(BINARY_GENDERS):
-        pool = speakers[(speakers["predicted"] == index) & ~speakers["disputed"].astype(bool)]
+    for gender in BINARY_GENDERS:
+        pool = _pool(speakers, gender)
         chosen = pool[pool["confidence"] >= thresholds[gender]]
         lower, precision = precision_bounds(
             chosen["correct"].to_numpy(bool), chosen["clips"].to_numpy(float), certainty

@@ -217,11 +217,15 @@ def predict(
 @_reports_errors
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run folders written by 'cvlabel train'.")],
+    html_file: Annotated[
+        Path | None,
+        typer.Option("--html", help="Also write the comparison with each run's figures as one self-contained page."),
+    ] = None,
 ) -> None:
     """Print the test metrics of training runs side by side (e.g. before and after retraining on pseudo-labels)."""
     from .report import compare_runs
 
-    typer.echo(compare_runs(run_dirs))
+    typer.echo(compare_runs(run_dirs, html_file))
 
 
 @app.command("check-truth")
@@ -302,6 +306,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
+    from .artifacts import RunFolder
     from .config import load_config
     from .evaluate import format_metrics
     from .training import train as run_train
@@ -309,7 +314,7 @@ def train(
     overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
-    typer.echo(f"run written to {out}")
+    typer.echo(f"run written to {out}: open {RunFolder(out).report}")
 
 
 @app.command()
@@ -499,6 +504,7 @@ def export_parquet(
     ] = EXPORT.female_share,
 ) -> None:
     """Write the release with self-reported and pseudo labels as Parquet: a classifier's splits, or the release's."""
+    from .artifacts import ExportFolder
     from .export import export_parquet as run_export
     from .report import describe_export
 
@@ -514,7 +520,7 @@ def export_parquet(
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
     typer.echo(describe_export(summary))
-    typer.echo(f"written to {out} (summary.json has the details)")
+    typer.echo(f"written to {out}: open {ExportFolder(out).report} (summary.json has the details)")
 
 
 @export_app.command("tsv")
@@ -552,6 +558,36 @@ def export_tsv(
         allow_weak_model=allow_weak_model,
     )
     summary = run_export(corpus_dir, predictions, out, options, reference=reference, clips=clips)
+    typer.echo(describe_export(summary))
+    typer.echo(f"written to {out} (summary.json has the details)")
+
+
+@export_app.command("lhotse")
+@_reports_errors
+def export_lhotse(
+    corpus_dir: CorpusArg,
+    predictions: PredictionsOpt,
+    out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the lhotse manifests.")],
+    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
+    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
+    certainty: CertaintyOpt = EXPORT.certainty,
+    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
+    reference: ReferenceOpt = None,
+    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
+) -> None:
+    """Write lhotse recordings and supervisions manifests as lhotse's Common Voice recipe does, labels included
+    (needs the lhotse extra)."""
+    from .export import export_lhotse as run_export
+    from .report import describe_export
+
+    options = ExportOptions(
+        min_confidence=min_confidence,
+        target_precision=target_precision,
+        certainty=certainty,
+        accept_uncertified=accept_uncertified,
+        allow_weak_model=allow_weak_model,
+    )
+    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
     typer.echo(describe_export(summary))
     typer.echo(f"written to {out} (summary.json has the details)")
 

@@ -37,10 +37,14 @@ import pyarrow as pa
 from .artifacts import (
     EXPORT_LAYOUTS,
     EXPORT_SPLITS,
+    LHOTSE_CUSTOM_COLUMNS,
+    LHOTSE_LABEL_COLUMNS,
     RELEASE_LAYOUT_FILES,
     ExportFolder,
     RunFolder,
     export_table,
+    lhotse_manifest,
+    read_metrics,
     read_predictions,
     read_reference,
     write_augmented_tsv,
@@ -60,14 +64,28 @@ from .corpus import (
 )
 from .errors import CvlabelError
 from .files import atomic_folder, write_json
-from .labels import BINARY_GENDERS, label_index, or_null
-from .pooling import speaker_table
-from .splits import assign_splits
+from .html_report import write_export_report
+from .labels import BINARY_GENDERS, or_null
+from .pooling import reference_speakers
+from .splits import assign_splits, speaker_genders
 
 log = logging.getLogger(__name__)
 
-SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}  # kept first when capping or rebalancing
+SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}
+# Why a blank row stayed blank (its `blank_reason`), and the same in a few words for the headline
+# (summary.json's blank_rows.left_blank, the command's last line, report.html).
+BLANK_REASONS = {
+    "below confidence threshold": "below threshold",
+    "disputed speaker (committee members or clips disagree)": "from disputed speakers",
+    "speaker opted out (do_not_wish_to_say) or answered other on another row": "opted out",
+    "no certified threshold for this gender": "with no certified threshold for their gender",
+    "clip could not be decoded": "undecodable",
+    "not predicted (its TSV was not given to infer --tsv)": "not predicted",
+    "no male/female label": "with no male/female label",
+}
+OPTED_OUT, NOT_PREDICTED = list(BLANK_REASONS)[2], list(BLANK_REASONS)[5]  # kept first when capping or rebalancing
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
+LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,9 @@ class LabelledRelease:
     claims: dict[str, dict[str, Any]]  # per gender: the threshold and what the reference certifies of it
     metadata: dict[str, Any]  # the run's provenance: model hash, temperature, thresholds, options
     rule: str  # how the thresholds were chosen, in words
+    reference_speakers: pd.DataFrame  # the pooled reference speakers the thresholds were chosen on
+    predictions: pd.DataFrame  # the predictions folder's predictions.parquet
+    blank_rows: dict[str, Any]  # the blank rows of the TSVs infer read: how many, labelled how, left blank why
 
 
 def export_parquet(
@@ -112,9 +133,12 @@ def export_parquet(
             "rule": labelled.rule,
             "rows": {name: int((rows["split"] == name).sum()) for name in files},
             "pseudo_labels": _pseudo_labels(rows),
+            "blank_rows": labelled.blank_rows,
             **counts,
         }
         write_json(folder.summary, summary)
+        run_metrics = _run_metrics(labelled.plan["model"])
+        write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)
     return summary
 
 
@@ -153,9 +177,84 @@ def export_tsv(
             "copied": sorted(name for name, n in written.items() if n is None),
             "pseudo_labels": _pseudo_labels(rows),
             "blank_reasons": _reasons(rows["blank_reason"]),
+            "blank_rows": labelled.blank_rows,
         }
         write_json(ExportFolder(tmp).summary, summary)
     return summary
+
+
+def export_lhotse(
+    corpus_dir: str | Path,
+    predictions_dir: str | Path,
+    out_dir: str | Path,
+    options: ExportOptions = ExportOptions(),
+    reference: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write OUT_DIR as lhotse manifests the way lhotse's Common Voice recipe writes them, with the
+    accepted labels: per locale and file of the release layout (its train/dev/test split, the other
+    rows by TSV), recordings and supervisions (speaker = client_id, recording_id and id = the clip's
+    stem, gender in the release's vocabulary, age/accents/variant and the label's provenance and
+    probabilities in `custom`). A clip missing on disk is left out, as the recipe does, and counted."""
+    try:
+        from lhotse import Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    except ImportError:
+        raise CvlabelError(f"export lhotse needs lhotse: {LHOTSE_INSTALL}") from None
+    with atomic_folder(out_dir, "cvlabel export lhotse") as tmp:
+        labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="lhotse")
+        rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
+        rows["split"] = rows["cv_split"].where(rows["cv_split"] != "", rows["source_tsv"])
+        rows["gender_written"] = _release_genders(rows, labelled.manifest)
+        locale = rows["locale"] if "locale" in rows else pd.Series("", index=rows.index)
+        rows["language"] = locale.fillna("").where(locale.fillna("") != "", labelled.corpus_dir.name)
+        clips, written, missing = clips_dir(labelled.corpus_dir), {}, 0
+        for (language, split), part in rows.groupby(["language", "split"], sort=True):
+            recordings, supervisions = [], []
+            for row in part.to_dict("records"):
+                audio = clips / row["path"]
+                if not audio.is_file():
+                    missing += 1
+                    continue
+                recording = Recording.from_file(audio, recording_id=Path(row["path"]).stem)
+                recordings.append(recording)
+                supervisions.append(SupervisionSegment(
+                    id=recording.id, recording_id=recording.id, start=0.0, duration=recording.duration, channel=0,
+                    language=language, speaker=row["client_id"], gender=row["gender_written"],
+                    text=str(_json_value(row.get("sentence")) or "").strip(),
+                    custom={**{c: _json_value(row.get(c)) or "" for c in LHOTSE_CUSTOM_COLUMNS},
+                            **{c: _json_value(row[c]) for c in LHOTSE_LABEL_COLUMNS}},
+                ))  # fmt: skip
+            if recordings:
+                RecordingSet.from_recordings(recordings).to_file(lhotse_manifest(tmp, "recordings", language, split))
+                SupervisionSet.from_segments(supervisions).to_file(
+                    lhotse_manifest(tmp, "supervisions", language, split)
+                )
+                written[f"{language}/{split}"] = len(recordings)
+        summary = {
+            **labelled.metadata,
+            "claims": labelled.claims,
+            "rule": labelled.rule,
+            "manifests": written,
+            "missing_clips": missing,
+            "pseudo_labels": _pseudo_labels(rows),
+            "blank_rows": labelled.blank_rows,
+        }
+        write_json(ExportFolder(tmp).summary, summary)
+    return summary
+
+
+def _release_genders(rows: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
+    """Each row's gender as the release writes it (the TSV export's value): the TSV's own string, or
+    for a filled blank row the label in the release's vocabulary."""
+    vocabulary = gender_vocabulary(manifest["gender_raw"])
+    filled = rows["gender_source"].isin(["speaker", "pseudo"])
+    return rows["gender_raw"].where(~filled, rows["gender"].map(BINARY_GENDER_NAMES[vocabulary]))
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-safe value: NaN and None are null, numpy scalars plain numbers."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def label_release(
@@ -199,6 +298,7 @@ def label_release(
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
     rows = manifest.copy()
     _label_rows(rows, predictions, thresholds)
+    _why_not_predicted(rows, manifest, plan["tsvs"])
     metadata = {
         "layout": layout,
         "model_sha256": plan["model_sha256"],
@@ -209,7 +309,42 @@ def label_release(
         "thresholds": thresholds,
         "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }
-    return LabelledRelease(corpus_dir, manifest, rows, plan, config, claims, metadata, _rule(options, reference_path))
+    rule = _rule(options, reference_path)
+    blank_rows = _blank_rows(rows[rows["source_tsv"].isin(plan["tsvs"])], manifest)
+    return LabelledRelease(
+        corpus_dir, manifest, rows, plan, config, claims, metadata, rule, reference_speakers, predictions, blank_rows
+    )
+
+
+def _why_not_predicted(rows: pd.DataFrame, manifest: pd.DataFrame, tsvs: list[str]) -> None:
+    """The blank_reason of blank rows infer did not predict: the speaker's own answer (infer skips the
+    blank rows of a speaker who opted out or answered other), or a TSV infer did not read."""
+    genders, conflicting = speaker_genders(manifest)
+    not_binary = set(genders.index[~genders.isin(BINARY_GENDERS)]) | set(conflicting)
+    unexplained = rows["gender"].isna() & rows["blank_reason"].isna()
+    opted_out = rows["client_id"].isin(not_binary)
+    rows.loc[unexplained & opted_out, "blank_reason"] = OPTED_OUT
+    rows.loc[unexplained & ~opted_out & ~rows["source_tsv"].isin(tsvs), "blank_reason"] = NOT_PREDICTED
+
+
+def _blank_rows(rows: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
+    """The export's headline numbers: the blank rows (of the TSVs infer read), how many were labelled
+    and by what, and why the others stayed blank (BLANK_REASONS' short words)."""
+    blank = rows[manifest.loc[rows.index, "gender"].isna()]
+    left = blank.loc[blank["gender"].isna(), "blank_reason"].fillna("no male/female label").map(BLANK_REASONS)
+    return {
+        "rows": int(len(blank)),
+        "labelled": {source: int((blank["gender_source"] == source).sum()) for source in ("pseudo", "speaker")},
+        "left_blank": _reasons(left),
+    }
+
+
+def _run_metrics(model: str) -> dict[str, Any] | None:
+    """The model's run's metrics.json, for the report's confusion matrices; None for a lone checkpoint."""
+    try:
+        return read_metrics(Path(model).parent)
+    except CvlabelError:
+        return None
 
 
 def _check_unchanged(corpus_dir: Path, predictions_dir: str | Path, plan: dict[str, Any]) -> None:
@@ -353,12 +488,7 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
 
 def _reference_speakers(path: Path, model_sha256: str, temperature: float) -> pd.DataFrame:
     """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`."""
-    clips = _reference_rows(path, model_sha256)
-    clips = clips[clips["gender"].isin(BINARY_GENDERS) & clips["logit"].notna()]
-    speakers = speaker_table(clips, temperature)
-    truth = clips.groupby("client_id")["gender"].first().reindex(speakers.index)
-    speakers["correct"] = label_index(truth) == speakers["predicted"].to_numpy()
-    return speakers
+    return reference_speakers(_reference_rows(path, model_sha256), temperature)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:

@@ -42,6 +42,41 @@ def reliability_table(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_
     return table.reset_index(drop=True)
 
 
+RELIABILITY_BINS = 10  # at most this many equal-count bins in a reliability diagram
+MIN_BIN_COUNT = 20  # and at least this many clips (or speakers) in each, so a bin's accuracy means something
+
+
+def equal_count_reliability(
+    correct: np.ndarray, confidence: np.ndarray, bins: int = RELIABILITY_BINS, min_count: int = MIN_BIN_COUNT
+) -> pd.DataFrame:
+    """Reliability in equal-count bins: the items (clips or speakers) sorted by `confidence` and cut
+    into min(bins, n // min_count) runs of (nearly) equal size (one bin at least, when n > 0). Per
+    bin: count, confidence (mean), accuracy (share `correct`), low and high (its confidence range).
+
+    Unlike equal-width bins, every point stands on as many items as the next, so no point rests
+    on three clips while another holds thousands; the count is there to print beside it."""
+    confidence = np.asarray(confidence, dtype=float)
+    correct = np.asarray(correct, dtype=bool)
+    columns = ["count", "confidence", "accuracy", "low", "high"]
+    if confidence.size == 0:
+        return pd.DataFrame(columns=columns)
+    order = np.argsort(confidence, kind="stable")
+    parts = np.array_split(order, max(1, min(bins, confidence.size // min_count)))
+    return pd.DataFrame(
+        [
+            (len(part), confidence[part].mean(), correct[part].mean(), confidence[part].min(), confidence[part].max())
+            for part in parts
+        ],
+        columns=columns,
+    )
+
+
+def clip_correctness(labels: np.ndarray, p_female: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(correct, confidence) per clip of calibrated p(female) against 0/1 labels, by the decision rule."""
+    predicted, confidence = decide(np.asarray(p_female, dtype=float))
+    return predicted == np.asarray(labels).astype(int), confidence
+
+
 def expected_calibration_error(labels: np.ndarray, p_female: np.ndarray, bins: int = ECE_BINS) -> float:
     """Clip-weighted mean |accuracy - confidence| over the reliability table's bins."""
     table = reliability_table(labels, p_female, bins)
@@ -105,7 +140,7 @@ def classification_metrics(
         chosen, actual = predicted == index, labels == index
         metrics[f"precision_{gender}"] = float((actual & chosen).sum() / chosen.sum()) if chosen.any() else float("nan")
         metrics[f"recall_{gender}"] = float((actual & chosen).sum() / actual.sum()) if actual.any() else float("nan")
-    metrics["confusion"] = [[int(((labels == t) & (predicted == p)).sum()) for p in range(2)] for t in range(2)]
+    metrics["confusion"] = confusion_matrix(labels, predicted)
     if speakers is not None:
         pooled = pd.DataFrame({"speaker": speakers, "label": labels, "logit": logits}).groupby("speaker")
         per_speaker = pooled.agg(label=("label", "first"), logit=("logit", "mean"))
@@ -115,7 +150,14 @@ def classification_metrics(
         metrics["speaker_balanced_accuracy"] = balanced_accuracy(
             per_speaker["label"].to_numpy(), speaker_predicted.to_numpy()
         )
+        metrics["speaker_confusion"] = confusion_matrix(per_speaker["label"].to_numpy(), speaker_predicted.to_numpy())
     return metrics
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> list[list[int]]:
+    """counts[true][predicted], rows and columns in LABELS order."""
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    return [[int(((labels == t) & (predicted == p)).sum()) for p in range(len(LABELS))] for t in range(len(LABELS))]
 
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:

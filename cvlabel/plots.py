@@ -1,7 +1,13 @@
-"""The two figures of a training run: a confusion matrix and a reliability diagram."""
+"""The figures of the reports, as PNG bytes: confusion matrices, reliability diagrams with
+equal-count bins, coverage-precision curves, per-speaker confidence histograms.
+
+Each function takes numbers already computed elsewhere (metrics, certify, pooling) and only
+draws them; `write_png` puts the bytes in a file atomically.
+"""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -14,8 +20,11 @@ import pandas as pd  # noqa: E402
 from .files import atomic_path  # noqa: E402
 from .labels import LABELS  # noqa: E402
 
+DPI = 100  # a page of six figures stays well under 1 MB
+GENDER_COLORS = {"male": "#1f77b4", "female": "#d62728"}
 
-def plot_confusion(confusion: list[list[int]], path: str | Path, title: str) -> None:
+
+def confusion_png(confusion: list[list[int]], title: str) -> bytes:
     """confusion[true][predicted] counts, rows and columns in LABELS order."""
     counts = np.asarray(confusion)
     figure, axes = plt.subplots(figsize=(4, 3.6))
@@ -29,26 +38,89 @@ def plot_confusion(confusion: list[list[int]], path: str | Path, title: str) -> 
     axes.set_xlabel("predicted")
     axes.set_ylabel("self-reported")
     axes.set_title(title)
-    _save(figure, path)
+    return _png(figure)
 
 
-def plot_reliability(tables: dict[str, pd.DataFrame], path: str | Path, title: str) -> None:
-    """Accuracy against mean confidence per bin, one line per table (e.g. before/after calibration)."""
-    figure, axes = plt.subplots(figsize=(4.5, 4))
+def reliability_png(tables: dict[str, pd.DataFrame], title: str, unit: str) -> bytes:
+    """Accuracy against mean confidence per equal-count bin (metrics.equal_count_reliability), one
+    line per table (e.g. before/after calibration), each point labelled with its bin's count."""
+    figure, axes = plt.subplots(figsize=(5.5, 4.5))
     axes.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", label="perfect calibration")
-    for name, table in tables.items():
-        axes.plot(table["confidence"], table["accuracy"], marker="o", label=name)
-    axes.set_xlim(0.5, 1.0)
-    axes.set_ylim(0.0, 1.02)
-    axes.set_xlabel("confidence of the predicted gender")
-    axes.set_ylabel("accuracy")
+    for k, (name, table) in enumerate(tables.items()):
+        (line,) = axes.plot(table["confidence"], table["accuracy"], marker="o", label=name)
+        for x, y, count in zip(table["confidence"], table["accuracy"], table["count"], strict=True):
+            offset = (0, 8) if k % 2 == 0 else (0, -14)  # two lines' labels above and below their points
+            axes.annotate(f"{count}", (x, y), textcoords="offset points", xytext=offset, ha="center", fontsize=8,
+                          color=line.get_color())  # fmt: skip
+    # zoomed to where the bins are (a good model's bins crowd near 1), in steps of 0.05, never below 0.5
+    points = [v for table in tables.values() for v in (*table["confidence"], *table["accuracy"])]
+    low = max(0.5, np.floor(min(points, default=0.5) * 20) / 20 - 0.05)
+    axes.set_xlim(low, 1.0)
+    axes.set_ylim(max(0.0, min(low, min(points, default=0.5) - 0.05)), 1.03)
+    axes.set_xlabel(f"mean confidence in the bin ({unit})")
+    axes.set_ylabel(f"share of {unit} right")
     axes.set_title(title)
-    axes.legend(loc="lower right")
-    _save(figure, path)
+    axes.legend(loc="lower right", fontsize=8)
+    return _png(figure)
 
 
-def _save(figure: plt.Figure, path: str | Path) -> None:
-    figure.tight_layout()
+def coverage_precision_png(
+    curves: dict[str, pd.DataFrame], thresholds: dict[str, float | None], target: float | None, title: str
+) -> bytes:
+    """Per gender, precision (point estimate, and its one-sided lower bound dashed) against the
+    coverage of the gender's reference clips (certify.precision_curves); the chosen threshold as a
+    dot, the target precision as a horizontal line."""
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for gender, curve in curves.items():
+        color = GENDER_COLORS.get(gender)
+        axes.step(curve["coverage"], curve["precision"], where="post", color=color, label=f"{gender}: precision")
+        axes.step(curve["coverage"], curve["lower_bound"], where="post", color=color, linestyle="--",
+                  label=f"{gender}: lower bound")  # fmt: skip
+        threshold = thresholds.get(gender)
+        chosen = curve[curve["threshold"] == threshold] if threshold is not None else curve.iloc[:0]
+        if len(chosen):
+            point = chosen.iloc[0]
+            axes.plot(point["coverage"], point["lower_bound"], marker="o", markersize=9, color=color)
+            axes.annotate(f"threshold {threshold:.3f}", (point["coverage"], point["lower_bound"]),
+                          textcoords="offset points", xytext=(6, -14), fontsize=8, color=color)  # fmt: skip
+    if target is not None:
+        axes.axhline(target, color="black", linewidth=1, label=f"target {target}")
+    axes.set_xlim(0, 1.02)
+    axes.set_ylim(max(0.0, min([0.5] + [float(c["lower_bound"].min()) for c in curves.values() if len(c)])), 1.01)
+    axes.set_xlabel("coverage: share of the gender's reference clips labelled")
+    axes.set_ylabel("clip-weighted speaker precision")
+    axes.set_title(title)
+    axes.legend(loc="lower left", fontsize=8)
+    return _png(figure)
+
+
+def confidence_histogram_png(groups: dict[str, np.ndarray], thresholds: dict[str, float | None], title: str) -> bytes:
+    """Stacked histogram of per-speaker confidence, one colour per group, thresholds as vertical lines."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    edges = [float(x) for x in np.linspace(0.5, 1.0, 26)]
+    present = {name: np.clip(np.asarray(values, dtype=float), 0.5, 1.0) for name, values in groups.items()}
+    axes.hist(list(present.values()), bins=edges, stacked=True,
+              label=[f"{name} ({len(values)})" for name, values in present.items()])  # fmt: skip
+    for gender, threshold in thresholds.items():
+        if threshold is not None:
+            axes.axvline(threshold, color=GENDER_COLORS.get(gender, "black"), linestyle="--",
+                         label=f"{gender} threshold {threshold:.3f}")  # fmt: skip
+    axes.set_xlim(0.5, 1.0)
+    axes.set_xlabel("speaker's pooled confidence")
+    axes.set_ylabel("speakers")
+    axes.set_title(title)
+    axes.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
+def write_png(data: bytes, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=120)
+        Path(tmp).write_bytes(data)
+
+
+def _png(figure: plt.Figure) -> bytes:
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
     plt.close(figure)
+    return buffer.getvalue()

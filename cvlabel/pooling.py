@@ -19,7 +19,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .labels import BINARY_GENDERS, FEMALE, LABELS, calibrate, decide, decide_logits, label_names, or_null
+from .labels import (
+    BINARY_GENDERS,
+    FEMALE,
+    LABELS,
+    calibrate,
+    decide,
+    decide_logits,
+    label_index,
+    label_names,
+    or_null,
+)
 from .splits import speaker_genders
 
 MIN_CLIP_AGREEMENT = 0.75  # a speaker whose clips split more evenly than 3:1 may be two people
@@ -65,6 +75,17 @@ def speaker_table(clips: pd.DataFrame, temperature: float) -> pd.DataFrame:
     table["clip_agreement"] = pd.Series(same.astype(float)).groupby(speakers).mean().reindex(table.index)
     table["disputed"] = (table["member_agreement"] < 1.0) | (table["clip_agreement"] < MIN_CLIP_AGREEMENT)
     return table
+
+
+def reference_speakers(clips: pd.DataFrame, temperature: float) -> pd.DataFrame:
+    """Self-reported reference clips (`client_id`, `gender`, `logit`, `member_logits`) pooled as blank
+    speakers are (speaker_table), with `correct`: the pooled decision is the speaker's own answer.
+    Rows without a male/female answer or a logit are left out."""
+    clips = clips[clips["gender"].isin(BINARY_GENDERS) & clips["logit"].notna()]
+    speakers = speaker_table(clips, temperature)
+    truth = clips.groupby("client_id")["gender"].first().reindex(speakers.index)
+    speakers["correct"] = label_index(truth) == speakers["predicted"].to_numpy()
+    return speakers
 
 
 def pool_by_speaker(clips: pd.DataFrame, manifest: pd.DataFrame, temperature: float) -> pd.DataFrame:

@@ -13,6 +13,8 @@ from .checkpoint import read_checkpoint_info
 from .config import Config
 from .corpus import read_release, read_tsv
 from .errors import CvlabelError
+from .files import write_text
+from .html_report import compare_page, export_headline
 from .labels import BINARY_GENDERS
 from .splits import SPLITS, assign_splits
 
@@ -69,14 +71,20 @@ COMPARE_KEYS = [
 ]
 
 
-def compare_runs(run_dirs: list[Path]) -> str:
+def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
     """Test metrics of two or more runs as columns, the change from the first run, and their train
-    clips; a warning line when the runs were tested on different corpora."""
+    clips; a warning line when the runs were tested on different corpora. With `html_file`, the
+    same side by side as a page with each run's figures (html_report.compare_page)."""
     if len(run_dirs) < 2:
         raise CvlabelError("compare needs two or more run folders (e.g. before and after retraining)")
-    columns, corpora = {}, set()
+    if html_file is not None and Path(html_file).is_dir():
+        raise CvlabelError(f"--html {html_file} is a folder; give a file name, e.g. compare.html")
+    if html_file is not None and not Path(html_file).parent.is_dir():
+        raise CvlabelError(f"--html {html_file}: the folder {Path(html_file).parent} does not exist")
+    columns, corpora, runs = {}, set(), []
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
+        runs.append(metrics)
         values = {key: metrics.get(key) for key in COMPARE_KEYS}
         values["train_clips"] = metrics.get("splits", {}).get("train", {}).get("clips")
         columns[str(run_dir)] = values
@@ -89,11 +97,14 @@ def compare_runs(run_dirs: list[Path]) -> str:
     for key in table.index:
         for column in table.columns:
             shown.loc[key, column] = _number(table.loc[key, column], key in COUNT_KEYS, column.startswith("change"))
-    lines = [shown.to_string()]
+    notes = []
     if len(corpora) > 1:
-        lines.append(f"warning: these runs were trained on different corpora ({', '.join(sorted(corpora))}): "
+        notes.append(f"warning: these runs were trained on different corpora ({', '.join(sorted(corpora))}): "
                      "their test rows differ, so the figures do not compare like for like")  # fmt: skip
-    return "\n".join(lines)
+    if html_file is not None:
+        write_text(html_file, compare_page(run_dirs, shown, notes, runs))
+        notes.append(f"side by side with figures: {html_file}")
+    return "\n".join([shown.to_string(), *notes])
 
 
 COUNT_KEYS = ("clips", "speakers", "train_clips")
@@ -167,6 +178,13 @@ def describe_export(summary: dict[str, Any]) -> str:
         lines.append(f"left blank or unused: {', '.join(f'{n} {reason}' for reason, n in left.items())}")
     if "rows" in summary:
         lines.append("rows: " + ", ".join(f"{split} {n}" for split, n in summary["rows"].items()))
+    if "manifests" in summary:
+        manifests = ", ".join(f"{name} {n}" for name, n in summary["manifests"].items())
+        missing = summary["missing_clips"]
+        lines.append(f"lhotse manifests (clips per locale/file): {manifests}"
+                     + (f"; {missing} clips missing on disk left out" if missing else ""))  # fmt: skip
     if "filled" in summary:
         lines.append("blank genders filled: " + ", ".join(f"{name} {n}" for name, n in summary["filled"].items()))
+    if "blank_rows" in summary:  # (a summary.json of cvlabel 0.1 has no headline numbers)
+        lines.append(export_headline(summary))  # the last words: what a person remembers
     return "\n".join(lines)

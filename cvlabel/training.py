@@ -33,10 +33,10 @@ from .config import Config, save_config
 from .errors import CvlabelError
 from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
-from .labels import LABELS, calibrate, decide_logits
-from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature, reliability_table
+from .html_report import write_run_report
+from .labels import LABELS, decide_logits
+from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_temperature
 from .model import Committee, GenderCNN, count_parameters
-from .plots import plot_confusion, plot_reliability
 from .runners import resolve_jobs
 from .scoring import clip_logits
 from .splits import SPLITS, assign_folds, labelled_rows
@@ -110,6 +110,7 @@ def train(
             MIN_DEV_BALANCED_ACCURACY,
         )
     write_json(run.metrics, metrics)
+    write_run_report(run.path, metrics)  # confusion.png, reliability.png, report.html: before the checkpoint
     save_checkpoint(
         committee,
         config,
@@ -263,15 +264,6 @@ def _write_run(
     )
     write_reference(reference, temperature, run.reference)
     save_config(config, run.config)
-    plot_confusion(metrics["confusion"], run.confusion_plot, f"test clips (n={len(test)})")
-    plot_reliability(
-        {
-            "before calibration": reliability_table(labels, calibrate(test_logits, 1.0)),
-            f"after (T={temperature:.2f})": reliability_table(labels, calibrate(test_logits, temperature)),
-        },
-        run.reliability_plot,
-        "test reliability",
-    )
     return metrics
 
 
