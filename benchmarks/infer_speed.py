@@ -6,9 +6,11 @@ Without --corpus it builds a demo corpus; without --model it uses an untrained m
 default shape (inference costs the same whatever the weights). Prints three tables:
 
 1. per-stage cost of one clip (one thread): decode, resample, silence trim, log-mel, CNN;
-2. clips/s of `infer` against a decode-only pass (soundfile, nothing else) and a decode+resample
-   pass (load_audio) over the same shards with the same number of processes (worker pools warmed
-   up first, so start-up is not counted), per --jobs;
+2. clips/s of `infer` against the floor (soundfile decoding each whole clip at its own rate,
+   nothing else) and against cvlabel's own decode (decode_clip with the default features: the
+   fastest decoder, the default max_seconds) over the same shards with the same number of
+   processes (worker pools warmed up first, so start-up is not counted), per --jobs, on the
+   --throughput-rows rows of a scaled corpus (enough shards for every process);
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
@@ -40,7 +42,6 @@ from joblib import Parallel, delayed
 
 from cvlabel import bandmp3, mpg123
 from cvlabel.artifacts import RunFolder
-from cvlabel.audio import load_audio
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.config import Config, DemoCorpusOptions, FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
@@ -134,15 +135,16 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
     return pd.DataFrame(rows).T
 
 
-def decode_shard(paths: list[str], max_seconds: float, resample: bool) -> int:
-    """Decode a shard's clips (first max_seconds, float32, as load_audio does), optionally resampled."""
+def decode_shard(paths: list[str], kind: str) -> int:
+    """Decode a shard's clips: "floor" = soundfile, each whole clip at its own rate, float32;
+    "loader" = cvlabel's decode_clip with the default features (what infer decodes)."""
     torch.set_num_threads(1)
+    config = FeatureConfig()
     for path in paths:
-        if resample:
-            load_audio(path, max_seconds=max_seconds)
+        if kind == "loader":
+            decode_clip(path, config)
         else:
-            with soundfile.SoundFile(path) as clip:
-                clip.read(frames=min(clip.frames, int(max_seconds * clip.samplerate)), dtype="float32")
+            soundfile.read(path, dtype="float32")
     return len(paths)
 
 
@@ -162,25 +164,25 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[st
     if jobs > 1:
         Parallel(n_jobs=jobs)(delayed(warm_worker)() for _ in range(4 * jobs))
     rates = {}
-    for resample in (False, True):
+    for kind in ("floor", "loader"):
         started = time.perf_counter()
         if jobs == 1:
             for shard in shards:
-                decode_shard(shard, FeatureConfig().max_seconds, resample)
+                decode_shard(shard, kind)
         else:
-            Parallel(n_jobs=jobs)(delayed(decode_shard)(s, FeatureConfig().max_seconds, resample) for s in shards)
-        rates[resample] = len(paths) / (time.perf_counter() - started)
+            Parallel(n_jobs=jobs)(delayed(decode_shard)(s, kind) for s in shards)
+        rates[kind] = len(paths) / (time.perf_counter() - started)
     out = work / f"pred-jobs{jobs}"
     started = time.perf_counter()
     infer(corpus, model_file, out, options)
     infer_rate = len(paths) / (time.perf_counter() - started)
     return {
         "clips": len(paths),
-        "decode_clips_per_s": rates[False],
-        "decode_resample_clips_per_s": rates[True],
+        "floor_clips_per_s": rates["floor"],
+        "loader_clips_per_s": rates["loader"],
         "infer_clips_per_s": infer_rate,
-        "infer/decode": infer_rate / rates[False],
-        "infer/decode+resample": infer_rate / rates[True],
+        "infer/floor": infer_rate / rates["floor"],
+        "infer/loader": infer_rate / rates["loader"],
     }
 
 
@@ -265,6 +267,7 @@ def main() -> None:
         default=10000,
         help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)",
     )
+    parser.add_argument("--throughput-rows", type=int, default=4000, help="rows of table 2")
     parser.add_argument("--stage-clips", type=int, default=STAGE_CLIPS, help="clips of tables 1 and 1b")
     parser.add_argument("--caps", default="6,4,3", help="features.max_seconds values of the decoder table")
     parser.add_argument("--stages-only", action="store_true", help="print tables 1 and 1b only")
@@ -297,11 +300,12 @@ def main() -> None:
 
     if args.stages_only:
         return
+    rows_corpus = scaled_corpus(corpus, args.throughput_rows, args.out / f"scale-{args.throughput_rows}")
     with tempfile.TemporaryDirectory(dir=args.out) as work:
         report["throughput"] = {
-            int(j): throughput(corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")
+            int(j): throughput(rows_corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")
         }
-    print("\n2. infer vs decode-only and decode+resample, same shards and processes (pools warm)")
+    print("\n2. infer vs the floor (soundfile, whole clips) and vs cvlabel's decode, same shards and processes")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
 
     def timed_infer(rows: int, *extra: str) -> dict[str, float]:
