@@ -52,8 +52,7 @@ test: lint
 # then the pseudo-labels scored against the corpus's hidden truth. espeak-ng gives more natural
 # demo voices; without it the built-in formant synthesizer is used.
 CVLABEL := $(BIN)/cvlabel
-# Three committee members instead of five keep the demo to a few minutes.
-DEMO_CACHE := --set train.cache_dir=$(DEMO_DIR)/cache --set train.folds=3
+DEMO_CACHE := --set train.cache_dir=$(DEMO_DIR)/cache
 demo: $(STAMP)
 	@command -v espeak-ng >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

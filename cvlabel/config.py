@@ -91,9 +91,11 @@ class TrainConfig:
     cache_dir: str = ""  # decoded-audio cache; "" means $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel
     jobs: int = 0  # processes that decode clips into the cache; 0 means one per core
     threads: int = 0  # torch threads for training; 0 means one per core
-    folds: int = 5  # committee members: member i trains on the train speakers outside fold i, so every
+    folds: int = 3  # committee members: member i trains on the train speakers outside fold i, so every
     # train speaker is predicted by a model that never heard them (the reference export certifies
-    # thresholds on); the members' mean logit labels the blank rows. Costs about `folds` trainings.
+    # thresholds on); the members' mean logit labels the blank rows. Costs about `folds` trainings,
+    # and `folds` CNNs per clip at inference. 3 and 5 delivered the same on held-out voices (trust
+    # benchmark, 3 seeds: precision 1.000 vs 0.986, coverage 0.82 vs 0.84); 3 costs 40% less CNN.
 
 
 @dataclass(frozen=True)
