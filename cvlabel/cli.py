@@ -313,7 +313,7 @@ def train(
 
     overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
-    typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epoch", "train_seconds"]))
+    typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epochs", "train_seconds"]))
     typer.echo(f"run written to {out}: open {RunFolder(out).report}")
 
 

@@ -33,6 +33,9 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
     result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(run), *sets])
     assert result.exit_code == 0, result.output
     metrics = json.loads((run / "metrics.json").read_text())
+    # every summary line the command prints has a value (each member's best epoch, not None)
+    assert "best_epochs" in result.output
+    assert not [line for line in result.output.splitlines() if line.rstrip().endswith(" None")]
     for key in (
         "accuracy",
         "balanced_accuracy",
