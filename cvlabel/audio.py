@@ -14,6 +14,8 @@ available that decodes it exactly, straight to the model's rate:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Protocol
@@ -57,13 +59,8 @@ class AudioReader:
         self.ended = False  # a read has reached the end of the clip
 
     def read(self, frames: int) -> np.ndarray:
-        try:
+        with _as_audio_error(self.path):
             chunk = self._backend.read(frames)
-        except DecodeError as exc:
-            raise AudioError(self.path, str(exc)) from None
-        except _DECODE_ERRORS as exc:
-            # libraries' own texts are often misleading ("unknown format" for a truncated header)
-            raise AudioError(self.path, f"cannot decode audio ({type(exc).__name__})") from None
         self.decoded += chunk.shape[0]
         if chunk.shape[0] < frames:
             self.ended = True
@@ -103,7 +100,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
         raise AudioError(path, "empty file (0 bytes)")
     native_rate = mp3_rate(path)
     chosen = decoder_for(path, decoder, sample_rate, native_rate)
-    try:
+    with _as_audio_error(path):
         if chosen == "bandmp3":
             try:
                 backend: Backend = _BandBackend(path, sample_rate)
@@ -113,11 +110,19 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
             backend = mpg123.Mpg123Reader(path, sample_rate, native_rate or 0)
         else:
             backend = _SoundfileBackend(path, sample_rate)
+    return AudioReader(path, backend, sample_rate)
+
+
+@contextmanager
+def _as_audio_error(path: Path) -> Iterator[None]:
+    """A decoder's failure as an AudioError naming the clip, with a reason worth reading."""
+    try:
+        yield
     except DecodeError as exc:
         raise AudioError(path, str(exc)) from None
     except _DECODE_ERRORS as exc:
+        # libraries' own texts are often misleading ("unknown format" for a truncated header)
         raise AudioError(path, f"cannot decode audio ({type(exc).__name__})") from None
-    return AudioReader(path, backend, sample_rate)
 
 
 def load_audio(
