@@ -103,6 +103,10 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
     for cap in caps:
         features[f"{fastest}, {cap:g} s past the first sound"] = replace(base, decoder=fastest, max_seconds=cap)
     candidates: dict[str, Any] = {"soundfile, whole clip at its rate (the floor)": None, **features}
+    # a large speaker's later clips are scored by one member in turn (InferOptions.committee_clips)
+    one_member = f"{fastest}, {base.max_seconds:g} s, one member a clip"
+    candidates[one_member] = replace(base, decoder=fastest)
+    scorer = {name: model.members[0] if name == one_member else model for name in candidates}
 
     def decode_only(name: str) -> None:
         if candidates[name] is None:
@@ -114,7 +118,7 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
 
     def end_to_end(name: str) -> None:
         config = candidates[name]
-        batch_logits(model, [decode_speech(path, config) for path in clips], config, BATCH)
+        batch_logits(scorer[name], [decode_speech(path, config) for path in clips], config, BATCH)
 
     seconds: dict[tuple[str, str], list[float]] = {}
     for name in candidates:  # warm-up: libraries loaded, FFT plans and mel bases built
@@ -122,7 +126,7 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
     for _ in range(repeats):
         for name in candidates:
             for kind, work in (("decode", decode_only), ("end to end", end_to_end)):
-                if kind == "end to end" and candidates[name] is None:
+                if (kind == "end to end" and candidates[name] is None) or (kind == "decode" and name == one_member):
                     continue
                 started = time.perf_counter()
                 work(name)
@@ -186,8 +190,10 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[st
     }
 
 
-def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
-    """A corpus of `rows` blank rows pointing at hard links of the corpus clips."""
+def scaled_corpus(corpus: Path, rows: int, target: Path, speaker_clips: int) -> Path:
+    """A corpus of `rows` blank rows pointing at hard links of the corpus clips, `speaker_clips` rows
+    a speaker (infer scores a speaker's first clips by every committee member, later ones by one)."""
+    target = target.with_name(f"{target.name}-{speaker_clips}perspeaker")
     if (target / "validated.tsv").exists():
         return target
     sources = sorted((corpus / "clips").glob("*.mp3"))
@@ -198,7 +204,12 @@ def scaled_corpus(corpus: Path, rows: int, target: Path) -> Path:
         os.link(sources[index % len(sources)], target / "clips" / name)
         names.append(name)
     table = pd.DataFrame(
-        {"client_id": [f"speaker{i % 500:03d}" for i in range(rows)], "path": names, "sentence": "x", "gender": ""}
+        {
+            "client_id": [f"speaker{i // speaker_clips:06d}" for i in range(rows)],
+            "path": names,
+            "sentence": "x",
+            "gender": "",
+        }
     )
     table.to_csv(target / "validated.tsv", sep="\t", index=False)
     return target
@@ -268,6 +279,11 @@ def main() -> None:
         help="rows of the local-vs-Dask table (needs cvlabel[dask]; 0 skips it)",
     )
     parser.add_argument("--throughput-rows", type=int, default=4000, help="rows of table 2")
+    parser.add_argument(
+        "--speaker-clips",
+        default="1,30",
+        help="rows per speaker of table 2 (one row each); tables 3 and 4 use the last",
+    )
     parser.add_argument("--stage-clips", type=int, default=STAGE_CLIPS, help="clips of tables 1 and 1b")
     parser.add_argument("--caps", default="6,4,3", help="features.max_seconds values of the decoder table")
     parser.add_argument("--stages-only", action="store_true", help="print tables 1 and 1b only")
@@ -300,16 +316,21 @@ def main() -> None:
 
     if args.stages_only:
         return
-    rows_corpus = scaled_corpus(corpus, args.throughput_rows, args.out / f"scale-{args.throughput_rows}")
-    with tempfile.TemporaryDirectory(dir=args.out) as work:
-        report["throughput"] = {
-            int(j): throughput(rows_corpus, model_file, int(j), Path(work)) for j in args.jobs.split(",")
-        }
+    speaker_clips = [int(n) for n in args.speaker_clips.split(",")]
+    report["throughput"] = {}
+    for per_speaker in speaker_clips:
+        rows_corpus = scaled_corpus(
+            corpus, args.throughput_rows, args.out / f"scale-{args.throughput_rows}", per_speaker
+        )
+        for jobs in [int(j) for j in args.jobs.split(",")]:
+            with tempfile.TemporaryDirectory(dir=args.out) as work:
+                result = throughput(rows_corpus, model_file, jobs, Path(work))
+            report["throughput"][f"jobs {jobs}, {per_speaker} clips/speaker"] = result
     print("\n2. infer vs the floor (soundfile, whole clips) and vs cvlabel's decode, same shards and processes")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
 
     def timed_infer(rows: int, *extra: str) -> dict[str, float]:
-        scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}")
+        scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}", speaker_clips[-1])
         pred = args.out / f"scale-{rows}-pred"
         shutil.rmtree(pred, ignore_errors=True)
         watched = run_and_watch(
@@ -333,7 +354,10 @@ def main() -> None:
         return watched
 
     report["scale"] = {rows: timed_infer(rows) for rows in [int(r) for r in args.rows.split(",")]}
-    print("\n3. cvlabel infer --jobs 2 from a fresh process, rows pointing at hard links of the clips")
+    print(
+        f"\n3. cvlabel infer --jobs 2 from a fresh process, rows pointing at hard links of the clips, "
+        f"{speaker_clips[-1]} a speaker"
+    )
     print(pd.DataFrame(report["scale"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
 
     if args.backend_rows:

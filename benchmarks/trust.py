@@ -22,7 +22,8 @@ summary.json) are set against what it delivered on the blanked rows (truth.tsv):
     in-domain            the run's own test balanced accuracy
 
     python benchmarks/trust.py ../shared/corpora/devcorpus --out outputs/trust [--seeds 0,1,2]
-        [--holdout voices|language] [--target-precision 0.9] [--accept-uncertified] [--set train.folds=5 ...]
+        [--holdout voices|language] [--target-precision 0.9] [--accept-uncertified] [--committee-clips N]
+        [--set train.folds=5 ...]
 
 A seed whose run folder is finished is not retrained. Prints one table; writes OUT/trust.json.
 """
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--holdout", choices=("voices", "language"), default="voices")
     parser.add_argument("--target-precision", type=float, default=0.9)
     parser.add_argument("--accept-uncertified", action="store_true", help="export's option of the same name")
+    parser.add_argument("--committee-clips", type=int, default=InferOptions.committee_clips, help="infer's option")
     parser.add_argument("--config", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
@@ -169,7 +171,7 @@ def main() -> None:
         train_once(view, run, load_config(args.config, [*args.overrides, f"train.seed={seed}"]), f"seed {seed}: ")
         for folder in ("pred", "aug"):
             shutil.rmtree(work / folder, ignore_errors=True)
-        infer(view, run, work / "pred", InferOptions())
+        infer(view, run, work / "pred", InferOptions(committee_clips=args.committee_clips))
         summary = export_parquet(
             view,
             work / "pred",

@@ -384,6 +384,14 @@ def infer(
     ] = INFER.jobs,
     batch_size: Annotated[int, typer.Option(help="Clips per forward pass of the model.")] = INFER.batch_size,
     shard_size: Annotated[int, typer.Option(help="Rows per shard file: the most a kill can lose.")] = INFER.shard_size,
+    committee_clips: Annotated[
+        int,
+        typer.Option(
+            help="Each speaker's first N clips are scored by every committee member, so that the members can "
+            "dispute the speaker; later clips by one member in turn (one CNN a clip instead of all). "
+            "A number above any speaker's clip count scores every clip by every member."
+        ),
+    ] = INFER.committee_clips,
     backend: Annotated[
         str,
         typer.Option(
@@ -410,6 +418,7 @@ def infer(
         jobs=jobs,
         batch_size=batch_size,
         shard_size=shard_size,
+        committee_clips=committee_clips,
         backend=backend,
         scheduler=scheduler,
     )

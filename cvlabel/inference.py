@@ -51,6 +51,7 @@ def infer(
     checkpoint_file = existing_model_file(model_dir)
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, checkpoint_file)
+    rows["turn"] = scoring_turns(rows["client_id"], options.committee_clips)
     _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
 
     shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
@@ -106,6 +107,14 @@ def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path)
     return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
 
 
+def scoring_turns(client_ids: pd.Series, committee_clips: int) -> np.ndarray:
+    """Who scores each row: -1, the whole committee (a speaker's first `committee_clips` rows, in row
+    order), else a turn number; the row goes to member turn % members, so every member scores its
+    share of each large speaker and pooling can still compare the members (pooling.py)."""
+    rank = client_ids.groupby(client_ids, sort=False).cumcount().to_numpy()
+    return np.where(rank < committee_clips, -1, rank - committee_clips)
+
+
 def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str, batch_size: int, worker: int) -> int:
     """Decode, featurise and predict one shard of rows; write its Parquet file atomically.
 
@@ -133,10 +142,20 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
                 errors[index] = exc.reason
             except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
                 errors[index] = f"unexpected {type(exc).__name__}: {str(exc)[:200]}"
-        if speech:
-            members[list(speech)] = model.member_logits(list(speech.values()), batch_size)
-    logits = members.mean(axis=1)  # the committee's logit; NaN where the clip failed
-    ok = ~np.isnan(logits)
+        scorers: dict[int | None, list[int]] = {}  # member (None: all of them) -> the clips it scores
+        for index in speech:
+            turn = records[index]["turn"]
+            scorers.setdefault(None if turn < 0 else turn % members.shape[1], []).append(index)
+        for member, chosen in scorers.items():
+            logits = model.member_logits([speech[i] for i in chosen], batch_size, member)
+            if member is None:
+                members[chosen] = logits
+            else:
+                members[chosen, member] = logits[:, 0]
+    scored = ~np.isnan(members)
+    ok = scored.any(axis=1)  # False where the clip failed
+    # the committee's logit: the mean of the members that scored the clip
+    logits = np.where(ok, np.where(scored, members, 0.0).sum(axis=1) / np.maximum(scored.sum(axis=1), 1), np.nan)
     p_female = calibrate(logits, model.temperature)
     predicted, confidence = decide(p_female)
     table = pd.DataFrame(
@@ -175,8 +194,9 @@ def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]
             "client_id": row.client_id,
             "source_tsv": row.source_tsv,
             "duration_s": None if pd.isna(row.duration_s) else float(row.duration_s),
+            "turn": int(row.turn),
         }
-        for row in shard[["path", "client_id", "source_tsv", "duration_s"]].itertuples(index=False)
+        for row in shard[["path", "client_id", "source_tsv", "duration_s", "turn"]].itertuples(index=False)
     ]
 
 
@@ -189,6 +209,7 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
         "selection": options.selection,
         "tsvs": list(options.tsvs),
         "shard_size": options.shard_size,
+        "committee_clips": options.committee_clips,
         "rows": len(rows),
         "rows_sha256": hashlib.sha256("\n".join(rows["path"]).encode()).hexdigest(),
         # what export checks the release against: not a key of resuming (a TSV edit that keeps the rows resumes)
@@ -204,7 +225,15 @@ def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
         if previous is not None:
             different = [
                 k
-                for k in ("version", "model_sha256", "selection", "tsvs", "shard_size", "rows_sha256")
+                for k in (
+                    "version",
+                    "model_sha256",
+                    "selection",
+                    "tsvs",
+                    "shard_size",
+                    "committee_clips",
+                    "rows_sha256",
+                )
                 if previous.get(k) != plan[k]
             ]
             # a plan with no finished shard holds nothing to lose (say, a run refused a broken model): replace it
@@ -232,5 +261,5 @@ def _check_options(options: InferOptions) -> None:
         raise CvlabelError(f"unknown backend {options.backend!r}; choose from {', '.join(BACKENDS)}")
     if options.scheduler and options.backend != "dask":
         raise CvlabelError("--scheduler is an address for --backend dask")
-    if options.batch_size < 1 or options.shard_size < 1 or options.jobs < 0:
-        raise CvlabelError("--batch-size and --shard-size must be at least 1, --jobs at least 0")
+    if options.batch_size < 1 or options.shard_size < 1 or options.jobs < 0 or options.committee_clips < 0:
+        raise CvlabelError("--batch-size and --shard-size must be at least 1, --jobs and --committee-clips at least 0")

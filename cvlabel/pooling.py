@@ -1,10 +1,13 @@
 """From clip predictions to speaker labels: gender is a property of a speaker (`client_id`).
 
 The rule, in one place:
-- A speaker's predicted clips are pooled: speaker_p_female = sigmoid(mean committee logit / T);
+- A speaker's predicted clips are pooled: speaker_p_female = sigmoid(mean clip logit / T), where a
+  clip's logit is the mean of the committee members that scored it (infer scores a speaker's first
+  clips by every member, later ones by one member in turn: inference.scoring_turns);
   its decision and confidence follow labels.decide.
 - A speaker is **disputed**, and never pseudo-labelled, when the committee's members disagree
-  about the speaker (any member's own pooled decision differs from the committee's), or when the
+  about the speaker (any member's own pooled decision, over the clips it scored, differs from the
+  committee's), or when the
   speaker's clips disagree (fewer than MIN_CLIP_AGREEMENT of them decided as the speaker is): one
   Common Voice client_id can hold several people, a shared account.
 - A speaker's blank rows take the speaker's own male/female answer on other rows (label_source

@@ -72,10 +72,13 @@ class InferenceModel:
     features: FeatureConfig
     temperature: float  # p_female = sigmoid(logit / temperature)
 
-    def member_logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def member_logits(
+        self, speech: Sequence[np.ndarray], batch_size: int = 32, member: int | None = None
+    ) -> np.ndarray:
         """Raw logits (evidence for female) of speech samples, as speech.speech_only gives them:
-        (clips, members)."""
-        return batch_logits(self.model, speech, self.features, batch_size)
+        (clips, members), or (clips, 1) from the one `member` given."""
+        model = self.model if member is None else self.model.members[member]
+        return batch_logits(model, speech, self.features, batch_size)
 
     def logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
         """The committee's logit of each clip: the mean of its members' logits. (clips,)"""

@@ -17,7 +17,7 @@ from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
 from cvlabel.export import export_parquet
-from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer
+from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer, scoring_turns
 from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config
 
 runner = CliRunner()
@@ -202,6 +202,35 @@ def test_serial_and_parallel_give_the_same_rows(synthetic_corpus, trained_run, t
     two = pd.read_parquet(tmp_path / "two" / "predictions.parquet").sort_values("path").reset_index(drop=True)
     assert one["path"].tolist() == two["path"].tolist()
     np.testing.assert_allclose(one["clip_p_female"], two["clip_p_female"], atol=1e-5)
+
+
+def test_a_speakers_first_clips_go_to_the_whole_committee_and_the_rest_in_turn():
+    speakers = pd.Series(["a", "b", "a", "a", "b", "a", "a", "c"])
+    assert scoring_turns(speakers, 2).tolist() == [-1, -1, -1, 0, -1, 1, 2, -1]
+    assert scoring_turns(speakers, 0).tolist() == [0, 0, 1, 2, 1, 3, 4, 0]
+    assert (scoring_turns(speakers, 100) == -1).all()
+
+
+def test_later_clips_are_scored_by_one_member_with_the_committees_own_logits(synthetic_corpus, trained_run, tmp_path):
+    infer(synthetic_corpus, trained_run, tmp_path / "all", InferOptions(jobs=1, committee_clips=1000))
+    infer(synthetic_corpus, trained_run, tmp_path / "shared", InferOptions(jobs=1, committee_clips=1))
+    full = pd.read_parquet(tmp_path / "all" / "predictions.parquet").set_index("path")
+    shared = pd.read_parquet(tmp_path / "shared" / "predictions.parquet").set_index("path").loc[full.index]
+    everyone = np.array(full["member_logits"].tolist())
+    some = np.array(shared["member_logits"].tolist())
+    members = everyone.shape[1]
+    assert members > 1 and np.isfinite(everyone).all()
+    first = ~shared.duplicated("client_id").to_numpy()  # rows are in the order infer selected them
+    assert np.isfinite(some[first]).all()  # a speaker's first clip: every member
+    later = some[~first]
+    assert len(later) and (np.isfinite(later).sum(axis=1) == 1).all()  # later clips: one member each
+    scorer = np.nanargmax(np.isfinite(later), axis=1)
+    assert len(set(scorer)) == members  # in turn: every member takes its share
+    # the same logits as the whole committee's, only fewer of them computed
+    np.testing.assert_allclose(some[np.isfinite(some)], everyone[np.isfinite(some)], atol=1e-5)
+    np.testing.assert_allclose(shared["logit"][~first], later[np.isfinite(later)], atol=1e-9)
+    with pytest.raises(CvlabelError, match="another committee_clips"):
+        infer(synthetic_corpus, trained_run, tmp_path / "shared", InferOptions(jobs=1, committee_clips=2))
 
 
 @pytest.mark.slow
