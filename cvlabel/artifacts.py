@@ -129,8 +129,9 @@ PREDICTION_SCHEMA = pa.schema(
         ("client_id", pa.string()),
         ("source_tsv", pa.string()),  # validated | other | invalidated
         ("duration_s", pa.float64()),  # from clip_durations.tsv, else null
-        ("logit", pa.float64()),  # the committee's logit: the mean of its members'; null on error
-        ("member_logits", pa.list_(pa.float64())),  # each committee member's logit; null on error
+        ("logit", pa.float64()),  # the committee's logit: the mean of the members that scored it; null on error
+        ("member_logits", pa.list_(pa.float64())),  # each member's logit, NaN if it did not score the clip
+        # (infer's committee_clips); null on error
         ("p_female", pa.float64()),  # calibrated: sigmoid(logit / temperature); null on error
         ("label", pa.string()),  # male | female; null on error
         ("confidence", pa.float64()),  # max(p_female, 1 - p_female); null on error
