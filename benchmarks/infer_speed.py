@@ -10,7 +10,8 @@ default shape (inference costs the same whatever the weights). Prints three tabl
    nothing else) and against cvlabel's own decode (decode_clip with the default features: the
    fastest decoder, the default max_seconds) over the same shards with the same number of
    processes (worker pools warmed up first, so start-up is not counted), per --jobs, on the
-   --throughput-rows rows of a scaled corpus (enough shards for every process);
+   --throughput-rows rows of a scaled corpus (enough shards for every process), once per
+   --speaker-clips (rows a speaker: a speaker's first clips get every committee member);
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
