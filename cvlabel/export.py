@@ -306,6 +306,7 @@ def label_release(
         "temperature": checkpoint.temperature,
         "corpus": plan["corpus"],
         "tsvs_sha256": plan.get("tsvs_sha256"),
+        "committee_clips": plan.get("committee_clips"),  # how infer shared the committee (clip p_female)
         "thresholds": thresholds,
         "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }

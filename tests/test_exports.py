@@ -161,6 +161,7 @@ def test_classifier_splits_say_only_male_or_female_and_carry_the_probabilities(r
         assert metadata["model_sha256"] == plan["model_sha256"] and metadata["layout"] == "classifier"
         assert metadata["temperature"] == read_checkpoint_info(trained_run / "model.safetensors").temperature
         assert metadata["thresholds"] == {"male": threshold, "female": threshold}
+        assert metadata["committee_clips"] == plan["committee_clips"] == InferOptions().committee_clips
     # infer read invalidated.tsv: its rows in train are announced
     in_train = rows[(rows["split"] == "train") & (rows["source_tsv"] == "invalidated")]
     assert summary["invalidated_rows_in_train"] == len(in_train) > 0
