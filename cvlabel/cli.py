@@ -515,21 +515,13 @@ def export_parquet(
     """Write the release with self-reported and pseudo labels as Parquet: a classifier's splits, or the release's."""
     from .artifacts import ExportFolder
     from .export import export_parquet as run_export
-    from .report import describe_export
 
-    options = ExportOptions(
-        min_confidence=min_confidence,
-        target_precision=target_precision,
-        certainty=certainty,
-        accept_uncertified=accept_uncertified,
-        allow_weak_model=allow_weak_model,
-        rebalance=rebalance,
-        female_share=female_share,
-        layout=layout,
-    )
+    options = _export_options(
+        min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model,
+        rebalance=rebalance, female_share=female_share, layout=layout,
+    )  # fmt: skip
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
-    typer.echo(describe_export(summary))
-    typer.echo(f"written to {out}: open {ExportFolder(out).report} (summary.json has the details)")
+    _say_exported(summary, out, ExportFolder(out).report)
 
 
 @export_app.command("tsv")
@@ -557,18 +549,10 @@ def export_tsv(
 ) -> None:
     """Write the release's own TSVs with the blank genders filled in its vocabulary, for Common Voice loaders."""
     from .export import export_tsv as run_export
-    from .report import describe_export
 
-    options = ExportOptions(
-        min_confidence=min_confidence,
-        target_precision=target_precision,
-        certainty=certainty,
-        accept_uncertified=accept_uncertified,
-        allow_weak_model=allow_weak_model,
-    )
+    options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
     summary = run_export(corpus_dir, predictions, out, options, reference=reference, clips=clips)
-    typer.echo(describe_export(summary))
-    typer.echo(f"written to {out} (summary.json has the details)")
+    _say_exported(summary, out)
 
 
 @export_app.command("lhotse")
@@ -587,18 +571,38 @@ def export_lhotse(
     """Write lhotse recordings and supervisions manifests as lhotse's Common Voice recipe does, labels included
     (needs the lhotse extra)."""
     from .export import export_lhotse as run_export
-    from .report import describe_export
 
-    options = ExportOptions(
+    options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
+    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
+    _say_exported(summary, out)
+
+
+def _export_options(
+    min_confidence: float | None,
+    target_precision: float,
+    certainty: float,
+    accept_uncertified: bool,
+    allow_weak_model: bool,
+    **layout: Any,
+) -> ExportOptions:
+    """The options every export shares (how labels are chosen), plus those of a layout (export parquet)."""
+    return ExportOptions(
         min_confidence=min_confidence,
         target_precision=target_precision,
         certainty=certainty,
         accept_uncertified=accept_uncertified,
         allow_weak_model=allow_weak_model,
+        **layout,
     )
-    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
+
+
+def _say_exported(summary: dict[str, Any], out: Path, report: Path | None = None) -> None:
+    """An export's last lines: its headline, and where it went."""
+    from .report import describe_export
+
     typer.echo(describe_export(summary))
-    typer.echo(f"written to {out} (summary.json has the details)")
+    opened = f": open {report}" if report else ""
+    typer.echo(f"written to {out}{opened} (summary.json has the details)")
 
 
 VERBOSE_FLAGS = ("-v", "--verbose")
