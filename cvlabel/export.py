@@ -104,6 +104,18 @@ class LabelledRelease:
     predictions: pd.DataFrame  # the predictions folder's predictions.parquet
     blank_rows: dict[str, Any]  # the blank rows of the TSVs infer read: how many, labelled how, left blank why
 
+    def summary(self, exported: pd.DataFrame, **own: Any) -> dict[str, Any]:
+        """summary.json of an export of the rows `exported`: what every export states (provenance, claims,
+        the rule, the labels given, the blank rows) and the export's `own` keys."""
+        return {
+            **self.metadata,
+            "claims": self.claims,
+            "rule": self.rule,
+            **own,
+            "pseudo_labels": _pseudo_labels(exported),
+            "blank_rows": self.blank_rows,
+        }
+
 
 def export_parquet(
     corpus_dir: str | Path,
@@ -127,15 +139,7 @@ def export_parquet(
         for name in files:
             write_export_split(table.filter(pa.array(rows["split"].to_numpy() == name)), folder.split(name),
                                labelled.metadata)  # fmt: skip
-        summary = {
-            **labelled.metadata,
-            "claims": labelled.claims,
-            "rule": labelled.rule,
-            "rows": {name: int((rows["split"] == name).sum()) for name in files},
-            "pseudo_labels": _pseudo_labels(rows),
-            "blank_rows": labelled.blank_rows,
-            **counts,
-        }
+        summary = labelled.summary(rows, rows={name: int((rows["split"] == name).sum()) for name in files}, **counts)
         write_json(folder.summary, summary)
         run_metrics = _run_metrics(labelled.plan["model"])
         write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)
@@ -167,18 +171,14 @@ def export_tsv(
         written = {tsv.name: write_augmented_tsv(tsv, tmp / tsv.name, fills, provenance)
                    for tsv in sorted(corpus_dir.glob("*.tsv"))}  # fmt: skip
         _give_clips(corpus_dir, tmp, clips)
-        summary = {
-            **labelled.metadata,
-            "claims": labelled.claims,
-            "rule": labelled.rule,
-            "vocabulary": vocabulary,
-            "clips": clips,
-            "filled": {name: n for name, n in written.items() if n is not None},
-            "copied": sorted(name for name, n in written.items() if n is None),
-            "pseudo_labels": _pseudo_labels(rows),
-            "blank_reasons": _reasons(rows["blank_reason"]),
-            "blank_rows": labelled.blank_rows,
-        }
+        summary = labelled.summary(
+            rows,
+            vocabulary=vocabulary,
+            clips=clips,
+            filled={name: n for name, n in written.items() if n is not None},
+            copied=sorted(name for name, n in written.items() if n is None),
+            blank_reasons=_reasons(rows["blank_reason"]),
+        )
         write_json(ExportFolder(tmp).summary, summary)
     return summary
 
@@ -229,15 +229,7 @@ def export_lhotse(
                     lhotse_manifest(tmp, "supervisions", language, split)
                 )
                 written[f"{language}/{split}"] = len(recordings)
-        summary = {
-            **labelled.metadata,
-            "claims": labelled.claims,
-            "rule": labelled.rule,
-            "manifests": written,
-            "missing_clips": missing,
-            "pseudo_labels": _pseudo_labels(rows),
-            "blank_rows": labelled.blank_rows,
-        }
+        summary = labelled.summary(rows, manifests=written, missing_clips=missing)
         write_json(ExportFolder(tmp).summary, summary)
     return summary
 
