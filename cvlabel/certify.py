@@ -51,11 +51,11 @@ def certified_thresholds(
     """
     claims = {}
     for gender, curve in precision_curves(speakers, certainty).items():
-        pool = _pool(speakers, gender)
         bounds = list(zip(curve["lower_bound"], curve["precision"], strict=True))
+        whole = curve.iloc[-1] if len(curve) else {"speakers": 0, "clips": 0}  # the last cut keeps every speaker
         claim: dict[str, Any] = {
             "threshold": None, "certified": False, "lower_bound": None, "precision": None, "speakers": 0,
-            "clips": 0, "reference_speakers": int(len(pool)), "reference_clips": int(pool["clips"].sum()),
+            "clips": 0, "reference_speakers": int(whole["speakers"]), "reference_clips": int(whole["clips"]),
             "best_lower_bound": float(curve["lower_bound"].max()) if len(curve) else 0.0,
         }  # fmt: skip
         chosen = [k for k, (lower, _) in enumerate(bounds) if lower >= target]

@@ -84,6 +84,7 @@ BLANK_REASONS = {
     "no male/female label": "with no male/female label",
 }
 OPTED_OUT, NOT_PREDICTED = list(BLANK_REASONS)[2], list(BLANK_REASONS)[5]  # kept first when capping or rebalancing
+FILLED_SOURCES = ("speaker", "pseudo")  # the gender_source of a blank row an export fills
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
 LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
@@ -162,9 +163,8 @@ def export_tsv(
         labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="tsv")
         rows, corpus_dir = labelled.rows, labelled.corpus_dir
         vocabulary = gender_vocabulary(labelled.manifest["gender_raw"])
-        filled = rows["gender_source"].isin(["speaker", "pseudo"])
-        names = rows.loc[filled, "gender"].map(BINARY_GENDER_NAMES[vocabulary])
-        fills = dict(zip(rows.loc[filled, "path"], names, strict=True))
+        filled = rows["gender_source"].isin(FILLED_SOURCES)
+        fills = dict(zip(rows.loc[filled, "path"], _release_genders(rows, vocabulary)[filled], strict=True))
         stated = rows[rows["gender_source"].notna()]
         confidence = stated["gender_confidence"].map("{:.4f}".format)
         provenance = dict(zip(stated["path"], zip(stated["gender_source"], confidence, strict=True), strict=True))
@@ -203,7 +203,7 @@ def export_lhotse(
         labelled = label_release(corpus_dir, predictions_dir, options, reference, layout="lhotse")
         rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
         rows["split"] = rows["cv_split"].where(rows["cv_split"] != "", rows["source_tsv"])
-        rows["gender_written"] = _release_genders(rows, labelled.manifest)
+        rows["gender_written"] = _release_genders(rows, gender_vocabulary(labelled.manifest["gender_raw"]))
         locale = rows["locale"] if "locale" in rows else pd.Series("", index=rows.index)
         rows["language"] = locale.fillna("").where(locale.fillna("") != "", labelled.corpus_dir.name)
         clips, written, missing = clips_dir(labelled.corpus_dir), {}, 0
@@ -234,11 +234,10 @@ def export_lhotse(
     return summary
 
 
-def _release_genders(rows: pd.DataFrame, manifest: pd.DataFrame) -> pd.Series:
+def _release_genders(rows: pd.DataFrame, vocabulary: str) -> pd.Series:
     """Each row's gender as the release writes it (the TSV export's value): the TSV's own string, or
-    for a filled blank row the label in the release's vocabulary."""
-    vocabulary = gender_vocabulary(manifest["gender_raw"])
-    filled = rows["gender_source"].isin(["speaker", "pseudo"])
+    for a filled blank row the label in the release's `vocabulary` (corpus.gender_vocabulary)."""
+    filled = rows["gender_source"].isin(FILLED_SOURCES)
     return rows["gender_raw"].where(~filled, rows["gender"].map(BINARY_GENDER_NAMES[vocabulary]))
 
 
