@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -52,12 +51,30 @@ def batch_logits(
     order = np.argsort(frames, kind="stable")
     for start in range(0, len(clips), batch_size):
         chosen = order[start : start + batch_size]
-        batch = torch.zeros(len(chosen), config.n_mels, int(frames[chosen].max()))
+        # padded to one of a few shapes (see BATCH_ROWS); the model zeroes the padding at every
+        # stage, so a clip's logit does not depend on it
+        rows, length = _round_up(len(chosen), BATCH_ROWS), _round_up(frames[chosen].max(), TIME_FRAMES)
+        batch = torch.zeros(rows, config.n_mels, length)
         for row, index in enumerate(chosen):
             batch[row, :, : frames[index]] = log_mel(clips[index], config)
-        out = model(batch, torch.as_tensor(frames[chosen])).double().numpy()
-        logits[chosen] = out.reshape(len(chosen), -1)
+        valid = torch.zeros(len(batch), dtype=torch.int64)  # padding rows: one frame of zeros each
+        valid[: len(chosen)] = torch.as_tensor(frames[chosen])
+        out = model(batch, valid.clamp(min=1)).double().numpy()
+        logits[chosen] = out.reshape(len(batch), -1)[: len(chosen)]
     return logits
+
+
+# oneDNN compiles a convolution for each input shape and caches 1,024 of them: clips of any length
+# gave a new shape nearly every batch, so a worker either recompiled every batch (cache off) or grew
+# from 0.7 to 1.4 GB over 20k clips (cache on). Padded to a multiple of BATCH_ROWS clips and of
+# TIME_FRAMES frames (the body's stride: 0.32 s at a 20 ms hop), a batch takes one of a few shapes
+# (52 at the defaults), all of which stay cached, and memory stays flat.
+BATCH_ROWS = 8
+TIME_FRAMES = 16
+
+
+def _round_up(count: int, multiple: int) -> int:
+    return -(-int(count) // multiple) * multiple
 
 
 def _members(model: GenderCNN | Committee) -> int:
@@ -92,15 +109,7 @@ def inference_model(path: str | Path) -> InferenceModel:
     return _load_inference_model(str(file.resolve()), file.stat().st_mtime_ns)
 
 
-# oneDNN caches a compiled convolution per input shape, and clips give a new time length in
-# nearly every batch: with the cache on, an inference worker grew from 0.7 to 1.4 GB over 20k clips.
-# Off, memory stays flat and batches ran no slower (measured, benchmarks/infer_speed.py). It is read
-# at the process's first convolution; a user's own value wins.
-ONEDNN_CACHE = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "0")
-
-
 @lru_cache(maxsize=2)
 def _load_inference_model(path: str, mtime_ns: int) -> InferenceModel:
-    os.environ.setdefault(*ONEDNN_CACHE)
     checkpoint = load_checkpoint(path)
     return InferenceModel(checkpoint.model.fuse_for_inference(), checkpoint.config.features, checkpoint.temperature)
