@@ -11,6 +11,10 @@ as root, the extra voices:
     apt-get install mbrola-de8 mbrola-fr3 mbrola-fr6 mbrola-es4 mbrola-mx1 \\
         mbrola-it4 mbrola-nl3 mbrola-pt1 mbrola-pl1 mbrola-br4
     python3 benchmarks/wide_corpus.py /tmp/devcorpus-wide [generator options ...]
+
+`--wider` adds ten more (37 voices; their sentences come from the generator's gettext catalogs of
+Swedish, Czech and Turkish): apt-get install mbrola-it2 mbrola-br2 mbrola-sw2 mbrola-cz1 mbrola-tr2
+mbrola-it3 mbrola-nl2 mbrola-br3 mbrola-cz2 mbrola-sw1.
     python benchmarks/trust.py /tmp/devcorpus-wide --out outputs/trust-wide --target-precision 0.6
 
 Use the python3 the generator was set up with (it needs lameenc, soundfile and soxr, not cvlabel).
@@ -36,6 +40,18 @@ MORE_VOICES = {
     "pl1": ("female", "pl", "pl"),
     "br4": ("female", "pt", "pt"),
 }
+WIDER_VOICES = {  # --wider
+    "it2": ("female", "it", "it"),
+    "br2": ("female", "pt", "pt"),
+    "sw2": ("female", "sv-SE", "sv"),
+    "cz1": ("female", "cs", "cs"),
+    "tr2": ("female", "tr", "tr"),
+    "it3": ("male", "it", "it"),
+    "nl2": ("male", "nl", "nl"),
+    "br3": ("male", "pt", "pt"),
+    "cz2": ("male", "cs", "cs"),
+    "sw1": ("male", "sv-SE", "sv"),
+}
 
 
 def main() -> None:
@@ -43,14 +59,18 @@ def main() -> None:
         sys.exit(f"usage: {sys.argv[0]} OUT_DIR [options of {GENERATOR.name}]")
     if not GENERATOR.is_file():
         sys.exit(f"{GENERATOR}: the shared corpus generator is not there")
+    voices_to_add = dict(MORE_VOICES)
+    if "--wider" in sys.argv:
+        sys.argv.remove("--wider")
+        voices_to_add.update(WIDER_VOICES)
     sys.path.insert(0, str(GENERATOR.parent))  # imported by name: its worker processes pickle its functions
     import make_dev_corpus as generator
 
-    missing = [v for v in MORE_VOICES if not (Path(generator.MBROLA_DIR) / v / v).exists()]
+    missing = [v for v in voices_to_add if not (Path(generator.MBROLA_DIR) / v / v).exists()]
     if missing:
         packages = " ".join(f"mbrola-{v}" for v in missing)
         sys.exit(f"MBROLA voices not installed: {' '.join(missing)} (as root: apt-get install {packages})")
-    generator.MBROLA.update(MORE_VOICES)
+    generator.MBROLA.update(voices_to_add)
     voices = ",".join(generator.MBROLA)
     sys.argv = [str(GENERATOR), "--out", sys.argv[1], "--mbrola-voices", voices, *sys.argv[2:]]
     generator.main()
