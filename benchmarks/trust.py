@@ -21,6 +21,8 @@ summary.json) are set against what it delivered on the blanked rows (truth.tsv):
                          through a telephone channel)
     in-domain            the run's own test balanced accuracy
 
+Under the table, each seed's pitch-moved voices below 0.95 (trust.json: `overlap_by_voice`, all of them).
+
     python benchmarks/trust.py ../shared/corpora/devcorpus --out outputs/trust [--seeds 0,1,2]
         [--holdout voices|language] [--target-precision 0.9] [--accept-uncertified] [--committee-clips N]
         [--set train.folds=5 ...]
@@ -130,6 +132,9 @@ def delivered(view: Path, pred: Path, aug: Path, truth: pd.DataFrame, held: set[
     for name, kind in (("overlap", "diphone-overlap"), ("ordinary", "diphone"), ("formant", "formant")):
         chosen = (mine["kind"] == kind).to_numpy()
         result[name] = float(right_clip[chosen].mean()) if chosen.any() else None
+    # which pitch-moved voices fail: a few voices, not a share of every voice, is what the twins column hides
+    twins = mine.assign(right=right_clip)[mine["kind"].to_numpy() == "diphone-overlap"]
+    result["overlap_by_voice"] = {k: round(float(v), 3) for k, v in twins.groupby("speaker")["right"].mean().items()}
     return result
 
 
@@ -203,6 +208,9 @@ def main() -> None:
     for seed, result in report.items():
         if result["wrong_speakers"]:
             print(f"seed {seed}: wrongly labelled speakers: {', '.join(result['wrong_speakers'])}")
+        weak = {k: v for k, v in result["overlap_by_voice"].items() if v < 0.95}
+        if weak:
+            print(f"seed {seed}: pitch-moved voices below 0.95: {', '.join(f'{k} {v:.2f}' for k, v in weak.items())}")
     args.out.mkdir(parents=True, exist_ok=True)
     name = f"trust-{args.holdout}-{args.target_precision}{'-uncertified' if args.accept_uncertified else ''}"
     (args.out / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
