@@ -1,20 +1,19 @@
-"""The development corpus with 10 more MBROLA vocal tracts: the instrument of docs/experiments.md
-("More vocal tracts: the limit is the corpus, not the recipe").
+"""The development corpus with 10 (or, with --wider, 20) more MBROLA vocal tracts: the instrument of
+docs/experiments.md ("More vocal tracts: the limit is the corpus, not the recipe").
 
 The shared generator (../shared/corpora/make_dev_corpus.py) knows 17 MBROLA voices, too few to tell
 whether a model generalises to a new vocal tract. This runs that generator unchanged, with its voice
-table extended by ten Debian `mbrola-XX` voices and their gender from the package description (the
+table extended by Debian `mbrola-XX` voices and their gender from the package description (the
 female ones come from other languages: English, German, French and Spanish have no more female
 voices). Needs the generator's own setup (`bash ../shared/corpora/make_dev_corpus.sh` once) and,
 as root, the extra voices:
 
     apt-get install mbrola-de8 mbrola-fr3 mbrola-fr6 mbrola-es4 mbrola-mx1 \\
         mbrola-it4 mbrola-nl3 mbrola-pt1 mbrola-pl1 mbrola-br4
-    python3 benchmarks/wide_corpus.py /tmp/devcorpus-wide [generator options ...]
-
-`--wider` adds ten more (37 voices; their sentences come from the generator's gettext catalogs of
-Swedish, Czech and Turkish): apt-get install mbrola-it2 mbrola-br2 mbrola-sw2 mbrola-cz1 mbrola-tr2
-mbrola-it3 mbrola-nl2 mbrola-br3 mbrola-cz2 mbrola-sw1.
+    # --wider also (37 voices; Swedish, Czech and Turkish sentences come from the generator's gettext catalogs):
+    apt-get install mbrola-it2 mbrola-br2 mbrola-sw2 mbrola-cz1 mbrola-tr2 \\
+        mbrola-it3 mbrola-nl2 mbrola-br3 mbrola-cz2 mbrola-sw1
+    python3 benchmarks/wide_corpus.py /tmp/devcorpus-wide [--wider] [generator options ...]
     python benchmarks/trust.py /tmp/devcorpus-wide --out outputs/trust-wide --target-precision 0.6
 
 Use the python3 the generator was set up with (it needs lameenc, soundfile and soxr, not cvlabel).

@@ -57,9 +57,9 @@ def batch_logits(
         batch = torch.zeros(rows, config.n_mels, length)
         for row, index in enumerate(chosen):
             batch[row, :, : frames[index]] = log_mel(clips[index], config)
-        valid = torch.zeros(len(batch), dtype=torch.int64)  # padding rows: one frame of zeros each
+        valid = torch.ones(len(batch), dtype=torch.int64)  # padding rows: one frame of zeros each
         valid[: len(chosen)] = torch.as_tensor(frames[chosen])
-        out = model(batch, valid.clamp(min=1)).double().numpy()
+        out = model(batch, valid).double().numpy()
         logits[chosen] = out.reshape(len(batch), -1)[: len(chosen)]
     return logits
 
