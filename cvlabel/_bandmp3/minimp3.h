@@ -1308,7 +1308,10 @@ static void L3_decode(mp3dec_t *h, mp3dec_scratch_t *s, L3_gr_info_t *gr_info, i
     }
 }
 
-static void mp3d_DCT_II(float *grbuf, int n, int nbands)
+/* cvlabel: quarter: only the outputs at multiples of 4 are read (with at most 8 subbands they are
+   the 8-point DCT of subbands 0-7, t[0] below), so the other three 8-point DCTs and their
+   outputs are skipped; the outputs computed are the same values */
+static void mp3d_DCT_II(float *grbuf, int n, int nbands, int quarter)
 {
     static const float g_sec[24] = {
         10.19000816f,0.50060302f,0.50241929f,3.40760851f,0.50547093f,0.52249861f,2.05778098f,0.51544732f,0.56694406f,1.48416460f,0.53104258f,0.64682180f,1.16943991f,0.55310392f,0.78815460f,0.97256821f,0.58293498f,1.06067765f,0.83934963f,0.62250412f,1.72244716f,0.74453628f,0.67480832f,5.10114861f
@@ -1343,7 +1346,7 @@ static void mp3d_DCT_II(float *grbuf, int n, int nbands)
             x[16] = VADD(t3, t2);
             x[24] = VMUL_S(VSUB(t3, t2), g_sec[3*i + 2]);
         }
-        for (x = t[0], i = 0; i < 4; i++, x += 8)
+        for (x = t[0], i = 0; i < (quarter ? 1 : 4); i++, x += 8)
         {
             f4 x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7], xt;
             xt = VSUB(x0, x7); x0 = VADD(x0, x7);
@@ -1370,7 +1373,20 @@ static void mp3d_DCT_II(float *grbuf, int n, int nbands)
             x[7] = VMUL_S(VSUB(xt, x7), 2.56291556f);
         }
 
-        if (k > n - 3)
+        if (quarter)
+        {
+            for (i = 0; i < 8; i++, y += 4*18)
+            {
+                if (k > n - 3)
+#if HAVE_SSE
+                    _mm_storel_pi((__m64 *)(void*)y, t[0][i]);
+#else /* HAVE_SSE */
+                    vst1_f32((float32_t *)y, vget_low_f32(t[0][i]));
+#endif /* HAVE_SSE */
+                else
+                    VSTORE(y, t[0][i]);
+            }
+        } else if (k > n - 3)
         {
 #if HAVE_SSE
 #define VSAVE2(i, v) _mm_storel_pi((__m64 *)(void*)&y[i*18], v)
@@ -1429,7 +1445,7 @@ static void mp3d_DCT_II(float *grbuf, int n, int nbands)
             x[16] = t3 + t2;
             x[24] = (t3 - t2)*g_sec[3*i + 2];
         }
-        for (x = t[0], i = 0; i < 4; i++, x += 8)
+        for (x = t[0], i = 0; i < (quarter ? 1 : 4); i++, x += 8)
         {
             float x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5], x6 = x[6], x7 = x[7], xt;
             xt = x0 - x7; x0 += x7;
@@ -1455,6 +1471,12 @@ static void mp3d_DCT_II(float *grbuf, int n, int nbands)
             x[6] = (x4 - x3)*1.30656302f;
             x[7] = (xt - x7)*2.56291556f;
 
+        }
+        if (quarter)
+        {
+            for (i = 0; i < 8; i++, y += 4*18)
+                y[0] = t[0][i];
+            continue;
         }
         for (i = 0; i < 7; i++, y += 4*18)
         {
@@ -1532,7 +1554,9 @@ static uint32_t mp3d_kept_iterations(uint64_t kept)
     return iterations;
 }
 
-static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uint32_t iterations)
+/* cvlabel: sparse: the kept steps are the same for every call of the stream, so the history is
+   written only in the columns those steps read */
+static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uint32_t iterations, int sparse)
 {
     int i;
     float *xr = xl + 576*(nch - 1);
@@ -1584,6 +1608,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 #define V1(k) { VLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vz, w0), VMUL(vy, w1))); }
 #define V2(k) { VLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vy, w1), VMUL(vz, w0))); }
         f4 a, b;
+        if (sparse && !(iterations >> i & 1))
+        {
+            w += 16;
+            continue;
+        }
         zlin[4*i]     = xl[18*(31 - i)];
         zlin[4*i + 1] = xr[18*(31 - i)];
         zlin[4*i + 2] = xl[1 + 18*(31 - i)];
@@ -1670,6 +1699,11 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 #define S2(k) { int j; LOAD(k); for (j = 0; j < 4; j++) b[j] += vz[j]*w1 + vy[j]*w0, a[j] += vy[j]*w1 - vz[j]*w0; }
         float a[4], b[4];
 
+        if (sparse && !(iterations >> i & 1))
+        {
+            w += 16;
+            continue;
+        }
         zlin[4*i]     = xl[18*(31 - i)];
         zlin[4*i + 1] = xr[18*(31 - i)];
         zlin[4*i + 2] = xl[1 + 18*(31 - i)];
@@ -1702,11 +1736,15 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins, mp3dec_band_t *band)
 {
     int i, j, n = 0, step = band->step, first;
+    /* cvlabel: a step dividing 64 keeps the same samples of every 64 (phase stays 0), so only the
+       history columns the kept steps read are written; a step that is also a multiple of 4 reads
+       only the DCT outputs at multiples of 4 (mp3d_DCT_II) */
+    int sparse = 64 % step == 0, quarter = sparse && step % 4 == 0 && band->subbands <= 8;
     float block[64];
     uint64_t kept;
     for (i = 0; i < nch; i++)
     {
-        mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands); /* cvlabel: the kept subbands */
+        mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands, quarter); /* cvlabel: the kept subbands */
     }
 
     memcpy(lins, qmf_state, sizeof(float)*15*64);
@@ -1721,7 +1759,7 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
             band->iterations = mp3d_kept_iterations(kept);
             band->iterations_phase = band->phase;
         }
-        mp3d_synth(grbuf + i, block, nch, lins + i*64, band->iterations);
+        mp3d_synth(grbuf + i, block, nch, lins + i*64, band->iterations, sparse);
         for (j = first; j < 64; j += step)
             pcm[n++] = block[j];
         band->phase = (band->phase + 64) % step;
