@@ -26,11 +26,9 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     clamped at DYNAMIC_RANGE_DB below the clip's peak; with normalize_gain each clip's mean is
     subtracted, so a clip and the same clip 20 dB quieter give the same features.
     """
-    waveform = torch.as_tensor(samples, dtype=torch.float32)
     window, filterbank = _mel_basis(config)
-    spectrum = torch.stft(
-        waveform, config.n_fft, config.hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
-    )
+    padded = torch.from_numpy(_reflect_pad(np.asarray(samples, dtype=np.float32), config.n_fft // 2))
+    spectrum = torch.stft(padded, config.n_fft, config.hop_length, window=window, center=False, return_complex=True)
     # |X|^2 as re^2 + im^2: several times faster on a CPU than abs().pow(2) (measured)
     spectrum = spectrum[..., : filterbank.shape[0], :]  # bins above f_max carry no mel weight
     power = spectrum.real**2 + spectrum.imag**2
@@ -46,6 +44,20 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
 
 
 _NATS_PER_DB = float(np.log(10.0) / 10.0)  # natural-log units of power per decibel
+
+
+def _reflect_pad(samples: np.ndarray, half: int) -> np.ndarray:
+    """The samples mirrored by `half` at both ends of the last axis (the edge sample not repeated),
+    as torch.stft(center=True, pad_mode="reflect") pads them; by slicing, which took a quarter of
+    the time of torch's pad (half of the STFT's time at 12 kHz) or numpy's."""
+    length = samples.shape[-1]
+    if length <= half:
+        raise ValueError(f"reflect padding by {half} needs more than {half} samples, got {length}")
+    padded = np.empty(samples.shape[:-1] + (length + 2 * half,), dtype=np.float32)
+    padded[..., half : half + length] = samples
+    padded[..., :half] = samples[..., half:0:-1]
+    padded[..., half + length :] = samples[..., -2 : -half - 2 : -1]
+    return padded
 
 
 @lru_cache(maxsize=8)

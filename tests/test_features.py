@@ -6,8 +6,8 @@ import torch
 
 from cvlabel.config import FeatureConfig
 from cvlabel.errors import AudioError
-from cvlabel.features import log_mel
-from cvlabel.speech import speech_bounds, speech_only, trim_silence
+from cvlabel.features import _reflect_pad, log_mel
+from cvlabel.speech import speech_bounds, speech_only, speech_onset, trim_silence
 
 RATE = FeatureConfig().sample_rate
 
@@ -67,6 +67,31 @@ def test_trimming_is_switchable_and_pure():
     untrimmed = speech_only(clip, FeatureConfig(trim_silence=False), "clip")
     assert untrimmed.shape[0] == clip.shape[0] > trimmed.shape[0] >= 0.5 * RATE
     np.testing.assert_array_equal(clip, before)
+
+
+@pytest.mark.parametrize("silence_s", [0.0, 0.5, 1.0, 2.37])
+def test_speech_onset_is_the_first_loud_frame_wherever_it_falls(silence_s):
+    """speech_onset looks a second at a time: a sound in a later second, or right at a second's
+    first frame, is found at the same sample as a scan of every frame finds it."""
+    config = FeatureConfig()
+    frame = int(RATE * config.vad_frame_ms / 1000)
+    clip = np.concatenate([np.zeros(int(silence_s * RATE)), tone(200, 0.5)]).astype(np.float32)
+    energy_db = 10 * np.log10(np.mean(clip[: len(clip) // frame * frame].reshape(-1, frame) ** 2, axis=1) + 1e-12)
+    first_loud = int(np.flatnonzero(energy_db >= config.vad_floor_dbfs)[0]) * frame
+    assert speech_onset(clip, config) == first_loud
+    assert abs(first_loud - silence_s * RATE) <= frame
+    assert speech_onset(np.zeros(3 * RATE, dtype=np.float32), config) is None
+
+
+@pytest.mark.parametrize("shape", [(193,), (194,), (1000,), (3, 500)])
+def test_reflect_padding_is_torchs(shape):
+    """log_mel pads by slicing; the frames are those of torch.stft(center=True, pad_mode="reflect")."""
+    samples = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    flat = torch.from_numpy(samples).reshape(-1, 1, shape[-1])
+    expected = torch.nn.functional.pad(flat, (192, 192), mode="reflect").reshape(shape[:-1] + (shape[-1] + 384,))
+    np.testing.assert_array_equal(_reflect_pad(samples, 192), expected.numpy())
+    with pytest.raises(ValueError, match="more than 192 samples"):
+        _reflect_pad(samples[..., :192], 192)
 
 
 def test_config_is_hashable_and_frozen():
