@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
 from .audio import mp3_decoder
-from .checkpoint import existing_model_file, run_config
+from .checkpoint import existing_model_file, read_checkpoint_info, run_config
 from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
@@ -68,11 +68,11 @@ def infer(
         jobs = resolve_jobs(options.jobs, rows=todo_rows, tasks=len(todo))
         runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
     log.info("%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder())
-    with runner as run:
-        # the checkpoint is loaded (and checked) where the shards will run, never in a parent of workers
-        temperature = run.call(model_temperature, str(checkpoint_file))
-        with tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
-            run.map(predict_shard, calls, bar.update)
+    # read from the checkpoint's header (no torch here); the weights load where the shards run, in
+    # every worker at once (a first call to load them in one worker kept the others waiting)
+    temperature = read_checkpoint_info(checkpoint_file).temperature
+    with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+        run.map(predict_shard, calls, bar.update)
 
     # --split dev|test checks the model on self-reported speakers: their own answers must not stand in
     answers = manifest if options.selection == "unlabeled" else manifest.iloc[0:0]
@@ -174,15 +174,6 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
     )
     write_frame(table, PREDICTION_SCHEMA, Path(out_file))
     return len(records)
-
-
-def model_temperature(model_file: str, worker: int) -> float:
-    """The checkpoint's calibration temperature; loading the model also checks the file (CvlabelError)."""
-    from .scoring import inference_model
-
-    if worker:
-        exit_with_parent(worker if worker > 1 else None)
-    return inference_model(model_file).temperature
 
 
 def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]]:

@@ -1,8 +1,8 @@
 """Where shards run: in this process, in joblib worker processes, or on a Dask cluster; and the
 one rule for how many processes a command uses.
 
-Both runners offer the same two calls: `call(function, *args)` once where the shards will run,
-and `map(function, calls, on_done)` over shards. The shard function is the same everywhere.
+Both runners offer the same call, `map(function, calls, on_done)` over shards. The shard function
+is the same everywhere.
 
 Dask is an optional extra (`pip install 'cvlabel[dask]'`), imported only by `dask_runner`. With
 a scheduler address the tasks go to that existing cluster; without one a LocalCluster of one
@@ -76,12 +76,6 @@ class LocalRunner:
     def __init__(self, jobs: int):
         self.jobs = jobs
 
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """function(*args, worker=...) once, where the shards will run (the pool's workers are reused by map)."""
-        if self.jobs == 1:
-            return function(*args, worker=0)
-        return Parallel(n_jobs=self.jobs)([delayed(function)(*args, worker=os.getpid())])[0]
-
     def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
         """function(*args, worker=...) for every args in `calls`; on_done(result) as each finishes.
 
@@ -108,10 +102,6 @@ class DaskRunner:
 
     def __init__(self, client: Any):
         self.client = client
-
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """function(*args, worker=True) once, on a worker (infer loads the model there, where the shards run)."""
-        return self._result(self._submit(function, *args, worker=True))
 
     def map(self, function: Callable[..., int], calls: Iterable[tuple], on_done: Callable[[int], Any]) -> None:
         """function(*args, worker=True) for every args in `calls`; on_done(result) as each finishes.
