@@ -179,7 +179,8 @@ class PredictionsFolder:
     def read_parts(self, count: int) -> pd.DataFrame:
         if count == 0:
             return PREDICTION_SCHEMA.empty_table().to_pandas()
-        return pd.concat([pq.read_table(self.part(k)).to_pandas() for k in range(count)], ignore_index=True)
+        # one conversion to pandas for all the parts: per part it cost more than reading them
+        return pa.concat_tables([pq.read_table(self.part(k)) for k in range(count)]).to_pandas()
 
 
 def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]:

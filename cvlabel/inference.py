@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -177,17 +178,26 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
 
 
 def _shard_records(shard: pd.DataFrame, corpus_dir: Path) -> list[dict[str, Any]]:
-    folder = clips_dir(corpus_dir)
+    # built from whole columns: the parent makes these while the workers run, on the same cores
+    folder = str(clips_dir(corpus_dir))
+    durations = shard["duration_s"].to_numpy(dtype="float64", na_value=np.nan).tolist()
     return [
         {
-            "path": row.path,
-            "clip": str(folder / row.path),
-            "client_id": row.client_id,
-            "source_tsv": row.source_tsv,
-            "duration_s": None if pd.isna(row.duration_s) else float(row.duration_s),
-            "turn": int(row.turn),
+            "path": path,
+            "clip": os.path.join(folder, path),
+            "client_id": client_id,
+            "source_tsv": source_tsv,
+            "duration_s": None if np.isnan(duration) else duration,
+            "turn": turn,
         }
-        for row in shard[["path", "client_id", "source_tsv", "duration_s", "turn"]].itertuples(index=False)
+        for path, client_id, source_tsv, duration, turn in zip(
+            shard["path"].tolist(),
+            shard["client_id"].tolist(),
+            shard["source_tsv"].tolist(),
+            durations,
+            shard["turn"].astype("int64").tolist(),
+            strict=True,
+        )
     ]
 
 
