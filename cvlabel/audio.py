@@ -141,7 +141,11 @@ def load_audio(
 
 def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
     """The samples as contiguous float32, or AudioError when any is NaN or infinite."""
-    if not np.isfinite(samples).all():
+    # a NaN or an infinity makes the sum NaN or infinite; only then is every sample looked at (a
+    # sum can also overflow), which costs a boolean array the size of the clip
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = samples.sum()
+    if not np.isfinite(total) and not np.isfinite(samples).all():
         raise AudioError(path, "decoded samples are not finite")
     return np.ascontiguousarray(samples, dtype=np.float32)
 

@@ -6,7 +6,7 @@ import pytest
 import soundfile
 
 from cvlabel import audio, bandmp3, mpg123
-from cvlabel.audio import SAMPLE_RATE, decoder_for, load_audio, mp3_rate
+from cvlabel.audio import SAMPLE_RATE, decoder_for, finite, load_audio, mp3_rate
 from cvlabel.config import FeatureConfig
 from cvlabel.errors import AudioError
 from cvlabel.features import log_mel
@@ -175,3 +175,16 @@ def test_stereo_mp3_is_mixed_to_mono(tmp_path, decoder):
     half = load_audio(path, decoder=decoder)
     assert np.sqrt(np.mean(cancelled**2)) < 0.01  # opposite channels cancel: they were averaged
     assert abs(np.sqrt(np.mean(half[2000:-2000] ** 2)) - 0.15 / np.sqrt(2)) < 0.01  # one silent channel halves it
+
+
+@pytest.mark.parametrize("bad", [[np.nan], [np.inf], [-np.inf], [np.inf, -np.inf]])
+def test_non_finite_samples_are_an_audio_error(bad):
+    samples = np.zeros(1000, dtype=np.float32)
+    samples[10 : 10 + len(bad)] = bad
+    with pytest.raises(AudioError, match="not finite"):
+        finite(samples, "clip.mp3")
+
+
+def test_huge_finite_samples_pass_although_their_sum_overflows():
+    samples = np.full(1000, 3e38, dtype=np.float32)
+    np.testing.assert_array_equal(finite(samples, "clip.mp3"), samples)

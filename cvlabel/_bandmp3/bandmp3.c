@@ -282,7 +282,7 @@ at_end:
 static PyObject *Reader_read(Reader *r, PyObject *args)
 {
     Py_ssize_t wanted, have = 0, capacity;
-    float *out, *grown;
+    float *out;
     PyObject *result;
     int status = 0;
 
@@ -310,10 +310,13 @@ static PyObject *Reader_read(Reader *r, PyObject *args)
     }
     if (r->finished && r->pcm_pos == r->pcm_len)
         return PyByteArray_FromStringAndSize(NULL, 0);
+    /* the samples go straight into the bytearray returned (grown, then cut to size, with the GIL
+       held for that): no second buffer and no copy of the whole output */
     capacity = MINIMP3_MIN(wanted, 1 << 16);
-    out = PyMem_RawMalloc(MINIMP3_MAX(capacity, 1) * sizeof(float));
-    if (!out)
-        return PyErr_NoMemory();
+    result = PyByteArray_FromStringAndSize(NULL, MINIMP3_MAX(capacity, 1) * (Py_ssize_t)sizeof(float));
+    if (!result)
+        return NULL;
+    out = (float *)PyByteArray_AS_STRING(result);
     r->busy = 1;
     Py_BEGIN_ALLOW_THREADS
     while (have < wanted)
@@ -327,13 +330,12 @@ static PyObject *Reader_read(Reader *r, PyObject *args)
         if (have == capacity)
         {
             capacity = MINIMP3_MIN(2*capacity, wanted);
-            grown = PyMem_RawRealloc(out, capacity * sizeof(float));
-            if (!grown)
-            {
-                status = -1;
+            Py_BLOCK_THREADS
+            status = PyByteArray_Resize(result, capacity * (Py_ssize_t)sizeof(float));
+            Py_UNBLOCK_THREADS
+            if (status < 0)
                 break;
-            }
-            out = grown;
+            out = (float *)PyByteArray_AS_STRING(result);
         }
         n = MINIMP3_MIN(r->pcm_len - r->pcm_pos, capacity - have);
         memcpy(out + have, r->pcm + r->pcm_pos, n * sizeof(float));
@@ -344,17 +346,20 @@ static PyObject *Reader_read(Reader *r, PyObject *args)
     r->busy = 0;
     if (status < 0)
     {
-        PyMem_RawFree(out);
-        return PyErr_NoMemory();
+        Py_DECREF(result);
+        return NULL; /* PyByteArray_Resize set MemoryError */
     }
     if (r->error)
     {
-        PyMem_RawFree(out);
+        Py_DECREF(result);
         PyErr_SetString(PyExc_ValueError, r->error);
         return NULL;
     }
-    result = PyByteArray_FromStringAndSize((const char *)out, have * (Py_ssize_t)sizeof(float));
-    PyMem_RawFree(out);
+    if (PyByteArray_Resize(result, have * (Py_ssize_t)sizeof(float)) < 0)
+    {
+        Py_DECREF(result);
+        return NULL;
+    }
     return result;
 }
 
