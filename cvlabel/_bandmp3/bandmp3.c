@@ -14,9 +14,6 @@
 
 #define MINIMP3_IMPLEMENTATION
 #define MINIMP3_FLOAT_OUTPUT
-/* The synthesis history is copied whole (memcpy) instead of every other value for mono: the other
-   values feed only the right channel's outputs, which mono output overwrites with the left's. */
-#define MINIMP3_NONSTANDARD_BUT_LOGICAL
 #include "minimp3.h"
 
 #define DECODER_DELAY 529          /* samples: libmpg123's GAPLESS_DELAY (the synthesis filter's delay) */

@@ -18,10 +18,14 @@ typedef struct
     int frame_bytes, frame_offset, channels, hz, layer, bitrate_kbps;
 } mp3dec_frame_info_t;
 
+/* cvlabel: the synthesis history (15 rows of 64) is kept in syn_ring, starting at row syn_row;
+   each granule appends its rows after it, and only when the ring is full are the last 15 rows
+   moved back to its start (instead of copying the history in and out of every granule) */
+#define MP3D_SYN_RING_GRANULES 16
 typedef struct
 {
-    float mdct_overlap[2][9*32], qmf_state[15*2*32];
-    int reserv, free_format_bytes;
+    float mdct_overlap[2][9*32], syn_ring[(15 + 18*MP3D_SYN_RING_GRANULES)*2*32];
+    int syn_row, reserv, free_format_bytes;
     unsigned char header[4], reserv_buf[511];
 } mp3dec_t;
 
@@ -1733,8 +1737,9 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 }
 
 /* cvlabel: mono only (nch 1); writes every band->step-th sample and returns how many */
-static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, float *lins, mp3dec_band_t *band)
+static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, mp3dec_band_t *band)
 {
+    float *lins;
     int i, j, n = 0, step = band->step, first;
     /* cvlabel: a step dividing 64 keeps the same samples of every 64 (phase stays 0), so only the
        history columns the kept steps read are written; a step that is also a multiple of 4 reads
@@ -1747,7 +1752,12 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
         mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands, quarter); /* cvlabel: the kept subbands */
     }
 
-    memcpy(lins, qmf_state, sizeof(float)*15*64);
+    if (dec->syn_row + 15 + nbands > 15 + 18*MP3D_SYN_RING_GRANULES)
+    {   /* cvlabel: the ring is full: its last 15 rows, the history, go back to its start */
+        memmove(dec->syn_ring, dec->syn_ring + dec->syn_row*64, sizeof(float)*15*64);
+        dec->syn_row = 0;
+    }
+    lins = dec->syn_ring + dec->syn_row*64;
 
     for (i = 0; i < nbands; i += 2)
     {
@@ -1764,18 +1774,8 @@ static int mp3d_synth_granule(float *qmf_state, float *grbuf, int nbands, int nc
             pcm[n++] = block[j];
         band->phase = (band->phase + 64) % step;
     }
-#ifndef MINIMP3_NONSTANDARD_BUT_LOGICAL
-    if (nch == 1)
-    {
-        for (i = 0; i < 15*64; i += 2)
-        {
-            qmf_state[i] = lins[nbands*64 + i];
-        }
-    } else
-#endif /* MINIMP3_NONSTANDARD_BUT_LOGICAL */
-    {
-        memcpy(qmf_state, lins + nbands*64, sizeof(float)*15*64);
-    }
+    dec->syn_row += nbands; /* cvlabel: the history is now the 15 rows from here (the whole rows,
+                               as MINIMP3_NONSTANDARD_BUT_LOGICAL copied them) */
     return n;
 }
 
@@ -1912,7 +1912,7 @@ int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_s
                 memset(scratch.grbuf[0], 0, 576*2*sizeof(float));
                 L3_decode(dec, &scratch, scratch.gr_info + igr*info->channels, info->channels, band->subbands);
                 mp3d_band_mix(scratch.grbuf[0], info->channels, band->subbands);
-                pcm += mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 18, 1, pcm, scratch.syn[0], band);
+                pcm += mp3d_synth_granule(dec, scratch.grbuf[0], 18, 1, pcm, band);
             }
         }
         L3_save_reservoir(dec, &scratch);
@@ -1932,7 +1932,7 @@ int mp3dec_decode_frame(mp3dec_t *dec, const uint8_t *mp3, int mp3_bytes, mp3d_s
                 i = 0;
                 L12_apply_scf_384(sci, sci->scf + igr, scratch.grbuf[0]);
                 mp3d_band_mix(scratch.grbuf[0], info->channels, band->subbands); /* cvlabel: as layer III */
-                pcm += mp3d_synth_granule(dec->qmf_state, scratch.grbuf[0], 12, 1, pcm, scratch.syn[0], band);
+                pcm += mp3d_synth_granule(dec, scratch.grbuf[0], 12, 1, pcm, band);
                 memset(scratch.grbuf[0], 0, 576*2*sizeof(float));
             }
             if (bs_frame->pos > bs_frame->limit)
