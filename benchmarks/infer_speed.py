@@ -11,7 +11,8 @@ default shape (inference costs the same whatever the weights). Prints three tabl
    fastest decoder, the default max_seconds) over the same shards with the same number of
    processes (worker pools warmed up first, so start-up is not counted), per --jobs, on the
    --throughput-rows rows of a scaled corpus (enough shards for every process), once per
-   --speaker-clips (rows a speaker: a speaker's first clips get every committee member);
+   --speaker-clips (rows a speaker: a speaker's first clips get every committee member); the
+   three take --repeats turns and each ratio is the median of its turns' ratios;
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
@@ -159,8 +160,12 @@ def warm_worker() -> int:
     return os.getpid()
 
 
-def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[str, float]:
-    """clips/s of infer and of a decode-only pass over the same shards, pools warmed up."""
+def throughput(corpus: Path, model_file: Path, jobs: int, work: Path, repeats: int = 3) -> dict[str, float]:
+    """clips/s of infer and of a decode-only pass over the same shards, pools warmed up.
+
+    The three take turns `repeats` times (floor, loader, infer, floor, ...): this machine's speed
+    drifts by 10-15% over seconds, so each ratio is taken within one turn and the median of the
+    turns is reported (as are the median rates)."""
     options = InferOptions(jobs=jobs)
     manifest = read_release(corpus)
     blank = manifest[manifest["gender"].isna() & manifest["source_tsv"].isin(options.tsvs)]
@@ -168,26 +173,30 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path) -> dict[st
     shards = [paths[i : i + options.shard_size] for i in range(0, len(paths), options.shard_size)]
     if jobs > 1:
         Parallel(n_jobs=jobs)(delayed(warm_worker)() for _ in range(4 * jobs))
-    rates = {}
-    for kind in ("floor", "loader"):
+    turns: list[dict[str, float]] = []
+    for turn in range(repeats):
+        rates = {}
+        for kind in ("floor", "loader"):
+            started = time.perf_counter()
+            if jobs == 1:
+                for shard in shards:
+                    decode_shard(shard, kind)
+            else:
+                Parallel(n_jobs=jobs)(delayed(decode_shard)(s, kind) for s in shards)
+            rates[kind] = len(paths) / (time.perf_counter() - started)
         started = time.perf_counter()
-        if jobs == 1:
-            for shard in shards:
-                decode_shard(shard, kind)
-        else:
-            Parallel(n_jobs=jobs)(delayed(decode_shard)(s, kind) for s in shards)
-        rates[kind] = len(paths) / (time.perf_counter() - started)
-    out = work / f"pred-jobs{jobs}"
-    started = time.perf_counter()
-    infer(corpus, model_file, out, options)
-    infer_rate = len(paths) / (time.perf_counter() - started)
+        infer(corpus, model_file, work / f"pred-jobs{jobs}-{turn}", options)
+        rates["infer"] = len(paths) / (time.perf_counter() - started)
+        turns.append(rates)
+    median = {key: float(np.median([t[key] for t in turns])) for key in turns[0]}
     return {
         "clips": len(paths),
-        "floor_clips_per_s": rates["floor"],
-        "loader_clips_per_s": rates["loader"],
-        "infer_clips_per_s": infer_rate,
-        "infer/floor": infer_rate / rates["floor"],
-        "infer/loader": infer_rate / rates["loader"],
+        "floor_clips_per_s": median["floor"],
+        "loader_clips_per_s": median["loader"],
+        "infer_clips_per_s": median["infer"],
+        "infer/floor": float(np.median([t["infer"] / t["floor"] for t in turns])),
+        "infer/floor, each turn": " ".join(f"{t['infer'] / t['floor']:.2f}" for t in turns),
+        "infer/loader": float(np.median([t["infer"] / t["loader"] for t in turns])),
     }
 
 
@@ -281,6 +290,9 @@ def main() -> None:
     )
     parser.add_argument("--throughput-rows", type=int, default=4000, help="rows of table 2")
     parser.add_argument(
+        "--repeats", type=int, default=3, help="turns of table 2 (floor, loader, infer each): medians are shown"
+    )
+    parser.add_argument(
         "--speaker-clips",
         default="1,30",
         help="rows per speaker of table 2 (one row each); tables 3 and 4 use the last",
@@ -325,7 +337,7 @@ def main() -> None:
         )
         for jobs in [int(j) for j in args.jobs.split(",")]:
             with tempfile.TemporaryDirectory(dir=args.out) as work:
-                result = throughput(rows_corpus, model_file, jobs, Path(work))
+                result = throughput(rows_corpus, model_file, jobs, Path(work), args.repeats)
             report["throughput"][f"jobs {jobs}, {per_speaker} clips/speaker"] = result
     print("\n2. infer vs the floor (soundfile, whole clips) and vs cvlabel's decode, same shards and processes")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
