@@ -30,7 +30,7 @@ from .errors import AudioError, CvlabelError
 from .files import file_sha256, writable_folder
 from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
-from .runners import LocalRunner, dask_runner, exit_with_parent, resolve_jobs
+from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
 from .splits import assign_splits, speaker_genders
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
@@ -131,6 +131,7 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
     if worker:
         torch.set_num_threads(1)  # one process per core: threads inside a worker would only contend
         exit_with_parent(worker if worker > 1 else None)
+        keep_freed_memory()
     model = inference_model(model_file)
     members = np.full((len(records), len(model.model.members)), np.nan)
     errors = {}

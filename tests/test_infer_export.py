@@ -248,6 +248,37 @@ def test_the_parent_of_parallel_inference_never_imports_torch(synthetic_corpus, 
     assert torch_imported == "False"
 
 
+WINDOW_PROBE = """
+import resource, sys
+import numpy as np
+if sys.argv[1] == "keep":
+    from cvlabel.runners import keep_freed_memory
+    keep_freed_memory()
+def window():  # ~50 MB of clip-sized arrays, allocated and freed, as a worker's window of clips
+    arrays = [np.ones(50_000, dtype=np.float32) for _ in range(250)]
+    del arrays
+window()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    window()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_worker_keeps_freed_memory_instead_of_faulting_it_in_every_window():
+    faults = {
+        mode: int(
+            subprocess.run(
+                [sys.executable, "-c", WINDOW_PROBE, mode], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for mode in ("default", "keep")
+    }
+    assert faults["default"] > 1000  # each window's memory went back to the system and came back
+    assert faults["keep"] < faults["default"] / 20
+
+
 @pytest.mark.slow
 def test_a_broken_model_stops_parallel_inference_cleanly_and_the_folder_stays_usable(
     synthetic_corpus, trained_run, tmp_path
