@@ -160,7 +160,7 @@ def warm_worker() -> int:
     return os.getpid()
 
 
-def throughput(corpus: Path, model_file: Path, jobs: int, work: Path, repeats: int = 3) -> dict[str, float]:
+def throughput(corpus: Path, model_file: Path, jobs: int, work: Path, repeats: int = 3) -> dict[str, Any]:
     """clips/s of infer and of a decode-only pass over the same shards, pools warmed up.
 
     The three take turns `repeats` times (floor, loader, infer, floor, ...): this machine's speed
