@@ -14,6 +14,8 @@ available that decodes it exactly, straight to the model's rate:
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -92,18 +94,14 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
     """Open a clip for decoding at `sample_rate` Hz with `decoder` (see the module's docstring).
     Raises AudioError (with the path) for a missing, empty or undecodable file."""
     path = Path(path)
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if not path.is_file():
-        raise AudioError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    native_rate = mp3_rate(path)
+    head, size = _clip_head(path)
+    native_rate = _mp3_rate_of(head)
     chosen = decoder_for(path, decoder, sample_rate, native_rate)
     with _as_audio_error(path):
         if chosen == "bandmp3":
+            data = head if len(head) == size else _read_whole(path)
             try:
-                backend: Backend = _BandBackend(path, sample_rate)
+                backend: Backend = _BandBackend(data, sample_rate)
             except bandmp3.UnsupportedRate:  # mp3_rate read a frame header the decoder does not agree with
                 backend = _SoundfileBackend(path, sample_rate)
         elif chosen == "mpg123":
@@ -111,6 +109,57 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
         else:
             backend = _SoundfileBackend(path, sample_rate)
     return AudioReader(path, backend, sample_rate)
+
+
+# The first bytes of a clip read to tell its format: all of a Common Voice clip (tens of kB), so
+# bandmp3 decodes what was read; a larger file is read again whole only if bandmp3 decodes it.
+HEAD_BYTES = 1 << 18
+# a FIFO at a clip's path must not block the open (it is then refused as "not a file")
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _clip_head(path: Path) -> tuple[bytes, int]:
+    """The file's first bytes (at least to the first frame after an ID3v2 tag, if the file has
+    one) and its size. AudioError as _read_head."""
+    head, size = _read_head(path)
+    if len(head) < size and _id3_length(head) + 4096 > len(head):  # a tag as large as the head (cover art)
+        head = _read_whole(path)
+    return head, size
+
+
+def _read_head(path: Path) -> tuple[bytes, int]:
+    """The first HEAD_BYTES of a regular, non-empty file and its size; one open and one stat
+    (every clip comes through here). AudioError for a missing, unreadable, empty or special file."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise AudioError(path, "file not found") from None
+    except IsADirectoryError:
+        raise AudioError(path, "not a file") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise AudioError(path, "not a file")
+        if info.st_size == 0:
+            raise AudioError(path, "empty file (0 bytes)")
+        wanted, parts = min(HEAD_BYTES, info.st_size), []
+        while wanted > 0 and (part := os.read(fd, wanted)):  # a short read only at the end, but loop
+            parts.append(part)
+            wanted -= len(part)
+        return b"".join(parts) if len(parts) != 1 else parts[0], info.st_size
+    except OSError as exc:
+        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        os.close(fd)
+
+
+def _read_whole(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
 
 
 @contextmanager
@@ -189,19 +238,31 @@ _MPEG_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000), 0: (11_
 def mp3_rate(path: Path) -> int | None:
     """The sample rate of an MP3's first frame; None when the file does not start like an MP3
     (an ID3v2 tag or an MPEG layer III frame header), 0 when it does but no frame is found."""
-    with open(path, "rb") as handle:
-        head = handle.read(10)
-        if head[:3] == b"ID3" and len(head) == 10:
-            size = int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big")  # syncsafe
-            handle.seek(10 + size + (10 if head[5] & 0x10 else 0))
-            head = handle.read(4096)
-        elif not _frame_rate(head[:4]):
-            return None
+    return _mp3_rate_of(_clip_head(Path(path))[0])
+
+
+def _mp3_rate_of(head: bytes) -> int | None:
+    """mp3_rate of a file's first bytes (its ID3v2 tag, if any, and what follows)."""
+    tag = _id3_length(head)
+    if tag:
+        head = head[tag : tag + 4096]
+    elif not _frame_rate(head[:4]):
+        return None
     for offset in range(max(0, len(head) - 3)):
         rate = _frame_rate(head[offset : offset + 4])
         if rate:
             return rate
     return 0
+
+
+def _id3_length(head: bytes) -> int:
+    """Bytes of the ID3v2 tag at the start of a file (header and footer included), 0 without one."""
+    if head[:3] != b"ID3" or len(head) < 10:
+        return 0
+    size = 0
+    for byte in head[6:10]:  # a syncsafe integer: 7 bits a byte
+        size = size << 7 | byte & 0x7F
+    return 10 + size + (10 if head[5] & 0x10 else 0)
 
 
 def _frame_rate(header: bytes) -> int | None:
@@ -243,9 +304,9 @@ class _SoundfileBackend:
 class _BandBackend:
     """cvlabel's band-limited decoder over the clip's bytes (read whole: a clip is tens of kB)."""
 
-    def __init__(self, path: Path, sample_rate: int):
+    def __init__(self, data: bytes, sample_rate: int):
         try:
-            self._reader = bandmp3.Reader(path.read_bytes(), sample_rate)
+            self._reader = bandmp3.Reader(data, sample_rate)
         except ValueError as exc:
             raise DecodeError(str(exc)) from None
         self.expected = self._reader.expected_samples

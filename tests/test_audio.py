@@ -1,4 +1,5 @@
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def test_max_seconds_bounds_decoding(tmp_path):
         (lambda p: p.write_bytes(np.random.default_rng(0).bytes(4000)), "cannot decode"),
         (lambda p: None, "file not found"),
         (lambda p: p.mkdir(), "not a file"),
+        (lambda p: os.mkfifo(p), "not a file"),  # opened without blocking, then refused
     ],
 )
 def test_bad_files_raise_audio_error_with_path(tmp_path, make, reason):
@@ -149,6 +151,20 @@ def test_the_format_is_told_by_the_bytes(tmp_path):
     tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x14" + bytes(20) + tagged.read_bytes())  # a 20-byte tag
     assert mp3_rate(tagged) == 48_000
     assert abs(load_audio(tagged).shape[0] / SAMPLE_RATE - 1.1) < 0.06
+
+
+@pytest.mark.parametrize("decoder", EXACT_DECODERS)
+def test_a_clip_longer_than_the_head_read_decodes_the_same(tmp_path, monkeypatch, decoder):
+    # open_audio reads HEAD_BYTES to tell the format and decodes them when that is the whole clip;
+    # a longer clip (or one whose ID3 tag fills the head) is read again whole
+    clip = write_voice(tmp_path / "v.mp3", 150, seconds=1.0)
+    tagged = tmp_path / "tagged.mp3"
+    tagged.write_bytes(b"ID3\x04\x00\x00\x00\x00\x0f\x68" + bytes(2024) + clip.read_bytes())  # a 2,024-byte tag
+    whole = load_audio(clip, decoder=decoder)
+    monkeypatch.setattr(audio, "HEAD_BYTES", 1000)
+    assert mp3_rate(clip) == mp3_rate(tagged) == 48_000
+    np.testing.assert_array_equal(load_audio(clip, decoder=decoder), whole)
+    np.testing.assert_array_equal(load_audio(tagged, decoder=decoder), whole)
 
 
 @pytest.mark.parametrize("decoder", ["soundfile", *EXACT_DECODERS])
