@@ -190,13 +190,14 @@ def load_audio(
 
 def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
     """The samples as contiguous float32, or AudioError when any is NaN or infinite."""
-    # a NaN or an infinity makes the sum NaN or infinite; only then is every sample looked at (a
-    # sum can also overflow), which costs a boolean array the size of the clip
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    # a NaN or an infinity makes the sum of squares NaN or infinite (a BLAS dot: 8 us for 4 s at
+    # 12 kHz, np.sum 23); only then is every sample looked at (huge samples' squares overflow too)
     with np.errstate(over="ignore", invalid="ignore"):
-        total = samples.sum()
-    if not np.isfinite(total) and not np.isfinite(samples).all():
+        energy = np.dot(samples, samples)
+    if not np.isfinite(energy) and not np.isfinite(samples).all():
         raise AudioError(path, "decoded samples are not finite")
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    return samples
 
 
 def decoder_for(path: Path, decoder: str, sample_rate: int, native_rate: int | None) -> str:
