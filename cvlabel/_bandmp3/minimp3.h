@@ -37,6 +37,10 @@ typedef struct
 {
     int subbands, step, phase, iterations_phase;
     uint32_t iterations;
+    /* cvlabel: the kept windowing steps two at a time (mp3d_synth_packed): pairs of steps (-1: none)
+       and their window coefficients, per pair and term: w0 x4, w1 x4 (lanes: step 1 twice, step 2 twice) */
+    int pairs, pair_steps[8][2];
+    float pair_win[8][8][2][4];
 } mp3dec_band_t;
 
 #ifdef __cplusplus
@@ -1544,6 +1548,25 @@ static void mp3d_synth_pair(mp3d_sample_t *pcm, int nch, const float *z)
     pcm[16*nch] = mp3d_scale_pcm(a);
 }
 
+/* the synthesis window, 16 coefficients per windowing step (step 14 first) */
+static const float g_mp3d_win[] = {
+    -1,26,-31,208,218,401,-519,2063,2000,4788,-5517,7134,5959,35640,-39336,74992,
+    -1,24,-35,202,222,347,-581,2080,1952,4425,-5879,7640,5288,33791,-41176,74856,
+    -1,21,-38,196,225,294,-645,2087,1893,4063,-6237,8092,4561,31947,-43006,74630,
+    -1,19,-41,190,227,244,-711,2085,1822,3705,-6589,8492,3776,30112,-44821,74313,
+    -1,17,-45,183,228,197,-779,2075,1739,3351,-6935,8840,2935,28289,-46617,73908,
+    -1,16,-49,176,228,153,-848,2057,1644,3004,-7271,9139,2037,26482,-48390,73415,
+    -2,14,-53,169,227,111,-919,2032,1535,2663,-7597,9389,1082,24694,-50137,72835,
+    -2,13,-58,161,224,72,-991,2001,1414,2330,-7910,9592,70,22929,-51853,72169,
+    -2,11,-63,154,221,36,-1064,1962,1280,2006,-8209,9750,-998,21189,-53534,71420,
+    -2,10,-68,147,215,2,-1137,1919,1131,1692,-8491,9863,-2122,19478,-55178,70590,
+    -3,9,-73,139,208,-29,-1210,1870,970,1388,-8755,9935,-3300,17799,-56778,69679,
+    -3,8,-79,132,200,-57,-1283,1817,794,1095,-8998,9966,-4533,16155,-58333,68692,
+    -4,7,-85,125,189,-83,-1356,1759,605,814,-9219,9959,-5818,14548,-59838,67629,
+    -4,7,-91,117,177,-106,-1428,1698,402,545,-9416,9916,-7154,12980,-61289,66494,
+    -5,6,-97,111,163,-127,-1498,1634,185,288,-9585,9838,-8540,11455,-62684,65290
+};
+
 /* cvlabel: bit i of iterations is set if the windowing step i of the loops below computes a kept
    sample (15 - i, 17 + i, 47 - i or 49 + i of the 64-sample block) */
 #define MP3D_BIT(pos) ((uint64_t)1 << (pos))
@@ -1566,25 +1589,8 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
     float *xr = xl + 576*(nch - 1);
     mp3d_sample_t *dstr = dstl + (nch - 1);
 
-    static const float g_win[] = {
-        -1,26,-31,208,218,401,-519,2063,2000,4788,-5517,7134,5959,35640,-39336,74992,
-        -1,24,-35,202,222,347,-581,2080,1952,4425,-5879,7640,5288,33791,-41176,74856,
-        -1,21,-38,196,225,294,-645,2087,1893,4063,-6237,8092,4561,31947,-43006,74630,
-        -1,19,-41,190,227,244,-711,2085,1822,3705,-6589,8492,3776,30112,-44821,74313,
-        -1,17,-45,183,228,197,-779,2075,1739,3351,-6935,8840,2935,28289,-46617,73908,
-        -1,16,-49,176,228,153,-848,2057,1644,3004,-7271,9139,2037,26482,-48390,73415,
-        -2,14,-53,169,227,111,-919,2032,1535,2663,-7597,9389,1082,24694,-50137,72835,
-        -2,13,-58,161,224,72,-991,2001,1414,2330,-7910,9592,70,22929,-51853,72169,
-        -2,11,-63,154,221,36,-1064,1962,1280,2006,-8209,9750,-998,21189,-53534,71420,
-        -2,10,-68,147,215,2,-1137,1919,1131,1692,-8491,9863,-2122,19478,-55178,70590,
-        -3,9,-73,139,208,-29,-1210,1870,970,1388,-8755,9935,-3300,17799,-56778,69679,
-        -3,8,-79,132,200,-57,-1283,1817,794,1095,-8998,9966,-4533,16155,-58333,68692,
-        -4,7,-85,125,189,-83,-1356,1759,605,814,-9219,9959,-5818,14548,-59838,67629,
-        -4,7,-91,117,177,-106,-1428,1698,402,545,-9416,9916,-7154,12980,-61289,66494,
-        -5,6,-97,111,163,-127,-1498,1634,185,288,-9585,9838,-8540,11455,-62684,65290
-    };
     float *zlin = lins + 15*64;
-    const float *w = g_win;
+    const float *w = g_mp3d_win;
 
     zlin[4*15]     = xl[18*16];
     zlin[4*15 + 1] = xr[18*16];
@@ -1736,6 +1742,99 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 #endif /* MINIMP3_ONLY_SIMD */
 }
 
+#if HAVE_SIMD
+/* cvlabel: the kept windowing steps (band->iterations), two at a time, and their coefficients
+   laid out for mp3d_synth_packed */
+static void mp3d_pack_iterations(mp3dec_band_t *band)
+{
+    int i, k, p = 0, half = 0;
+    memset(band->pair_win, 0, sizeof(band->pair_win));
+    for (i = 14; i >= 0; i--)
+    {
+        const float *w = g_mp3d_win + (14 - i)*16;
+        if (!(band->iterations >> i & 1))
+            continue;
+        band->pair_steps[p][half] = i;
+        band->pair_steps[p][1] = half ? i : -1;
+        for (k = 0; k < 8; k++)
+        {
+            band->pair_win[p][k][0][2*half] = band->pair_win[p][k][0][2*half + 1] = w[2*k];
+            band->pair_win[p][k][1][2*half] = band->pair_win[p][k][1][2*half + 1] = w[2*k + 1];
+        }
+        p += half;
+        half ^= 1;
+    }
+    band->pairs = p + half;
+}
+
+/* cvlabel: mp3d_synth for the mono channel and a step dividing 16 (the kept samples are the same in
+   every block, at multiples of the step), writing the 64/step kept samples straight to pcm.
+   mp3d_synth's vectors hold (slot A, its right channel, slot B, its right channel) of one windowing
+   step; in mono the right channel repeats the left, so here a vector holds (A, B) of two kept steps,
+   and the history is stored that way: pair p at column p (lanes 0-1: its first step, 2-3: its
+   second), column 15 (mp3d_synth_pair) as before. Every lane does the same operations on the same
+   values in the same order as in mp3d_synth: the same samples, bit for bit, in half the vectors. */
+static void mp3d_synth_packed(const float *xl, mp3d_sample_t *pcm, int step, float *lins, const mp3dec_band_t *band)
+{
+    float *zlin = lins + 15*64, pair_out[64];
+    int p, lane;
+
+    zlin[4*15]     = xl[18*16];
+    zlin[4*15 + 2] = xl[0];
+    zlin[4*31]     = xl[1 + 18*16];
+    zlin[4*31 + 2] = xl[1];
+    mp3d_synth_pair(pair_out, 1, lins + 4*15);
+    mp3d_synth_pair(pair_out + 32, 1, lins + 4*15 + 64);
+    pcm[0] = pair_out[0];
+    pcm[16/step] = pair_out[16];
+    pcm[32/step] = pair_out[32];
+    pcm[48/step] = pair_out[48];
+
+    for (p = 0; p < band->pairs; p++)
+    {
+#define PLOAD(k) f4 w0 = VLD(w + 8*(k)); f4 w1 = VLD(w + 8*(k) + 4); f4 vz = VLD(&col[-64*(k)]); f4 vy = VLD(&col[-64*(15 - (k))]);
+#define P0(k) { PLOAD(k) b =         VADD(VMUL(vz, w1), VMUL(vy, w0)) ; a =         VSUB(VMUL(vz, w0), VMUL(vy, w1));  }
+#define P1(k) { PLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vz, w0), VMUL(vy, w1))); }
+#define P2(k) { PLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vy, w1), VMUL(vz, w0))); }
+        float *col = zlin + 4*p, av[4], bv[4];
+        const float *w = band->pair_win[p][0][0];
+        f4 a, b;
+        for (lane = 0; lane < 4; lane += 2)
+        {
+            int i = band->pair_steps[p][lane/2];
+            if (i < 0)
+                break;
+            col[lane]           = xl[18*(31 - i)];      /* slot A, this row */
+            col[lane + 1]       = xl[1 + 18*(31 - i)];  /* slot B, this row */
+            col[lane + 64]      = xl[1 + 18*(1 + i)];   /* slot A, the next row */
+            col[lane + 1 - 64]  = xl[18*(1 + i)];       /* slot B, the row before */
+        }
+
+        P0(0) P2(1) P1(2) P2(3) P1(4) P2(5) P1(6) P2(7)
+
+#ifdef MINIMP3_FLOAT_OUTPUT
+        {
+            static const f4 g_scale = { 1.0f/32768.0f, 1.0f/32768.0f, 1.0f/32768.0f, 1.0f/32768.0f };
+            a = VMUL(a, g_scale);
+            b = VMUL(b, g_scale);
+        }
+#endif /* MINIMP3_FLOAT_OUTPUT */
+        VSTORE(av, a);
+        VSTORE(bv, b);
+        for (lane = 0; lane < 4; lane += 2)
+        {
+            int i = band->pair_steps[p][lane/2];
+            if (i < 0)
+                break;
+            pcm[(15 - i)/step] = av[lane];
+            pcm[(17 + i)/step] = bv[lane];
+            pcm[(47 - i)/step] = av[lane + 1];
+            pcm[(49 + i)/step] = bv[lane + 1];
+        }
+    }
+}
+#endif /* HAVE_SIMD */
+
 /* cvlabel: mono only (nch 1); writes every band->step-th sample and returns how many */
 static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, mp3d_sample_t *pcm, mp3dec_band_t *band)
 {
@@ -1759,6 +1858,23 @@ static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, 
     }
     lins = dec->syn_ring + dec->syn_row*64;
 
+#if HAVE_SIMD
+    if (nch == 1 && sparse && 16 % step == 0 && band->phase == 0 && have_simd())
+    {   /* cvlabel: the kept samples are at multiples of the step in every block */
+        if (band->iterations_phase != 0)
+        {
+            for (kept = 0, j = 0; j < 64; j += step)
+                kept |= MP3D_BIT(j);
+            band->iterations = mp3d_kept_iterations(kept);
+            band->iterations_phase = 0;
+            mp3d_pack_iterations(band);
+        }
+        for (i = 0; i < nbands; i += 2, n += 64/step)
+            mp3d_synth_packed(grbuf + i, pcm + n, step, lins + i*64, band);
+        dec->syn_row += nbands;
+        return n;
+    }
+#endif /* HAVE_SIMD */
     for (i = 0; i < nbands; i += 2)
     {
         first = (step - band->phase) % step;
