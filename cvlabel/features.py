@@ -29,10 +29,14 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     window, filterbank = _mel_basis(config)
     padded = torch.from_numpy(_reflect_pad(np.asarray(samples, dtype=np.float32), config.n_fft // 2))
     spectrum = torch.stft(padded, config.n_fft, config.hop_length, window=window, center=False, return_complex=True)
-    # |X|^2 as re^2 + im^2: several times faster on a CPU than abs().pow(2) (measured)
-    spectrum = spectrum[..., : filterbank.shape[0], :]  # bins above f_max carry no mel weight
-    power = spectrum.real**2 + spectrum.imag**2
-    mel = torch.matmul(power.transpose(-1, -2), filterbank).transpose(-1, -2)
+    # (..., frames, bins), the layout the FFT wrote (stft returns a transposed view); bins above
+    # f_max carry no mel weight
+    spectrum = spectrum.transpose(-1, -2)[..., : filterbank.shape[0]]
+    # |X|^2 as re^2 + im^2 (several times faster on a CPU than abs().pow(2)), squared in that layout:
+    # the same values as squaring .real and .imag of the transposed view, in ~2/3 of the time
+    squares = torch.view_as_real(spectrum).square()
+    power = squares[..., 0] + squares[..., 1]
+    mel = torch.matmul(power, filterbank).transpose(-1, -2)
     features = torch.log(mel + LOG_FLOOR)
     # a floor relative to the clip's own peak, not an absolute one, keeps the features of a clip
     # and of the same clip 20 dB quieter identical (an absolute floor would cut them differently)
