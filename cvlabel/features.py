@@ -28,12 +28,12 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     """
     window, filterbank = _mel_basis(config)
     padded = torch.from_numpy(_reflect_pad(np.asarray(samples, dtype=np.float32), config.n_fft // 2))
-    spectrum = torch.stft(padded, config.n_fft, config.hop_length, window=window, center=False, return_complex=True)
-    # (..., frames, bins), the layout the FFT wrote (stft returns a transposed view); bins above
-    # f_max carry no mel weight
-    spectrum = spectrum.transpose(-1, -2)[..., : filterbank.shape[0]]
+    # torch.stft(center=False)'s frames and FFT, without its wrapper (~20 us a call), in the layout
+    # the FFT writes: (..., frames, bins); bins above f_max carry no mel weight
+    frames = padded.unfold(-1, config.n_fft, config.hop_length) * window
+    spectrum = torch.fft.rfft(frames, dim=-1)[..., : filterbank.shape[0]]
     # |X|^2 as re^2 + im^2 (several times faster on a CPU than abs().pow(2)), squared in that layout:
-    # the same values as squaring .real and .imag of the transposed view, in ~2/3 of the time
+    # the same values as squaring .real and .imag of stft's transposed output, in ~2/3 of the time
     squares = torch.view_as_real(spectrum).square()
     power = squares[..., 0] + squares[..., 1]
     mel = torch.matmul(power, filterbank).transpose(-1, -2)
