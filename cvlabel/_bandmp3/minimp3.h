@@ -1794,10 +1794,9 @@ static void mp3d_synth_packed(const float *xl, mp3d_sample_t *pcm, int step, flo
 
     for (p = 0; p < band->pairs; p++)
     {
-#define PLOAD(k) f4 w0 = VLD(w + 8*(k)); f4 w1 = VLD(w + 8*(k) + 4); f4 vz = VLD(&col[-64*(k)]); f4 vy = VLD(&col[-64*(15 - (k))]);
-#define P0(k) { PLOAD(k) b =         VADD(VMUL(vz, w1), VMUL(vy, w0)) ; a =         VSUB(VMUL(vz, w0), VMUL(vy, w1));  }
-#define P1(k) { PLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vz, w0), VMUL(vy, w1))); }
-#define P2(k) { PLOAD(k) b = VADD(b, VADD(VMUL(vz, w1), VMUL(vy, w0))); a = VADD(a, VSUB(VMUL(vy, w1), VMUL(vz, w0))); }
+/* mp3d_synth's V0, V1 and V2 steps, loading from the packed history and coefficients */
+#undef VLOAD
+#define VLOAD(k) f4 w0 = VLD(w + 8*(k)); f4 w1 = VLD(w + 8*(k) + 4); f4 vz = VLD(&col[-64*(k)]); f4 vy = VLD(&col[-64*(15 - (k))]);
         float *col = zlin + 4*p, av[4], bv[4];
         const float *w = band->pair_win[p][0][0];
         f4 a, b;
@@ -1812,7 +1811,7 @@ static void mp3d_synth_packed(const float *xl, mp3d_sample_t *pcm, int step, flo
             col[lane + 1 - 64]  = xl[18*(1 + i)];       /* slot B, the row before */
         }
 
-        P0(0) P2(1) P1(2) P2(3) P1(4) P2(5) P1(6) P2(7)
+        V0(0) V2(1) V1(2) V2(3) V1(4) V2(5) V1(6) V2(7)
 
 #ifdef MINIMP3_FLOAT_OUTPUT
         {
