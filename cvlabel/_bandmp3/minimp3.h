@@ -1744,6 +1744,21 @@ static void mp3d_synth(float *xl, mp3d_sample_t *dstl, int nch, float *lins, uin
 #endif /* MINIMP3_ONLY_SIMD */
 }
 
+/* cvlabel: band->iterations for the current phase, recomputed only when the phase moved (with a
+   step dividing 64 it stays 0: once per stream); returns whether it was recomputed */
+static int mp3d_update_iterations(mp3dec_band_t *band)
+{
+    int j;
+    uint64_t kept = 0;
+    if (band->phase == band->iterations_phase)
+        return 0;
+    for (j = (band->step - band->phase) % band->step; j < 64; j += band->step)
+        kept |= MP3D_BIT(j);
+    band->iterations = mp3d_kept_iterations(kept);
+    band->iterations_phase = band->phase;
+    return 1;
+}
+
 #if HAVE_SIMD
 /* cvlabel: the kept windowing steps (band->iterations), two at a time, and their coefficients
    laid out for mp3d_synth_packed */
@@ -1756,8 +1771,9 @@ static void mp3d_pack_iterations(mp3dec_band_t *band)
         const float *w = g_mp3d_win + (14 - i)*16;
         if (!(band->iterations >> i & 1))
             continue;
+        if (!half)
+            band->pair_steps[p][1] = -1; /* until a second kept step fills the pair */
         band->pair_steps[p][half] = i;
-        band->pair_steps[p][1] = half ? i : -1;
         for (k = 0; k < 8; k++)
         {
             band->pair_win[p][k][0][2*half] = band->pair_win[p][k][0][2*half + 1] = w[2*k];
@@ -1846,7 +1862,6 @@ static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, 
        only the DCT outputs at multiples of 4 (mp3d_DCT_II) */
     int sparse = 64 % step == 0, quarter = sparse && step % 4 == 0 && band->subbands <= 8;
     float block[64];
-    uint64_t kept;
     for (i = 0; i < nch; i++)
     {
         mp3d_DCT_II(grbuf + 576*i, nbands, band->subbands, quarter); /* cvlabel: the kept subbands */
@@ -1862,14 +1877,8 @@ static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, 
 #if HAVE_SIMD
     if (nch == 1 && sparse && 16 % step == 0 && band->phase == 0 && have_simd())
     {   /* cvlabel: the kept samples are at multiples of the step in every block */
-        if (band->iterations_phase != 0)
-        {
-            for (kept = 0, j = 0; j < 64; j += step)
-                kept |= MP3D_BIT(j);
-            band->iterations = mp3d_kept_iterations(kept);
-            band->iterations_phase = 0;
+        if (mp3d_update_iterations(band))
             mp3d_pack_iterations(band);
-        }
         for (i = 0; i < nbands; i += 2, n += 64/step)
             mp3d_synth_packed(grbuf + i, pcm + n, step, lins + i*64, band);
         dec->syn_row += nbands;
@@ -1879,13 +1888,7 @@ static int mp3d_synth_granule(mp3dec_t *dec, float *grbuf, int nbands, int nch, 
     for (i = 0; i < nbands; i += 2)
     {
         first = (step - band->phase) % step;
-        if (band->phase != band->iterations_phase)
-        {   /* with a step dividing 64 the phase stays 0: once per stream */
-            for (kept = 0, j = first; j < 64; j += step)
-                kept |= MP3D_BIT(j);
-            band->iterations = mp3d_kept_iterations(kept);
-            band->iterations_phase = band->phase;
-        }
+        mp3d_update_iterations(band);
         mp3d_synth(grbuf + i, block, nch, lins + i*64, band->iterations, sparse);
         for (j = first; j < 64; j += step)
             pcm[n++] = block[j];
