@@ -99,7 +99,7 @@ def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = 
     chosen = decoder_for(path, decoder, sample_rate, native_rate)
     with _as_audio_error(path):
         if chosen == "bandmp3":
-            data = head if len(head) == size else _read_whole(path)
+            data = head if len(head) == size else _read_clip(path)[0]
             try:
                 backend: Backend = _BandBackend(data, sample_rate)
             except bandmp3.UnsupportedRate:  # mp3_rate read a frame header the decoder does not agree with
@@ -120,16 +120,17 @@ _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY
 
 def _clip_head(path: Path) -> tuple[bytes, int]:
     """The file's first bytes (at least to the first frame after an ID3v2 tag, if the file has
-    one) and its size. AudioError as _read_head."""
-    head, size = _read_head(path)
+    one) and its size. AudioError as _read_clip."""
+    head, size = _read_clip(path, HEAD_BYTES)
     if len(head) < size and _id3_length(head) + 4096 > len(head):  # a tag as large as the head (cover art)
-        head = _read_whole(path)
+        head, size = _read_clip(path)
     return head, size
 
 
-def _read_head(path: Path) -> tuple[bytes, int]:
-    """The first HEAD_BYTES of a regular, non-empty file and its size; one open and one stat
-    (every clip comes through here). AudioError for a missing, unreadable, empty or special file."""
+def _read_clip(path: Path, limit: int | None = None) -> tuple[bytes, int]:
+    """The first `limit` bytes (all without one) of a regular, non-empty file, and its size; one
+    open and one stat (every clip comes through here). AudioError for a missing, unreadable, empty
+    or special file."""
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
@@ -137,29 +138,26 @@ def _read_head(path: Path) -> tuple[bytes, int]:
     except IsADirectoryError:
         raise AudioError(path, "not a file") from None
     except OSError as exc:
-        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        raise _unreadable(path, exc) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise AudioError(path, "not a file")
         if info.st_size == 0:
             raise AudioError(path, "empty file (0 bytes)")
-        wanted, parts = min(HEAD_BYTES, info.st_size), []
+        wanted, parts = info.st_size if limit is None else min(limit, info.st_size), []
         while wanted > 0 and (part := os.read(fd, wanted)):  # a short read only at the end, but loop
             parts.append(part)
             wanted -= len(part)
         return b"".join(parts) if len(parts) != 1 else parts[0], info.st_size
     except OSError as exc:
-        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+        raise _unreadable(path, exc) from None
     finally:
         os.close(fd)
 
 
-def _read_whole(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+def _unreadable(path: Path, exc: OSError) -> AudioError:
+    return AudioError(path, f"cannot read the file ({exc.strerror or type(exc).__name__})")
 
 
 @contextmanager
