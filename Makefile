@@ -27,6 +27,10 @@ $(STAMP): pyproject.toml setup.py cvlabel/_bandmp3/bandmp3.c cvlabel/_bandmp3/mi
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    (apt-get update -qq && apt-get install -y -qq gcc python3-dev) || echo "could not install gcc: cvlabel._bandmp3 is not built"; \
 	  else echo "no C compiler (sudo apt-get install gcc): cvlabel._bandmp3 is not built"; fi; }
+	@# torch's CUDA build makes the venv ~6 GB (README, "Why these torch wheels"): on a full disk pip
+	@# stops half-way with a bare OSError, so say beforehand what is missing
+	@free_gb=$$(df -Pk . | awk 'NR == 2 { print int($$4 / 1048576) }'); [ "$${free_gb:-0}" -ge 7 ] || \
+	  echo "warning: $${free_gb} GB free on this disk; the install needs about 7 GB (the venv is ~6 GB)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -e '.[test,dask,lhotse]'
 	touch $@
