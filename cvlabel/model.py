@@ -77,7 +77,7 @@ class GenderCNN(nn.Module):
         else:
             mask = _frame_mask(valid.clamp(min=1), time).unsqueeze(1)
         count = mask.sum(dim=2)
-        mean = (hidden * mask).sum(dim=2) / count
+        mean = hidden.sum(dim=2) / count  # the tails past `valid` are zero already (_zero_past)
         var = (((hidden - mean.unsqueeze(2)) * mask) ** 2).sum(dim=2) / count
         pooled = torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
         return self.head(pooled).squeeze(1)
@@ -115,11 +115,18 @@ def _halved(frames: torch.Tensor) -> torch.Tensor:
 
 def _zero_past(hidden: torch.Tensor, valid: torch.Tensor) -> None:
     """Zero, in place, each clip's frames of (batch, channels, freq, time) past its `valid` count:
-    only the padded tails are written (a whole-tensor mask costs a pass over every stage's output)."""
+    only the padded tails are written (a whole-tensor mask costs a pass over every stage's output).
+    Neighbouring rows with the same count (batches are sorted by length) are zeroed by one slice."""
     time = hidden.shape[-1]
-    for row, frames in enumerate(valid.tolist()):
+    counts = valid.tolist()
+    start = 0
+    while start < len(counts):
+        frames, end = counts[start], start + 1
+        while end < len(counts) and counts[end] == frames:
+            end += 1
         if frames < time:
-            hidden[row, :, :, frames:] = 0
+            hidden[start:end, :, :, frames:] = 0
+        start = end
 
 
 def _frame_mask(valid: torch.Tensor, time: int) -> torch.Tensor:
