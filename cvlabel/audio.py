@@ -149,7 +149,7 @@ def _read_clip(path: Path, limit: int | None = None) -> tuple[bytes, int]:
         while wanted > 0 and (part := os.read(fd, wanted)):  # a short read only at the end, but loop
             parts.append(part)
             wanted -= len(part)
-        return b"".join(parts) if len(parts) != 1 else parts[0], info.st_size
+        return b"".join(parts), info.st_size  # one part: join returns it, no copy
     except OSError as exc:
         raise _unreadable(path, exc) from None
     finally:

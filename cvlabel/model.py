@@ -7,6 +7,8 @@ clips of different lengths can share a batch. It outputs one logit; p(female) = 
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -117,13 +119,9 @@ def _zero_past(hidden: torch.Tensor, valid: torch.Tensor) -> None:
     """Zero, in place, each clip's frames of (batch, channels, freq, time) past its `valid` count:
     only the padded tails are written (a whole-tensor mask costs a pass over every stage's output).
     Neighbouring rows with the same count (batches are sorted by length) are zeroed by one slice."""
-    time = hidden.shape[-1]
-    counts = valid.tolist()
-    start = 0
-    while start < len(counts):
-        frames, end = counts[start], start + 1
-        while end < len(counts) and counts[end] == frames:
-            end += 1
+    time, start = hidden.shape[-1], 0
+    for frames, rows in itertools.groupby(valid.tolist()):
+        end = start + len(list(rows))
         if frames < time:
             hidden[start:end, :, :, frames:] = 0
         start = end
