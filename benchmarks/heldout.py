@@ -30,6 +30,7 @@ from cvlabel.config import Config, load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
 from cvlabel.metrics import classification_metrics
 from cvlabel.scoring import clip_logits
+from cvlabel.speech import Speech
 from cvlabel.splits import labelled_rows
 from cvlabel.training import train
 
@@ -59,9 +60,9 @@ def train_once(corpus: Path, run: Path, config: Config, label: str = "") -> None
     print(f"{label}trained in {time.time() - started:.0f} s", file=sys.stderr)
 
 
-def median_f0(samples: np.ndarray, rate: int = 16_000) -> float:
+def median_f0(samples: np.ndarray, rate: float) -> float:
     """Median autocorrelation pitch of the voiced 40 ms frames, searched in 60-400 Hz."""
-    frame, lo, hi = int(0.04 * rate), rate // 400, rate // 60
+    frame, lo, hi = int(0.04 * rate), int(rate // 400), int(rate // 60)
     loudest = np.sqrt(np.mean(samples**2)) + 1e-9
     estimates = []
     for start in range(0, samples.shape[0] - frame, frame // 2):
@@ -104,11 +105,11 @@ def main() -> None:
     results = {}
     for condition, clips in (
         ("as recorded", audio),
-        ("telephone", [telephone(a, features.sample_rate) for a in audio]),
+        ("telephone", [Speech(telephone(a.samples, a.rate), a.rate) for a in audio]),
     ):
         logits = clip_logits(checkpoint.model, features, clips.__getitem__, len(clips)).mean(axis=1)
         results[f"cnn, {condition}"] = classification_metrics(labels, logits, checkpoint.temperature, speakers)
-        f0 = np.array([median_f0(a) for a in clips])
+        f0 = np.array([median_f0(a.samples, a.rate) for a in clips])  # each clip at its decoded rate
         pitch_logits = np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0) / 20.0
         results[f"pitch {PITCH_THRESHOLD_HZ:.0f} Hz, {condition}"] = classification_metrics(
             labels, pitch_logits, 1.0, speakers

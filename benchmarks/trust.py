@@ -53,6 +53,7 @@ from cvlabel.export import export_parquet
 from cvlabel.inference import infer
 from cvlabel.labels import decide_logits, label_index
 from cvlabel.scoring import inference_model
+from cvlabel.speech import Speech
 
 VOICE_FOLDS = 3
 LOCALES = ("en", "de", "fr", "es")
@@ -147,7 +148,7 @@ def telephone_accuracy(run: Path, view: Path, truth: pd.DataFrame, held: set[str
     cache = AudioCache(cache_root(config.train.cache_dir), model.features)
     errors = cache.fill(clips, jobs=1)
     keep = [k for k, clip in enumerate(clips) if clip not in errors]
-    speech = [telephone(cache.load(clips[k]), model.features.sample_rate) for k in keep]
+    speech = [Speech(telephone(s.samples, s.rate), s.rate) for s in (cache.load(clips[k]) for k in keep)]
     logits = model.logits(speech)
     return float((decide_logits(logits) == label_index(rows["true_gender"].to_numpy()[keep])).mean())
 

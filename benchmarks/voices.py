@@ -52,6 +52,7 @@ from cvlabel.config import load_config  # noqa: E402
 from cvlabel.corpus import CLIP_TSVS, SPLIT_TSVS, read_tsv  # noqa: E402
 from cvlabel.labels import LABELS, decide_logits  # noqa: E402
 from cvlabel.scoring import clip_logits  # noqa: E402
+from cvlabel.speech import Speech  # noqa: E402
 
 FOLDS = 3
 METRICS = ("overlap", "ordinary", "formant", "telephone", "speakers", "in_domain")
@@ -123,7 +124,7 @@ def run_fold(
     keep = np.array([c not in errors for c in clips])
     held_rows, clips = held_rows[keep].reset_index(drop=True), [c for c, k in zip(clips, keep, strict=True) if k]
     audio = [cache.load(c) for c in clips]
-    phone = [telephone(a, features.sample_rate) for a in audio]
+    phone = [Speech(telephone(a.samples, a.rate), a.rate) for a in audio]
     logits = clip_logits(checkpoint.model, features, audio.__getitem__, len(audio)).mean(axis=1)
     tele_logits = clip_logits(checkpoint.model, features, phone.__getitem__, len(phone)).mean(axis=1)
     held_rows.assign(logit=logits, telephone_logit=tele_logits)[
@@ -136,8 +137,8 @@ def run_fold(
     if pitch_file.exists():
         result["pitch"] = json.loads(pitch_file.read_text())
     else:
-        f0 = np.array([median_f0(a) for a in audio])
-        f0_tele = np.array([median_f0(a) for a in phone])
+        f0 = np.array([median_f0(a.samples, a.rate) for a in audio])
+        f0_tele = np.array([median_f0(a.samples, a.rate) for a in phone])
         result["pitch"] = score(
             held_rows,
             np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0),

@@ -1,14 +1,17 @@
 """The one audio loader: any clip to float32 mono at the model's rate, or an AudioError.
 
 MP3 (Common Voice's format, told by its bytes, not its name) goes to the fastest decoder
-available that decodes it exactly, straight to the model's rate:
+available that decodes it exactly, straight to native rate / k for an integer k: with a
+`min_rate`, the lowest such rate at or above it (32 kHz -> 10.667 kHz, 44.1 -> 11.025, 48 -> 12),
+else exactly the wanted rate where k divides (older models, which heard one rate):
 - `bandmp3`: cvlabel's own band-limited decoder (a C extension built at install when a compiler
-  is there) that decodes only the subbands below the model's Nyquist frequency and synthesises
-  every k-th sample; for clips at any multiple of the model's rate (48 kHz for 12 kHz);
-- `mpg123`: libmpg123 through ctypes, keeping every 2nd or 4th sample of its synthesis;
-- `soundfile`: libsndfile at the clip's own rate, then soxr: every other format and rate
-  (44.1 kHz), and the fallback when neither of the above is installed.
-`features.decoder` names one to prefer; "auto" takes the fastest available.
+  is there) that decodes only the subbands below the new Nyquist frequency and synthesises
+  every k-th sample, for any k from 1 to 32;
+- `mpg123`: libmpg123 through ctypes, keeping every 2nd or 4th sample of its synthesis (k = 1, 2, 4);
+- `soundfile`: libsndfile at the clip's own rate, then soxr to `sample_rate`: every other format,
+  rates no k serves (8 kHz), and the fallback when neither of the above is installed.
+`features.decoder` names one to prefer; "auto" takes the fastest available. A reader's
+`sample_rate` says the rate it decodes to (a float: 32000 / 3 is not a whole number of Hz).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -55,8 +58,8 @@ class AudioReader:
     """An open clip, decoded incrementally at one rate: `read(n)` gives up to n float32 mono
     samples, fewer only at the end, where a stream shorter than announced raises AudioError."""
 
-    def __init__(self, path: Path, backend: Backend, sample_rate: int):
-        self.path, self._backend, self.sample_rate = path, backend, sample_rate
+    def __init__(self, path: Path, backend: Backend, sample_rate: float, decoder: str):
+        self.path, self._backend, self.sample_rate, self.decoder = path, backend, sample_rate, decoder
         self.decoded = 0
         self.ended = False  # a read has reached the end of the clip
 
@@ -71,9 +74,10 @@ class AudioReader:
 
     def read_all(self) -> np.ndarray:
         """The rest of the clip."""
-        parts = [self.read(READ_BLOCK_S * self.sample_rate)]
-        while parts[-1].shape[0] == READ_BLOCK_S * self.sample_rate:
-            parts.append(self.read(READ_BLOCK_S * self.sample_rate))
+        block = int(READ_BLOCK_S * self.sample_rate)
+        parts = [self.read(block)]
+        while parts[-1].shape[0] == block:
+            parts.append(self.read(block))
         return np.concatenate(parts)
 
     def _check_complete(self) -> None:
@@ -90,25 +94,30 @@ class AudioReader:
         self._backend.close()
 
 
-def open_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, decoder: str = "auto") -> AudioReader:
-    """Open a clip for decoding at `sample_rate` Hz with `decoder` (see the module's docstring).
-    Raises AudioError (with the path) for a missing, empty or undecodable file."""
+def open_audio(
+    path: str | Path, sample_rate: float = SAMPLE_RATE, decoder: str = "auto", min_rate: float = 0
+) -> AudioReader:
+    """Open a clip for decoding with `decoder` (see the module's docstring): an MP3 at native rate / k
+    (the lowest such rate >= `min_rate`; without one, `sample_rate` where k divides), anything else
+    at `sample_rate` Hz; the reader's sample_rate says which. Raises AudioError (with the path) for a
+    missing, empty or undecodable file."""
     path = Path(path)
     head, size = _clip_head(path)
     native_rate = _mp3_rate_of(head)
-    chosen = decoder_for(path, decoder, sample_rate, native_rate)
+    chosen, step = decoder_for(path, decoder, sample_rate, native_rate, min_rate)
     with _as_audio_error(path):
         if chosen == "bandmp3":
             data = head if len(head) == size else _read_clip(path)[0]
-            try:
-                backend: Backend = _BandBackend(data, sample_rate)
-            except bandmp3.UnsupportedRate:  # mp3_rate read a frame header the decoder does not agree with
-                backend = _SoundfileBackend(path, sample_rate)
+            band = _BandBackend(data, step)
+            backend: Backend = band
+            if band.native_rate != native_rate:  # the frame header we read is not the one the decoder found
+                chosen, backend = "soundfile", _SoundfileBackend(path, sample_rate)
         elif chosen == "mpg123":
-            backend = mpg123.Mpg123Reader(path, sample_rate, native_rate or 0)
+            backend = mpg123.Mpg123Reader(path, (native_rate or 0) // step, native_rate or 0)
         else:
             backend = _SoundfileBackend(path, sample_rate)
-    return AudioReader(path, backend, sample_rate)
+    rate = (native_rate or 0) / step if chosen != "soundfile" else sample_rate
+    return AudioReader(path, backend, rate, chosen)
 
 
 # The first bytes of a clip read to tell its format: all of a Common Voice clip (tens of kB), so
@@ -173,9 +182,9 @@ def _as_audio_error(path: Path) -> Iterator[None]:
 
 
 def load_audio(
-    path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None, decoder: str = "auto"
+    path: str | Path, sample_rate: float = SAMPLE_RATE, max_seconds: float | None = None, decoder: str = "auto"
 ) -> np.ndarray:
-    """Decode a clip to a float32 mono array of shape (samples,) at `sample_rate` Hz.
+    """Decode a clip to a float32 mono array of shape (samples,) at exactly `sample_rate` Hz.
 
     Channels are averaged. At most the first `max_seconds` are decoded, so a 10-minute clip
     cannot blow up memory. Raises AudioError (with the path) for a missing, empty,
@@ -198,24 +207,38 @@ def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
     return samples
 
 
-def decoder_for(path: Path, decoder: str, sample_rate: int, native_rate: int | None) -> str:
-    """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format) at
-    `sample_rate`, by preference: bandmp3 where the native rate is a multiple of the model's,
-    libmpg123 where it is 1, 2 or 4 times it, else soundfile + soxr. `decoder` names one to use
-    where it can decode the clip exactly ("auto": the first of those available)."""
+def decoder_for(
+    path: Path, decoder: str, sample_rate: float, native_rate: int | None, min_rate: float = 0
+) -> tuple[str, int]:
+    """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format) and the
+    decimation k it decodes at (native_rate / k Hz; 0 for soundfile, which gives `sample_rate`).
+    k is the largest the decoder offers that keeps native_rate / k >= `min_rate`; without a
+    min_rate, native_rate / sample_rate where that is whole. By preference bandmp3 (any k up to 32),
+    libmpg123 (k of 1, 2 or 4), else soundfile + soxr. `decoder` names one to use where it can decode
+    the clip exactly ("auto": the first of those available)."""
     if decoder == "mpg123" and not mpg123.available():
         raise AudioError(path, "features.decoder is mpg123 but libmpg123 is not installed (apt install libmpg123-0)")
     if decoder == "bandmp3" and not bandmp3.available():
         raise AudioError(path, "features.decoder is bandmp3 but cvlabel._bandmp3 was not built (no C compiler)")
-    ratio, remainder = divmod(native_rate or 0, sample_rate)
-    if remainder or not ratio:
-        return "soundfile"
-    fastest = mp3_decoder()
-    if decoder in ("auto", "bandmp3") and fastest == "bandmp3":
-        return "bandmp3"
-    if decoder in ("auto", "mpg123") and ratio in mpg123.DECIMATIONS and mpg123.available():
-        return "mpg123"
-    return "soundfile"
+    if not native_rate:
+        return "soundfile", 0
+    if decoder in ("auto", "bandmp3") and mp3_decoder() == "bandmp3":
+        step = _decimation(native_rate, sample_rate, min_rate, range(1, bandmp3.MAX_STEP + 1))
+        if step:
+            return "bandmp3", step
+    if decoder in ("auto", "mpg123") and mpg123.available():
+        step = _decimation(native_rate, sample_rate, min_rate, mpg123.DECIMATIONS)
+        if step:
+            return "mpg123", step
+    return "soundfile", 0
+
+
+def _decimation(native_rate: int, sample_rate: float, min_rate: float, offered: Iterable[int]) -> int:
+    """The largest offered k with native_rate / k >= min_rate (with min_rate 0: native_rate / k ==
+    sample_rate); 0 when none is."""
+    if min_rate:
+        return max((k for k in offered if native_rate / k >= min_rate), default=0)
+    return max((k for k in offered if native_rate == k * sample_rate), default=0)
 
 
 @cache
@@ -275,7 +298,7 @@ def _frame_rate(header: bytes) -> int | None:
 class _SoundfileBackend:
     """libsndfile at the file's own rate, resampled with a streaming soxr to the output rate."""
 
-    def __init__(self, path: Path, sample_rate: int):
+    def __init__(self, path: Path, sample_rate: float):
         self._file = soundfile.SoundFile(path)
         native = self._file.samplerate
         self._ratio = sample_rate / native
@@ -303,12 +326,13 @@ class _SoundfileBackend:
 class _BandBackend:
     """cvlabel's band-limited decoder over the clip's bytes (read whole: a clip is tens of kB)."""
 
-    def __init__(self, data: bytes, sample_rate: int):
+    def __init__(self, data: bytes, step: int):
         try:
-            self._reader = bandmp3.Reader(data, sample_rate)
+            self._reader = bandmp3.Reader(data, step=step)
         except ValueError as exc:
             raise DecodeError(str(exc)) from None
         self.expected = self._reader.expected_samples
+        self.native_rate = self._reader.native_rate
 
     def read(self, frames: int) -> np.ndarray:
         parts, got = [], 0

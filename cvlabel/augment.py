@@ -44,7 +44,7 @@ def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator, brow
     return (samples + noise).astype(np.float32)
 
 
-def telephone(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+def telephone(samples: np.ndarray, sample_rate: float) -> np.ndarray:
     """Band-limit to 300-3400 Hz and pass through 8-bit mu-law, as on a narrowband phone call."""
     spectrum = np.fft.rfft(samples)
     freqs = np.fft.rfftfreq(samples.shape[0], 1 / sample_rate)
@@ -60,7 +60,7 @@ def telephone(samples: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def augment_waveform(
-    samples: np.ndarray, config: AugmentConfig, sample_rate: int, rng: np.random.Generator
+    samples: np.ndarray, config: AugmentConfig, sample_rate: float, rng: np.random.Generator
 ) -> np.ndarray:
     """Random gain, then maybe noise, then maybe a telephone channel (which also sees the noise)."""
     out = samples * np.float32(10 ** (float(rng.uniform(-config.gain_db, config.gain_db)) / 20))
@@ -100,7 +100,7 @@ def training_crops(
     clips: list[np.ndarray],
     length: int,
     config: AugmentConfig,
-    sample_rate: int,
+    sample_rate: float,
     rng: np.random.Generator,
     generator: torch.Generator,
 ) -> Iterator[np.ndarray]:
@@ -121,7 +121,7 @@ def training_crops(
 
 
 def shift_pitch(
-    crops: np.ndarray, factors: torch.Tensor, length: int, sample_rate: int, lifter_ms: float
+    crops: np.ndarray, factors: torch.Tensor, length: int, sample_rate: float, lifter_ms: float
 ) -> np.ndarray:
     """Formant-preserving pitch shift of waveforms: resample, then put the spectral envelope back.
 

@@ -10,9 +10,10 @@ libmpg123 does in gapless mode, so below ~4.5 kHz the output equals libmpg123's 
 Output sample n is input sample k*n - (encoder delay + 529) % k, as in libmpg123's 2:1 and 4:1
 modes: a timing offset below k samples of the native rate.
 
-Rates: native = k * rate for an integer k. A k dividing 32 keeps 32/k subbands (48 -> 12 kHz: 8,
-every 4th sample); another k keeps the floor(32/k) subbands wholly below rate / 2 (48 -> 16 kHz:
-10, up to 7.5 kHz). MPEG-1, 2 and 2.5 layer III, mono and (joint) stereo, averaged to mono; layers
+Rates: native = k * rate for an integer k from 1 to MAX_STEP (`Reader(data, step=k)` names k).
+A k dividing 32 keeps 32/k subbands (48 -> 12 kHz: 8, every 4th sample); another k keeps the
+floor(32/k) subbands wholly below rate / 2 (48 -> 16 kHz: 10, up to 7.5 kHz; 32 -> 10.667 kHz:
+10, up to 5 kHz). MPEG-1, 2 and 2.5 layer III, mono and (joint) stereo, averaged to mono; layers
 I and II decode through the same synthesis but are not tested.
 
 The extension is optional (built by setup.py when a C compiler is there): callers check
@@ -35,6 +36,7 @@ if not hasattr(_bandmp3, "Reader"):  # not built: the import found the C sources
 # a stream's end is reached by reading this much at a time; bounded so max_samples=None cannot
 # ask the extension for an absurd allocation up front
 _CHUNK_SAMPLES = 1 << 20
+MAX_STEP = 32  # the largest decimation: one subband of 32 kept
 
 
 class UnsupportedRate(Exception):
@@ -59,15 +61,22 @@ class Reader:
     frame, truncated data). A truncation is only seen by the read that reaches the end.
     """
 
-    def __init__(self, data: bytes | bytearray | memoryview, rate: int):
+    def __init__(self, data: bytes | bytearray | memoryview, rate: int | None = None, *, step: int | None = None):
         if _bandmp3 is None:
             raise RuntimeError("cvlabel._bandmp3 is not built (no C compiler at install time)")
-        self._reader = _bandmp3.Reader(data, rate)
+        if (rate is None) == (step is None):
+            raise ValueError("give a rate or a step, not both")
+        self._reader = _bandmp3.Reader(data, step=step) if step is not None else _bandmp3.Reader(data, rate or 0)
 
     @property
-    def rate(self) -> int:
-        """Output sample rate (Hz)."""
-        return int(self._reader.rate)
+    def rate(self) -> float:
+        """Output sample rate (Hz): native_rate / step, not always a whole number (32000 / 3)."""
+        return self.native_rate / self.step
+
+    @property
+    def step(self) -> int:
+        """The decimation k: every k-th sample of the native rate is kept."""
+        return int(self._reader.step)
 
     @property
     def native_rate(self) -> int:

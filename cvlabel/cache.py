@@ -1,6 +1,7 @@
 """Decoded speech on disk, so MP3s are decoded once per clip, not once per epoch or run.
 
-An entry is the clip's silence-trimmed audio at the model's rate as int16 `.npy`. Entries are
+An entry is the clip's silence-trimmed audio at its decoded rate as an int16 `.npy`, whose first
+RATE_SLOTS values hold that rate as a float64 (32000 / 3 Hz is not a whole number). Entries are
 keyed by the clip (absolute path, size, modification time: a replaced file is decoded again)
 inside a folder keyed by the settings that shape the audio (rate, trimming, max_seconds, and the
 MP3 decoder that "auto" resolves to on this machine). Log-mels are not
@@ -26,13 +27,15 @@ from .audio import mp3_decoder
 from .config import FeatureConfig
 from .errors import AudioError
 from .files import atomic_path, write_text
-from .speech import decode_speech
+from .speech import Speech, decode_speech
 
-CACHE_VERSION = 2  # bump when the stored format or the decoding changes
+CACHE_VERSION = 3  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
+RATE_SLOTS = 4  # int16 values at an entry's start that hold its rate (one float64)
 CLIPS_PER_TASK = 32  # clips a worker decodes per task: amortises the task overhead
 AUDIO_FIELDS = (
     "sample_rate",
+    "min_decode_rate",
     "trim_silence",
     "vad_frame_ms",
     "vad_threshold_db",
@@ -75,13 +78,15 @@ class AudioCache:
         digest = hashlib.sha1(f"{clip}:{stamp}".encode()).hexdigest()
         return self.folder / digest[:2] / digest
 
-    def load(self, clip: str | Path) -> np.ndarray:
-        """The cached audio of a clip as float32; AudioError if it failed to decode."""
+    def load(self, clip: str | Path) -> Speech:
+        """The cached speech of a clip (float32 samples and their rate); AudioError if it failed to decode."""
         entry = self.entry(clip)
         error = entry.with_suffix(".err")
         if error.exists():
             raise AudioError(clip, error.read_text())
-        return np.load(entry.with_suffix(".npy")).astype(np.float32) / INT16_SCALE
+        stored = np.load(entry.with_suffix(".npy"))
+        rate = float(stored[:RATE_SLOTS].view(np.float64)[0])
+        return Speech(stored[RATE_SLOTS:].astype(np.float32) / INT16_SCALE, rate)
 
     def fill(self, clips: Sequence[str | Path], jobs: int = 1) -> dict[str, str]:
         """Decode every clip not yet cached, in `jobs` processes. Returns {clip: error} of failures."""
@@ -111,13 +116,14 @@ def _decode_into_cache(cache: AudioCache, clips: list[str]) -> int:
         entry = cache.entry(clip)
         entry.parent.mkdir(parents=True, exist_ok=True)
         try:
-            samples = decode_speech(clip, cache.config)
+            speech = decode_speech(clip, cache.config)
         except AudioError as exc:
             write_text(entry.with_suffix(".err"), exc.reason)
             continue
-        quantised = np.clip(np.round(samples * INT16_SCALE), -32768, 32767).astype(np.int16)
+        quantised = np.clip(np.round(speech.samples * INT16_SCALE), -32768, 32767).astype(np.int16)
+        rate = np.array([speech.rate], dtype=np.float64).view(np.int16)
         with atomic_path(entry.with_suffix(".npy")) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, quantised)
+            np.save(handle, np.concatenate([rate, quantised]))
     return len(clips)
 
 

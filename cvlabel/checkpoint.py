@@ -138,6 +138,8 @@ def _upgraded(tree: dict[str, Any]) -> dict[str, Any]:
         features["window_ms"] = 1000 * features.pop("n_fft") / rate
     if "hop_length" in features:
         features["hop_ms"] = 1000 * features.pop("hop_length") / rate
+    # cvlabel <= 0.2 heard every clip at sample_rate; later models hear each MP3 at its native rate / k
+    features.setdefault("min_decode_rate", 0)
     return {**tree, "features": features}
 
 

@@ -19,14 +19,22 @@ import yaml
 
 from .errors import ConfigError
 
-SAMPLE_RATE = 12_000  # Hz: the rate new models hear; MP3s are decoded straight to it (see audio.py)
+SAMPLE_RATE = 12_000  # Hz: the rate of clips that no MP3 decimation serves (see FeatureConfig.min_decode_rate)
+MP3_SUBBAND_HZ = 750.0  # Hz: the widest MP3 subband (48 kHz / 64); a band-limited decode at rate r keeps
+# whole subbands below r / 2, so at least up to r / 2 - MP3_SUBBAND_HZ
 DECODERS = ("auto", "bandmp3", "mpg123", "soundfile")  # features.decoder: see audio.py for each
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    sample_rate: int = SAMPLE_RATE  # Hz; clips are decoded to this rate. 12 kHz keeps all of 0-4 kHz
-    # with margin and costs a quarter of 48 kHz (checkpoints of cvlabel <= 0.2 say 16000 and still work)
+    sample_rate: float = SAMPLE_RATE  # Hz; clips that min_decode_rate does not place are decoded to this
+    # rate. 12 kHz keeps all of 0-4 kHz with margin and costs a quarter of 48 kHz (checkpoints of cvlabel <= 0.2
+    # say 16000 and still work)
+    min_decode_rate: float = 10_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k, the lowest
+    # such rate at or above this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 10.667, 16 -> 16), so no resampler runs
+    # for any rate Common Voice uses; the features below are in Hz and ms, the same at each rate. Raised
+    # where needed to keep the band up to f_max whole (decode_floor). 0: every clip at sample_rate (models
+    # before cvlabel 0.3)
     window_ms: float = 32.0  # STFT window: long enough to resolve the harmonics of low voices
     hop_ms: float = 20.0  # between frames: voice gender changes slowly, and half the frames of
     # 10 ms halve the CNN's and the STFT's cost (measured: no loss of accuracy)
@@ -46,14 +54,30 @@ class FeatureConfig:
     # 2 s 97.8-98.5%. Training crops are 3 s. Decoding and the CNN stop there
     decoder: str = "auto"  # MP3 decoder: auto (the fastest available), bandmp3, mpg123 or soundfile
 
+    @property
+    def decode_floor(self) -> float:
+        """The lowest rate an MP3 is decoded to (0: min_decode_rate is off): a band-limited decode at
+        rate r keeps the whole MP3 subbands below r / 2, so at least up to r / 2 - MP3_SUBBAND_HZ."""
+        if not self.min_decode_rate:
+            return 0.0
+        return max(self.min_decode_rate, 2 * (self.f_max + MP3_SUBBAND_HZ))
+
+    def at_rate(self, rate: float) -> FeatureConfig:
+        """These features for samples at `rate` Hz (a clip's decoded rate): the same analysis in ms and Hz."""
+        return self if rate == self.sample_rate else dataclasses.replace(self, sample_rate=rate)
+
     # The STFT in samples follows the rate, so a model hears the same 32 ms / 20 ms at any rate.
     @property
-    def n_fft(self) -> int:
-        return round(self.sample_rate * self.window_ms / 1000)
+    def n_fft(self) -> int:  # even, so centred frames are padded by n_fft / 2 on each side
+        return 2 * round(self.sample_rate * self.window_ms / 2000)
 
     @property
     def hop_length(self) -> int:
         return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def hop_samples(self) -> float:  # the exact hop: 213.33 samples at 32000 / 3 Hz
+        return self.sample_rate * self.hop_ms / 1000
 
     @property
     def frames_per_second(self) -> float:
@@ -195,6 +219,7 @@ _AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
 _SHARE = (lambda v: 0 <= v <= 1, "in [0, 1]")
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "features.sample_rate": (lambda v: 8_000 <= v <= 192_000, "in 8000-192000 Hz"),
+    "features.min_decode_rate": (lambda v: v == 0 or 8_000 <= v <= 48_000, "0 or in 8000-48000 Hz"),
     "features.window_ms": (lambda v: 2 <= v <= 200, "in 2-200 ms"),
     "features.hop_ms": (lambda v: 1 <= v <= 100, "in 1-100 ms"),
     "features.n_mels": (lambda v: v >= 8, "at least 8"),

@@ -13,7 +13,7 @@ import soxr
 from .errors import AudioError, CvlabelError
 from .labels import LABELS, calibrate, decide
 from .scoring import InferenceModel, inference_model
-from .speech import decode_clip, speech_only
+from .speech import Speech, decode_clip, speech_only
 
 STDIN_ARG = "-"  # the file argument that means: raw PCM from stdin
 
@@ -93,9 +93,10 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
             "error": None,
         }
         try:
-            samples = decode_clip(path, config)
-            result["duration_s"] = round(samples.shape[0] / config.sample_rate, 3)
-            logit = float(model.logits([speech_only(samples, config, path)])[0])
+            clip = decode_clip(path, config)
+            result["duration_s"] = round(clip.samples.shape[0] / clip.rate, 3)
+            speech = speech_only(clip.samples, config.at_rate(clip.rate), path)
+            logit = float(model.logits([Speech(speech, clip.rate)])[0])
         except AudioError as exc:
             result["error"] = exc.reason
             results.append(result)
@@ -194,7 +195,7 @@ def _mpeg_frame_header(head: bytes) -> bool:
     )
 
 
-def resample_blocks(blocks: Iterable[np.ndarray], in_rate: int, out_rate: int) -> Iterator[np.ndarray]:
+def resample_blocks(blocks: Iterable[np.ndarray], in_rate: float, out_rate: float) -> Iterator[np.ndarray]:
     """The blocks at out_rate; one streaming resampler, so block edges leave no seams."""
     resampler = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32") if in_rate != out_rate else None
     for block in blocks:

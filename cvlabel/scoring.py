@@ -12,21 +12,25 @@ import torch
 
 from .checkpoint import existing_model_file, load_checkpoint
 from .config import FeatureConfig
-from .features import log_mel
+from .features import frame_count, log_mel
 from .model import Committee, GenderCNN
+from .speech import Speech
 
 SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
+
+
+Clip = Speech | np.ndarray  # speech at its rate, or samples at the features' sample_rate
 
 
 def clip_logits(
     model: GenderCNN | Committee,
     config: FeatureConfig,
-    load: Callable[[int], np.ndarray],
+    load: Callable[[int], Clip],
     count: int,
     batch_size: int = 32,
 ) -> np.ndarray:
-    """Logits of `count` clips, where load(i) gives clip i's speech samples: (count, members),
-    one column for a single GenderCNN.
+    """Logits of `count` clips, where load(i) gives clip i's speech: (count, members), one column
+    for a single GenderCNN.
 
     Within windows of SORT_WINDOW clips, clips are batched in order of length so padding stays
     small; padded frames are masked out of the model's pooling.
@@ -41,12 +45,17 @@ def clip_logits(
 
 @torch.inference_mode()
 def batch_logits(
-    model: GenderCNN | Committee, clips: Sequence[np.ndarray], config: FeatureConfig, batch_size: int
+    model: GenderCNN | Committee, clips: Sequence[Clip], config: FeatureConfig, batch_size: int
 ) -> np.ndarray:
-    """Logits of speech clips (samples at config.sample_rate) of any lengths, batched shortest
-    first; log-mels are computed one batch at a time, so only a batch's features are held.
-    Returns (clips, members): one column per committee member (one for a single GenderCNN)."""
-    frames = np.array([clip.shape[0] // config.hop_length + 1 for clip in clips], dtype=np.int64)
+    """Logits of speech clips of any lengths (each at its own rate, the features computed at it;
+    a bare array is at config.sample_rate), batched shortest first; log-mels are computed one batch
+    at a time, so only a batch's features are held. Returns (clips, members): one column per
+    committee member (one for a single GenderCNN)."""
+    speech = [clip if isinstance(clip, Speech) else Speech(clip, config.sample_rate) for clip in clips]
+    rated = [config.at_rate(clip.rate) for clip in speech]
+    frames = np.array(
+        [frame_count(clip.samples.shape[0], at) for clip, at in zip(speech, rated, strict=True)], dtype=np.int64
+    )
     logits = np.empty((len(clips), _members(model)), dtype=np.float64)
     order = np.argsort(frames, kind="stable")
     for start in range(0, len(clips), batch_size):
@@ -56,7 +65,7 @@ def batch_logits(
         rows, length = _round_up(len(chosen), BATCH_ROWS), _round_up(frames[chosen].max(), TIME_FRAMES)
         batch = torch.zeros(rows, config.n_mels, length)
         for row, index in enumerate(chosen):
-            batch[row, :, : frames[index]] = log_mel(clips[index], config)
+            batch[row, :, : frames[index]] = log_mel(speech[index].samples, rated[index])
         valid = torch.ones(len(batch), dtype=torch.int64)  # padding rows: one frame of zeros each
         valid[: len(chosen)] = torch.as_tensor(frames[chosen])
         out = model(batch, valid).double().numpy()
@@ -89,15 +98,13 @@ class InferenceModel:
     features: FeatureConfig
     temperature: float  # p_female = sigmoid(logit / temperature)
 
-    def member_logits(
-        self, speech: Sequence[np.ndarray], batch_size: int = 32, member: int | None = None
-    ) -> np.ndarray:
-        """Raw logits (evidence for female) of speech samples, as speech.speech_only gives them:
-        (clips, members), or (clips, 1) from the one `member` given."""
+    def member_logits(self, speech: Sequence[Clip], batch_size: int = 32, member: int | None = None) -> np.ndarray:
+        """Raw logits (evidence for female) of speech, as speech.decode_speech gives it (or samples at
+        features.sample_rate): (clips, members), or (clips, 1) from the one `member` given."""
         model = self.model if member is None else self.model.members[member]
         return batch_logits(model, speech, self.features, batch_size)
 
-    def logits(self, speech: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
+    def logits(self, speech: Sequence[Clip], batch_size: int = 32) -> np.ndarray:
         """The committee's logit of each clip: the mean of its members' logits. (clips,)"""
         return self.member_logits(speech, batch_size).mean(axis=1)
 

@@ -7,6 +7,7 @@ inference and `cvlabel predict` all feed the features with, so they cannot drift
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,14 @@ from .errors import AudioError
 
 MAX_LEADING_SILENCE_S = 10.0  # seconds of silence before the first sound skipped beyond max_seconds
 ONSET_BLOCK_FRAMES = 50  # energy frames speech_onset looks at at a time (1 s at 20 ms)
+
+
+class Speech(NamedTuple):
+    """A decoded clip: float32 mono samples (n,) and the rate they are at, in Hz (the clip's own:
+    an MP3 is decoded to native rate / k, so 32000 / 3 for a 32 kHz clip; see audio.py)."""
+
+    samples: np.ndarray
+    rate: float
 
 
 def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -52,27 +61,29 @@ def speech_only(samples: np.ndarray, config: FeatureConfig, source: str | Path) 
     return samples
 
 
-def decode_speech(path: str | Path, config: FeatureConfig) -> np.ndarray:
+def decode_speech(path: str | Path, config: FeatureConfig) -> Speech:
     """A clip as the model hears it: decode_clip, cut to the speech. Raises AudioError when the
     clip cannot be decoded or holds no speech."""
-    return speech_only(decode_clip(path, config), config, path)
+    clip = decode_clip(path, config)
+    return Speech(speech_only(clip.samples, config.at_rate(clip.rate), path), clip.rate)
 
 
-def decode_clip(path: str | Path, config: FeatureConfig) -> np.ndarray:
-    """A clip decoded at the model's rate up to max_seconds past its first sound (speech_onset),
-    so leading silence does not eat the budget (up to MAX_LEADING_SILENCE_S of it).
-    Raises AudioError when it cannot be decoded."""
-    budget = int(config.max_seconds * config.sample_rate)
-    silence_limit = int(MAX_LEADING_SILENCE_S * config.sample_rate)
-    with open_audio(path, config.sample_rate, config.decoder) as reader:
+def decode_clip(path: str | Path, config: FeatureConfig) -> Speech:
+    """A clip decoded at its decoded rate (config.min_decode_rate; see audio.open_audio) up to
+    max_seconds past its first sound (speech_onset), so leading silence does not eat the budget
+    (up to MAX_LEADING_SILENCE_S of it). Raises AudioError when it cannot be decoded."""
+    with open_audio(path, config.sample_rate, config.decoder, config.decode_floor) as reader:
+        at_rate = config.at_rate(reader.sample_rate)
+        budget = int(config.max_seconds * reader.sample_rate)
+        silence_limit = int(MAX_LEADING_SILENCE_S * reader.sample_rate)
         samples = reader.read(budget)
-        onset = speech_onset(samples, config)
+        onset = speech_onset(samples, at_rate)
         while onset is None and not reader.ended and samples.shape[0] < silence_limit:
             samples = np.concatenate([samples, reader.read(budget)])
-            onset = speech_onset(samples, config)
+            onset = speech_onset(samples, at_rate)
         if onset is not None and not reader.ended and onset + budget > samples.shape[0]:
             samples = np.concatenate([samples, reader.read(onset + budget - samples.shape[0])])
-    return finite(samples, path)
+    return Speech(finite(samples, path), reader.sample_rate)
 
 
 def speech_onset(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> int | None:

@@ -39,6 +39,7 @@ from .metrics import balanced_accuracy, binary_nll, classification_metrics, fit_
 from .model import Committee, GenderCNN, count_parameters
 from .runners import resolve_jobs
 from .scoring import clip_logits
+from .speech import Speech
 from .splits import SPLITS, assign_folds, labelled_rows
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,6 @@ class _MemberTrainer:
             optimizer, max_lr=config.train.learning_rate, total_steps=config.train.epochs * steps, pct_start=0.1
         )
         loss_fn = torch.nn.BCEWithLogitsLoss()
-        crop = int(config.train.crop_seconds * config.features.sample_rate)
         labels, clips = train_rows["label"].to_numpy(), train_rows["clip"].tolist()
         dev_labels = self.dev_rows["label"].to_numpy()
 
@@ -164,12 +164,8 @@ class _MemberTrainer:
             losses = []
             for first in range(0, len(order), config.train.batch_size):
                 chosen = order[first : first + config.train.batch_size]
-                rate = config.features.sample_rate
-                crops = training_crops(
-                    [self.cache.load(clips[i]) for i in chosen], crop, config.augment, rate, rng, generator
-                )
-                waves = [augment_waveform(c, config.augment, rate, rng) for c in crops]
-                features = spec_augment(log_mel(np.stack(waves), config.features), config.augment, generator)
+                speech = [self.cache.load(clips[i]) for i in chosen]
+                features = spec_augment(training_features(speech, config, rng, generator), config.augment, generator)
                 loss = loss_fn(model(features), torch.as_tensor(labels[chosen], dtype=torch.float32))
                 optimizer.zero_grad()
                 loss.backward()
@@ -209,6 +205,32 @@ class _MemberTrainer:
                 break
         model.load_state_dict(best["state"])
         return model.eval()
+
+
+def training_features(
+    speech: list[Speech], config: Config, rng: np.random.Generator, generator: torch.Generator
+) -> torch.Tensor:
+    """Log-mels (batch, n_mels, frames) of one augmented crop of train.crop_seconds of each clip.
+
+    Clips are cropped and augmented at their own rates, in groups of one rate (in order of first
+    appearance, so a batch of one rate draws as it always did); every group's log-mels are cut to
+    the fewest frames of any (3 s: 151 frames at 12, 11.025 and 10.667 kHz alike)."""
+    groups: dict[float, list[int]] = {}
+    for index, clip in enumerate(speech):
+        groups.setdefault(clip.rate, []).append(index)
+    mels = []
+    for rate, members in groups.items():
+        length = int(config.train.crop_seconds * rate)
+        crops = training_crops([speech[i].samples for i in members], length, config.augment, rate, rng, generator)
+        waves = [augment_waveform(crop, config.augment, rate, rng) for crop in crops]
+        mels.append(log_mel(np.stack(waves), config.features.at_rate(rate)))
+    if len(mels) == 1:
+        return mels[0]
+    frames = min(mel.shape[-1] for mel in mels)
+    batch = torch.empty(len(speech), config.features.n_mels, frames)
+    for members, mel in zip(groups.values(), mels, strict=True):
+        batch[members] = mel[..., :frames]
+    return batch
 
 
 def _score(row: dict[str, Any]) -> tuple[float, float]:

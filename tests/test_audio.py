@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import soxr
 
 from cvlabel import audio, bandmp3, mpg123
 from cvlabel.audio import SAMPLE_RATE, decoder_for, finite, load_audio, mp3_rate
 from cvlabel.config import FeatureConfig
 from cvlabel.errors import AudioError
-from cvlabel.features import log_mel
+from cvlabel.features import frame_count, log_mel
 from cvlabel.speech import decode_clip, decode_speech
 from cvlabel.testing import write_voice
 
@@ -89,7 +90,7 @@ def test_fast_decoders_give_what_soundfile_and_soxr_give(tmp_path, rate, decoder
     """libmpg123 and bandmp3 keep every k-th sample of their synthesis filterbank; soundfile decodes
     at the clip's rate, then soxr resamples. All are gapless and band-limited: the same features."""
     path = write_voice(tmp_path / f"v{rate}.mp3", 180, seconds=1.5, sample_rate=rate, silence_s=0.2)
-    assert decoder_for(path, decoder, SAMPLE_RATE, mp3_rate(path)) == decoder
+    assert decoder_for(path, decoder, SAMPLE_RATE, mp3_rate(path))[0] == decoder
     fast, reference = load_audio(path, decoder=decoder), load_audio(path, decoder="soundfile")
     assert fast.shape[0] == reference.shape[0]
     config = FeatureConfig()
@@ -106,12 +107,82 @@ def test_each_mp3_goes_to_the_fastest_decoder_that_decodes_it_exactly(tmp_path, 
     top of the band by several dB: not used); soundfile + soxr take the rest."""
     installed = {"bandmp3": bandmp3.available(), "mpg123": mpg123.available()}
     wanted = next((d for d in decoders if installed[d]), "soundfile")
-    assert decoder_for(Path("clip.mp3"), "auto", SAMPLE_RATE, rate) == wanted
+    assert decoder_for(Path("clip.mp3"), "auto", SAMPLE_RATE, rate)[0] == wanted
     if installed["mpg123"]:
         mpg123_wanted = "mpg123" if "mpg123" in decoders else "soundfile"
-        assert decoder_for(Path("clip.mp3"), "mpg123", SAMPLE_RATE, rate) == mpg123_wanted
-    assert decoder_for(Path("clip.mp3"), "soundfile", SAMPLE_RATE, rate) == "soundfile"
-    assert decoder_for(Path("clip.wav"), "auto", SAMPLE_RATE, None) == "soundfile"
+        assert decoder_for(Path("clip.mp3"), "mpg123", SAMPLE_RATE, rate)[0] == mpg123_wanted
+    assert decoder_for(Path("clip.mp3"), "soundfile", SAMPLE_RATE, rate) == ("soundfile", 0)
+    assert decoder_for(Path("clip.wav"), "auto", SAMPLE_RATE, None) == ("soundfile", 0)
+
+
+# Every rate an MP3 can have, and the decimation each fast decoder takes at the default floor
+# (10 kHz): bandmp3 any k up to 32, libmpg123 k = 1, 2 or 4; 8 kHz is below the floor.
+NATIVE_STEPS = {
+    48_000: (4, 4),
+    44_100: (4, 4),
+    32_000: (3, 2),
+    24_000: (2, 2),
+    22_050: (2, 2),
+    16_000: (1, 1),
+    12_000: (1, 1),
+    11_025: (1, 1),
+    8_000: (0, 0),
+}
+
+
+@pytest.mark.parametrize("rate", NATIVE_STEPS)
+def test_with_a_floor_every_mp3_rate_but_8k_is_decimated_by_a_fast_decoder(rate):
+    floor = FeatureConfig().decode_floor
+    band_step, mpg123_step = NATIVE_STEPS[rate]
+    if bandmp3.available():
+        assert decoder_for(Path("c.mp3"), "auto", SAMPLE_RATE, rate, floor) == (
+            ("bandmp3", band_step) if band_step else ("soundfile", 0)
+        )
+    if mpg123.available():
+        assert decoder_for(Path("c.mp3"), "mpg123", SAMPLE_RATE, rate, floor) == (
+            ("mpg123", mpg123_step) if mpg123_step else ("soundfile", 0)
+        )
+    if band_step:
+        assert rate / band_step >= 10_000 and rate / band_step / 2 - 750 >= FeatureConfig().f_max
+
+
+# The MPEG-1 and MPEG-2 rates LAME encodes (MPEG-2.5's 8-12 kHz are below or at the floor)
+@pytest.mark.parametrize("rate", [48_000, 44_100, 32_000, 24_000, 22_050, 16_000])
+@pytest.mark.parametrize("decoder", EXACT_DECODERS)
+def test_each_rate_decodes_at_native_over_k_as_soundfile_does(tmp_path, rate, decoder):
+    """At native / k the fast decoders give libsndfile's samples resampled to that rate (below
+    ~4.5 kHz, where the band-limited decode is exact), and the features equal those of a 12 kHz
+    decode: the analysis is in ms and Hz (features.py)."""
+    path = write_voice(tmp_path / f"v{rate}.mp3", 180, seconds=1.5, sample_rate=rate, silence_s=0.2)
+    config = FeatureConfig(decoder=decoder)
+    with audio.open_audio(path, SAMPLE_RATE, decoder, config.decode_floor) as reader:
+        assert reader.decoder == decoder
+        fast_rate, fast = reader.sample_rate, reader.read_all()
+    step = NATIVE_STEPS[rate][0 if decoder == "bandmp3" else 1]
+    assert fast_rate == rate / step
+    native, _ = soundfile.read(path, dtype="float32")
+    reference = soxr.resample(native, rate, fast_rate).astype(np.float32)
+    assert abs(fast.shape[0] - reference.shape[0]) <= 1
+    length = min(fast.shape[0], reference.shape[0])
+    at_rate = config.at_rate(fast_rate)
+    difference = (log_mel(fast[:length], at_rate) - log_mel(reference[:length], at_rate))[:, 2:-2]
+    assert float(difference.abs().mean()) < 0.01  # natural-log units, the same decode; measured <= 0.005
+    at_12k = log_mel(load_audio(path, decoder="soundfile"), config)
+    frames = min(at_12k.shape[1], log_mel(fast, at_rate).shape[1])
+    across = (log_mel(fast, at_rate)[:, 2 : frames - 2] - at_12k[:, 2 : frames - 2]).abs().mean()
+    # another rate, the same bands: measured 0.04-0.06 on real clips, 0.12 on this steady synthetic
+    # voice at 11.025 kHz (its sharp harmonics fall between bins 31.19 Hz apart, interpolated to 31.25)
+    assert float(across) < 0.15
+
+
+def test_a_32k_clip_is_decoded_at_a_third_of_its_rate_and_its_features_follow(tmp_path):
+    path = write_voice(tmp_path / "v.mp3", 150, seconds=1.0, sample_rate=32_000, silence_s=0.2)
+    speech = decode_speech(path, FeatureConfig())
+    fastest = audio.mp3_decoder()
+    assert speech.rate == (32_000 / 3 if fastest == "bandmp3" else 16_000 if fastest == "mpg123" else SAMPLE_RATE)
+    at_rate = FeatureConfig().at_rate(speech.rate)
+    assert log_mel(speech.samples, at_rate).shape == (64, frame_count(speech.samples.shape[0], at_rate))
+    assert abs(frame_count(speech.samples.shape[0], at_rate) - speech.samples.shape[0] / speech.rate * 50) <= 1
 
 
 def test_without_the_fast_decoders_mp3_falls_back_to_soundfile_and_says_so(tmp_path, monkeypatch, caplog):
@@ -120,7 +191,7 @@ def test_without_the_fast_decoders_mp3_falls_back_to_soundfile_and_says_so(tmp_p
     monkeypatch.setattr(audio, "mp3_decoder", audio.mp3_decoder.__wrapped__)
     path = write_voice(tmp_path / "v.mp3", 150, seconds=1.0)
     with caplog.at_level(logging.INFO, logger="cvlabel.audio"):
-        assert decoder_for(path, "auto", SAMPLE_RATE, 48_000) == "soundfile"
+        assert decoder_for(path, "auto", SAMPLE_RATE, 48_000, 10_000) == ("soundfile", 0)
     assert "soundfile + soxr" in caplog.text and "libmpg123" in caplog.text
     assert abs(load_audio(path).shape[0] / SAMPLE_RATE - 1.6) < 0.06
     with pytest.raises(AudioError, match="libmpg123 is not installed"):
@@ -174,10 +245,10 @@ def test_leading_silence_does_not_eat_the_seconds_budget(tmp_path, decoder):
     path = write_voice(tmp_path / "late.mp3", 150, seconds=2.0, silence_s=3.0)
     config = FeatureConfig(max_seconds=1.0, decoder=decoder)
     decoded = decode_clip(path, config)
-    assert 3.9 < decoded.shape[0] / SAMPLE_RATE < 4.1  # the silence, then the budget
+    assert 3.9 < decoded.samples.shape[0] / decoded.rate < 4.1  # the silence, then the budget
     speech = decode_speech(path, config)
     pad = config.vad_pad_ms / 1000
-    assert 1.0 - 0.05 < speech.shape[0] / SAMPLE_RATE < 1.0 + pad + 0.05
+    assert 1.0 - 0.05 < speech.samples.shape[0] / speech.rate < 1.0 + pad + 0.05
 
 
 @pytest.mark.parametrize("decoder", ["soundfile", *EXACT_DECODERS])

@@ -43,7 +43,7 @@ def test_pure_silence_and_a_tenth_of_a_second(tmp_path):
     with pytest.raises(AudioError, match="no speech"):
         decode_speech(silent, FeatureConfig())
     short = write_voice(tmp_path / "short.mp3", 200, seconds=0.1, silence_s=0.0)
-    assert decode_speech(short, FeatureConfig()).shape[0] > 0  # short but voiced: still predicted
+    assert decode_speech(short, FeatureConfig()).samples.shape[0] > 0  # short but voiced: still predicted
 
 
 @pytest.mark.slow
@@ -52,8 +52,9 @@ def test_ten_minute_clip_is_capped(tmp_path):
     t = np.arange(600 * rate) / rate
     long = tmp_path / "long.mp3"
     soundfile.write(long, (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), rate, format="MP3")
-    samples = decode_speech(long, FeatureConfig())
-    assert samples.shape[0] <= FeatureConfig().max_seconds * SAMPLE_RATE
+    speech = decode_speech(long, FeatureConfig())
+    assert speech.rate == SAMPLE_RATE  # 8 kHz is below the decode floor: resampled
+    assert speech.samples.shape[0] <= FeatureConfig().max_seconds * speech.rate
 
 
 def test_wav_named_mp3_and_odd_rates(tmp_path):

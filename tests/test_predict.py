@@ -24,7 +24,7 @@ from cvlabel.predict import (
     verdict,
 )
 from cvlabel.scoring import InferenceModel, inference_model
-from cvlabel.speech import speech_only
+from cvlabel.speech import Speech, speech_only
 from cvlabel.synthesis import synthesize_formant_voice
 from cvlabel.testing import write_voice
 
@@ -106,7 +106,9 @@ def speech_seconds_logit(monkeypatch):
     monkeypatch.setattr(
         InferenceModel,
         "logits",
-        lambda self, speech, batch_size=32: np.array([s.shape[0] / RATE - 2.0 for s in speech]),
+        lambda self, speech, batch_size=32: np.array(
+            [s.samples.shape[0] / s.rate - 2.0 if isinstance(s, Speech) else s.shape[0] / RATE - 2.0 for s in speech]
+        ),
     )
 
 

@@ -112,22 +112,22 @@ static void Reader_dealloc(Reader *r)
 
 static int Reader_init(Reader *r, PyObject *args, PyObject *kwargs)
 {
-    static char *keywords[] = {"data", "rate", NULL};
+    static char *keywords[] = {"data", "rate", "step", NULL};
     mp3dec_frame_info_t info;
     const unsigned char *data;
     Py_ssize_t start;
-    int rate, k, samples;
+    int rate = 0, step = 0, k, samples;
 
     if (r->view.obj)
     {
         PyErr_SetString(PyExc_RuntimeError, "Reader is already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*i", keywords, &r->view, &rate))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|i$i", keywords, &r->view, &rate, &step))
         return -1;
-    if (rate <= 0)
+    if ((rate <= 0) == (step <= 0) || step > 32)
     {
-        PyErr_SetString(PyExc_ValueError, "rate must be positive");
+        PyErr_SetString(PyExc_ValueError, "give either a positive rate or a step of 1 to 32");
         return -1;
     }
     data = r->view.buf;
@@ -162,17 +162,22 @@ static int Reader_init(Reader *r, PyObject *args, PyObject *kwargs)
     r->channels = info.channels;
     r->layer = info.layer;
     r->frame_samples = samples;
-    r->rate = rate;
 
     /* The band: subbands entirely below rate/2 (32 subbands span 0 .. native/2), every k-th sample.
        A k that does not divide 32 keeps floor(32/k) subbands, so nothing above rate/2 is
        synthesised but the filter bank's transition band (below ~375 Hz above the top band edge). */
-    if (info.hz % rate || (k = info.hz / rate) > 32)
+    if (step)
+    {
+        k = step;
+        rate = info.hz / step; /* rounded down: the exact rate is native_rate / step */
+    }
+    else if (info.hz % rate || (k = info.hz / rate) > 32)
     {
         PyErr_Format(UnsupportedRate ? UnsupportedRate : PyExc_ValueError,
                      "a %d Hz clip cannot be band-limited to %d Hz by an integer decimation", info.hz, rate);
         return -1;
     }
+    r->rate = rate;
     r->band.step = k;
     r->band.subbands = 32 / k;
     r->band.phase = 0;
@@ -376,12 +381,12 @@ static PyMethodDef Reader_methods[] = {
 };
 
 static PyMemberDef Reader_members[] = {
-    {"rate", T_INT, offsetof(Reader, rate), READONLY, "output sample rate (Hz)"},
+    {"rate", T_INT, offsetof(Reader, rate), READONLY, "output sample rate (Hz; native_rate / step rounded down)"},
     {"native_rate", T_INT, offsetof(Reader, native_rate), READONLY, "the stream's sample rate (Hz)"},
     {"channels", T_INT, offsetof(Reader, channels), READONLY, "channels of the first frame (1 or 2)"},
     {"layer", T_INT, offsetof(Reader, layer), READONLY, "MPEG audio layer (1, 2 or 3)"},
     {"subbands", T_INT, offsetof(Reader, band.subbands), READONLY, "subbands decoded (of 32)"},
-    {"step", T_INT, offsetof(Reader, band.step), READONLY, "decimation: native_rate // rate"},
+    {"step", T_INT, offsetof(Reader, band.step), READONLY, "decimation: every step-th sample of native_rate is kept"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -394,7 +399,7 @@ static PyGetSetDef Reader_getset[] = {
 static PyTypeObject ReaderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cvlabel._bandmp3.Reader",
-    .tp_doc = "Reader(data, rate): incremental band-limited decoder of MP3 bytes to float32 mono at rate Hz.",
+    .tp_doc = "Reader(data, rate) or Reader(data, step=k): incremental band-limited decoder of MP3 bytes to float32 mono at rate Hz, or at native_rate / k Hz.",
     .tp_basicsize = sizeof(Reader),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
