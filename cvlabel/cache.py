@@ -46,6 +46,11 @@ AUDIO_FIELDS = (
 )
 
 
+def _canonical(value: object) -> object:
+    """A setting as the cache key holds it: 12000 and 12000.0 (a config read back from a checkpoint) alike."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 def cache_root(setting: str = "") -> Path:
     """The cache folder: train.cache_dir when set, else $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel."""
     if setting:
@@ -61,7 +66,7 @@ class AudioCache:
 
     @cached_property  # hashed once, not for every clip of every batch
     def folder(self) -> Path:
-        settings = {name: getattr(self.config, name) for name in AUDIO_FIELDS}
+        settings = {name: _canonical(getattr(self.config, name)) for name in AUDIO_FIELDS}
         if settings["decoder"] == "auto":
             settings["decoder"] = mp3_decoder()
         key = hashlib.sha1(json.dumps([CACHE_VERSION, settings], sort_keys=True).encode()).hexdigest()[:16]

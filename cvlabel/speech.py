@@ -56,7 +56,7 @@ def speech_only(samples: np.ndarray, config: FeatureConfig, source: str | Path) 
     when less than one analysis window of speech is left."""
     if config.trim_silence:
         samples = trim_silence(samples, config)
-    if samples.shape[0] < config.n_fft:
+    if samples.shape[0] <= config.win_length:
         raise AudioError(source, "no speech found (silent or too short)")
     return samples
 

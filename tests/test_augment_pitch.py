@@ -17,7 +17,7 @@ from cvlabel.config import AugmentConfig, FeatureConfig
 from cvlabel.features import log_mel
 
 RATE = 16_000
-CONFIG = FeatureConfig(sample_rate=RATE)  # the shift is rate-agnostic; 16 kHz keeps 7.5 kHz harmonics
+CONFIG = FeatureConfig(sample_rate=RATE, window_ms=32.0)  # the shift is rate-agnostic; 16 kHz keeps 7.5 kHz harmonics
 N_FFT = CONFIG.n_fft
 BIN_HZ = RATE / N_FFT  # 31.25 Hz per STFT bin
 

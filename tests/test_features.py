@@ -38,7 +38,10 @@ def test_energy_lands_in_the_band_of_the_tone():
 def test_gain_normalisation_removes_loudness_only():
     config = FeatureConfig()
     loud, quiet = log_mel(tone(220, 0.5, 0.5), config), log_mel(tone(220, 0.5, 0.05), config)
-    torch.testing.assert_close(loud, quiet, atol=1e-2, rtol=0)  # float32 rounding
+    # float32 rounding; cells near the 80 dB floor (a pure tone's far sidelobes) differ by up to 0.02
+    heard = loud > loud.max() - 60 * np.log(10) / 10
+    torch.testing.assert_close(loud[heard], quiet[heard], atol=1e-2, rtol=0)
+    assert float((loud - quiet).abs().max()) < 0.05
     assert not torch.allclose(loud, log_mel(tone(440, 0.5, 0.5), config), atol=1e-1)
 
 
@@ -89,9 +92,9 @@ def test_reflect_padding_is_torchs(shape):
     samples = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     flat = torch.from_numpy(samples).reshape(-1, 1, shape[-1])
     expected = torch.nn.functional.pad(flat, (192, 192), mode="reflect").reshape(shape[:-1] + (shape[-1] + 384,))
-    np.testing.assert_array_equal(_reflect_pad(samples, 192), expected.numpy())
-    with pytest.raises(ValueError, match="more than 192 samples"):
-        _reflect_pad(samples[..., :192], 192)
+    np.testing.assert_array_equal(_reflect_pad(samples, 192, 192), expected.numpy())
+    with pytest.raises(ValueError, match="reflect padding by 192 needs more than"):
+        _reflect_pad(samples[..., :192], 192, 192)
 
 
 def test_config_is_hashable_and_frozen():
@@ -135,7 +138,7 @@ def test_the_same_sound_gives_the_same_features_at_any_rate():
     at12 = soxr.resample(at16, 16_000, 12_000)
     features16 = log_mel(at16, FeatureConfig(sample_rate=16_000))
     features12 = log_mel(at12, FeatureConfig(sample_rate=12_000))
-    assert FeatureConfig(sample_rate=16_000).n_fft == 512 and FeatureConfig(sample_rate=12_000).n_fft == 384
+    assert FeatureConfig(sample_rate=16_000).n_fft == 480 and FeatureConfig(sample_rate=12_000).n_fft == 360
     assert features16.shape == features12.shape
     inner = (slice(None), slice(2, -2))  # the edge frames see different reflect padding
     assert (
