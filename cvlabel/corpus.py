@@ -184,15 +184,19 @@ def tsv_line(tsv_path: str | Path, position: int) -> int:
 def normalise_gender(raw: pd.Series, source: str | Path) -> pd.Series:
     """Map self-reported gender strings to `male|female|other|declined|None`.
 
-    An unknown value is an error naming the value and the file: a new vocabulary must be added
-    to GENDER_TABLE deliberately, never guessed.
+    An unknown value is an error naming the value, the file and the line of its first row: a new
+    vocabulary must be added to GENDER_TABLE deliberately, never guessed.
     """
     cleaned = raw.fillna("").astype(str).str.strip().str.lower()
-    unknown = sorted(set(cleaned.unique()) - GENDER_TABLE.keys())
-    if unknown:
-        shown = ", ".join(repr(v) for v in unknown[:5])
+    if set(cleaned.unique()) - GENDER_TABLE.keys():
+        unknown = ~cleaned.isin(GENDER_TABLE.keys()).to_numpy()
+        line = tsv_line(source, int(np.flatnonzero(unknown)[0]))
+        values = [repr(v) for v in pd.unique(cleaned[unknown])]  # in the order of the rows
+        later = f"; also {', '.join(values[1:5])}{' ...' if len(values) > 5 else ''} on later rows"
+        known = ", ".join(repr(k) for k in GENDER_TABLE if k)
         raise CorpusError(
-            f"{source}: unknown gender value {shown}; known values: " + ", ".join(repr(k) for k in GENDER_TABLE if k)
+            f"{source}, line {line}: unknown gender value {values[0]}{later if len(values) > 1 else ''}; "
+            f"known values: {known}"
         )
     mapped = cleaned.map(GENDER_TABLE).astype(object)
     return mapped.where(mapped.notna(), None)

@@ -221,3 +221,9 @@ def test_windows_line_ends_are_read(tmp_path):
     manifest = read_release(corpus)
     assert manifest["gender_raw"].tolist() == ["male", ""]
     assert "gender" in manifest.columns and manifest["path"].tolist() == ["a.mp3", "b.mp3"]
+
+
+def test_unknown_gender_names_the_line(tmp_path):
+    rows = [v17_row("a", "a.mp3", "male_masculine"), "", v17_row("b", "b.mp3", "robot"), v17_row("c", "c.mp3", "x")]
+    with pytest.raises(CorpusError, match=r"validated\.tsv, line 4: unknown gender value 'robot'; also 'x' on later"):
+        read_release(release_of_lines(tmp_path, *rows))
