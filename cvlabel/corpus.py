@@ -54,6 +54,9 @@ BINARY_GENDER_NAMES = {
 }
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
+DURATIONS_TSV = (
+    "clip_durations.tsv"  # each clip's length (newer releases); reported.tsv and the sentence TSVs list no clips
+)
 REQUIRED_COLUMNS = ("client_id", "path", "gender")
 # The clip TSV headers as releases write them (reading goes by header; these are for writing
 # releases: the demo corpus and the tests).
@@ -220,17 +223,18 @@ def check_clip_paths(paths: pd.Series, source: str | Path) -> None:
         )
 
 
-def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> pd.DataFrame:
+def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS, need_clips: bool = True) -> pd.DataFrame:
     """Read the clip TSVs of one locale folder into a manifest (see the module docstring).
 
     `tsvs` names the clip TSVs to read (without `.tsv`); missing ones are skipped, but at least
-    one must exist. A clip listed in two TSVs is kept once, from the first TSV named.
+    one must exist. A clip listed in two TSVs is kept once, from the first TSV named. A folder
+    without clips/ is refused unless `need_clips` is False (`inspect` reads the TSVs alone).
     """
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise CorpusError(f"{corpus_dir}: no such folder")
-    if not clips_dir(corpus_dir).is_dir():
-        locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and clips_dir(d).is_dir())
+    if not _is_locale_folder(corpus_dir, need_clips):
+        locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and _is_locale_folder(d, need_clips))
         if locales:  # a release root (cv-corpus-NN/), holding one folder per locale
             shown = ", ".join(locales[:8]) + (" ..." if len(locales) > 8 else "")
             raise CorpusError(
@@ -279,6 +283,12 @@ def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> p
     return manifest[list(MANIFEST_COLUMNS) + rest]
 
 
+def _is_locale_folder(folder: Path, need_clips: bool) -> bool:
+    if clips_dir(folder).is_dir():
+        return True
+    return not need_clips and any((folder / f"{name}.tsv").is_file() for name in CLIP_TSVS)
+
+
 def release_fingerprint(corpus_dir: str | Path) -> dict[str, str]:
     """The SHA-256 of each clip and split TSV the folder holds (`validated.tsv` -> digest): what
     predictions and exports were made from, so a release changed since can be refused."""
@@ -300,7 +310,7 @@ def _release_splits(corpus_dir: Path, paths: pd.Series) -> pd.Series:
 
 def _clip_durations(corpus_dir: Path, paths: pd.Series) -> pd.Series:
     """Seconds from `clip_durations.tsv` (columns `clip`, `duration[ms]`), NaN where unknown."""
-    tsv_path = corpus_dir / "clip_durations.tsv"
+    tsv_path = corpus_dir / DURATIONS_TSV
     if not tsv_path.is_file():
         return pd.Series(np.nan, index=paths.index)
     table = read_tsv(tsv_path)
