@@ -109,8 +109,7 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
     """
     tsv_path = Path(tsv_path)
     if tsv_path.stat().st_size == 0:
-        log.warning("%s is empty (no header); reading it as no rows", tsv_path)
-        return pd.DataFrame(columns=list(REQUIRED_COLUMNS), dtype=object)
+        return _no_rows(tsv_path)
     check_field_counts(tsv_path)
     try:
         frame = pd.read_csv(
@@ -124,6 +123,8 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
             encoding="utf-8",
             encoding_errors="replace",  # a stray non-UTF-8 byte in a sentence must not stop a run
         )
+    except pd.errors.EmptyDataError:  # blank lines alone
+        return _no_rows(tsv_path)
     except pd.errors.ParserError as exc:
         raise CorpusError(f"{tsv_path}: not a readable tab-separated file ({_first_line(exc)})") from None
     last = frame.columns[-1]
@@ -131,6 +132,11 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
         frame = frame.rename(columns={last: last[:-1]})
         frame[last[:-1]] = frame[last[:-1]].str.removesuffix("\r")
     return frame.astype(object)
+
+
+def _no_rows(tsv_path: Path) -> pd.DataFrame:
+    log.warning("%s is empty (no header); reading it as no rows", tsv_path)
+    return pd.DataFrame(columns=list(REQUIRED_COLUMNS), dtype=object)
 
 
 def check_field_counts(tsv_path: str | Path) -> None:

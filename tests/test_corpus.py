@@ -126,6 +126,7 @@ def test_non_utf8_bytes_and_empty_tsv(tmp_path):
     (corpus / "clips").mkdir(parents=True)
     (corpus / "validated.tsv").write_bytes(b"client_id\tpath\tsentence\tgender\na\ta.mp3\tcaf\xe9 \xff\tmale\n")
     (corpus / "other.tsv").write_bytes(b"")
+    (corpus / "invalidated.tsv").write_bytes(b"\n\n")  # blank lines alone: empty too
     manifest = read_release(corpus)
     assert len(manifest) == 1
     assert manifest["sentence"].iloc[0].startswith("caf")
