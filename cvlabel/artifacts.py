@@ -327,7 +327,7 @@ def write_augmented_tsv(
                 writer.write(line)
                 continue
             fields = text.split(b"\t")
-            fields += [b""] * (len(columns) - len(fields))  # a short row's missing fields are blank, as read
+            fields += [b""] * (len(columns) - len(fields))  # reading refuses short rows; padded all the same
             path = fields[path_at].decode("utf-8", "replace")
             if path in fills and not fields[gender_at].strip():
                 fields[gender_at] = fills[path].encode()

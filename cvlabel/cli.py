@@ -150,7 +150,7 @@ def demo_corpus(
 @app.command()
 @_reports_errors
 def inspect(corpus_dir: CorpusArg, config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B006 (Typer)
-    """Summarise a release: rows per TSV and gender, unlabeled speakers, and the splits training would use."""
+    """Summarise a release from its TSVs alone: rows per TSV and gender, unlabeled speakers, planned splits."""
     from .config import load_config
     from .report import describe_release
 

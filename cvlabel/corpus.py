@@ -9,7 +9,9 @@ The manifest has one row per clip with the release's own columns kept as strings
     duration_s  from `clip_durations.tsv` when present, else NaN
 
 Releases 7 to 23 are read by header, so renamed and added columns (`accent`/`accents`,
-`variant`, `sentence_id`, `sentence_domain`) need no special case.
+`variant`, `sentence_id`, `sentence_domain`) need no special case. A row with more or fewer fields
+than its header is refused, naming its line: read as it stands, it would shift or blank the fields
+after the break (a missing gender would read as blank, and be pseudo-labelled).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ BINARY_GENDER_NAMES = {
 }
 CLIP_TSVS = ("validated", "other", "invalidated")  # disjoint sets of clips in a release
 SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
+DURATIONS_TSV = (
+    "clip_durations.tsv"  # each clip's length (newer releases); reported.tsv and the sentence TSVs list no clips
+)
 REQUIRED_COLUMNS = ("client_id", "path", "gender")
 # The clip TSV headers as releases write them (reading goes by header; these are for writing
 # releases: the demo corpus and the tests).
@@ -83,6 +88,7 @@ TSV_HEADER_V17 = [
     "segment",
 ]
 MANIFEST_COLUMNS = ("path", "client_id", "source_tsv", "cv_split", "gender", "gender_raw", "duration_s")
+FIELD_COUNT_BLOCK_BYTES = 2**20  # bytes of a TSV whose tabs and newlines are counted at once (16 MiB: ~1.5x slower)
 
 # A row's `path` must name a file inside clips/: no absolute path, drive letter or `..` part.
 _UNSAFE_PATH = re.compile(r"^(?:[/\\]|[A-Za-z]:)|(?:^|[/\\])\.\.(?:[/\\]|$)")
@@ -97,16 +103,19 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
     """Read one Common Voice TSV by its header, every value a string, blanks as "".
 
     Quoting is off: sentences contain unbalanced `"` that a CSV quote parser would use to swallow
-    the tabs and newlines of the rows after them.
+    the tabs and newlines of the rows after them. Lines end at "\n" alone, as Common Voice writes
+    them and `export tsv` rewrites them: a stray "\r" in a sentence would otherwise split its row in
+    two. A row whose field count differs from the header's is refused (check_field_counts).
     """
     tsv_path = Path(tsv_path)
     if tsv_path.stat().st_size == 0:
-        log.warning("%s is empty (no header); reading it as no rows", tsv_path)
-        return pd.DataFrame(columns=list(REQUIRED_COLUMNS), dtype=object)
+        return _no_rows(tsv_path)
+    check_field_counts(tsv_path)
     try:
         frame = pd.read_csv(
             tsv_path,
             sep="\t",
+            lineterminator="\n",
             quoting=csv.QUOTE_NONE,
             dtype=str,
             keep_default_na=False,
@@ -114,23 +123,89 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
             encoding="utf-8",
             encoding_errors="replace",  # a stray non-UTF-8 byte in a sentence must not stop a run
         )
+    except pd.errors.EmptyDataError:  # blank lines alone
+        return _no_rows(tsv_path)
     except pd.errors.ParserError as exc:
         raise CorpusError(f"{tsv_path}: not a readable tab-separated file ({_first_line(exc)})") from None
+    last = frame.columns[-1]
+    if isinstance(last, str) and last.endswith("\r"):  # Windows line ends: "\r" closes each line's last field
+        frame = frame.rename(columns={last: last[:-1]})
+        frame[last[:-1]] = frame[last[:-1]].str.removesuffix("\r")
     return frame.astype(object)
+
+
+def _no_rows(tsv_path: Path) -> pd.DataFrame:
+    log.warning("%s is empty (no header); reading it as no rows", tsv_path)
+    return pd.DataFrame(columns=list(REQUIRED_COLUMNS), dtype=object)
+
+
+def check_field_counts(tsv_path: str | Path) -> None:
+    """Refuse a TSV holding a row with more or fewer fields than its header, naming the first one.
+
+    pandas pads a short row with blanks (a truncated row's gender reads as blank) and takes the extra
+    field of a long first row as an index, shifting every column. So the tabs of each line are
+    counted first, on the bytes, a block at a time (no Python loop over rows). Blank lines are
+    skipped, as the reader skips them.
+    """
+    tabs_before, line_ends, tabs_seen, size, last_byte = [], [], 0, 0, b"\n"
+    with open(tsv_path, "rb") as reader:
+        while block := reader.read(FIELD_COUNT_BLOCK_BYTES):
+            data = np.frombuffer(block, dtype=np.uint8)
+            newlines = np.flatnonzero(data == ord("\n"))
+            tabs = np.flatnonzero(data == ord("\t"))
+            tabs_before.append(np.searchsorted(tabs, newlines) + tabs_seen)
+            line_ends.append(newlines + size)
+            tabs_seen, size, last_byte = tabs_seen + len(tabs), size + len(block), block[-1:]
+    if last_byte != b"\n":  # a last line without its newline
+        tabs_before.append(np.array([tabs_seen]))
+        line_ends.append(np.array([size]))
+    fields = np.diff(np.concatenate(tabs_before), prepend=0) + 1
+    blank = np.diff(np.concatenate(line_ends), prepend=-1) == 1  # nothing between two newlines
+    if blank.all():
+        return
+    header = int(np.argmax(~blank))
+    broken = np.flatnonzero((fields != fields[header]) & ~blank)
+    if len(broken):
+        first = int(broken[0])
+        more = f"; {len(broken)} such rows" if len(broken) > 1 else ""
+        raise CorpusError(
+            f"{tsv_path}, line {first + 1}: {_fields(fields[first])}, the header has {fields[header]} "
+            f"(a truncated or broken row{more})"
+        )
+
+
+def tsv_line(tsv_path: str | Path, position: int) -> int:
+    """The line (from 1, the header's) of a TSV's data row `position` (from 0), as an editor numbers it:
+    the blank lines the reader skips count. For error messages (reads the file); position + 2 when
+    `tsv_path` cannot be read."""
+    try:
+        with open(tsv_path, "rb") as lines:
+            rows = -2  # the header is line 1, before row 0
+            for number, line in enumerate(lines, start=1):
+                rows += line != b"\n"
+                if rows == position:
+                    return number
+    except OSError:
+        pass
+    return position + 2
 
 
 def normalise_gender(raw: pd.Series, source: str | Path) -> pd.Series:
     """Map self-reported gender strings to `male|female|other|declined|None`.
 
-    An unknown value is an error naming the value and the file: a new vocabulary must be added
-    to GENDER_TABLE deliberately, never guessed.
+    An unknown value is an error naming the value, the file and the line of its first row: a new
+    vocabulary must be added to GENDER_TABLE deliberately, never guessed.
     """
     cleaned = raw.fillna("").astype(str).str.strip().str.lower()
-    unknown = sorted(set(cleaned.unique()) - GENDER_TABLE.keys())
-    if unknown:
-        shown = ", ".join(repr(v) for v in unknown[:5])
+    if set(cleaned.unique()) - GENDER_TABLE.keys():
+        unknown = ~cleaned.isin(GENDER_TABLE.keys()).to_numpy()
+        line = tsv_line(source, int(np.flatnonzero(unknown)[0]))
+        values = [repr(v) for v in pd.unique(cleaned[unknown])]  # in the order of the rows
+        later = f"; also {', '.join(values[1:5])}{' ...' if len(values) > 5 else ''} on later rows"
+        known = ", ".join(repr(k) for k in GENDER_TABLE if k)
         raise CorpusError(
-            f"{source}: unknown gender value {shown}; known values: " + ", ".join(repr(k) for k in GENDER_TABLE if k)
+            f"{source}, line {line}: unknown gender value {values[0]}{later if len(values) > 1 else ''}; "
+            f"known values: {known}"
         )
     mapped = cleaned.map(GENDER_TABLE).astype(object)
     return mapped.where(mapped.notna(), None)
@@ -148,24 +223,24 @@ def check_clip_paths(paths: pd.Series, source: str | Path) -> None:
     bad = paths.eq("") | paths.str.contains(_UNSAFE_PATH)
     if bad.any():
         position = int(np.flatnonzero(bad.to_numpy())[0])
-        line = position + 2  # line 1 is the header
         raise CorpusError(
-            f"{source}, line {line}: path {paths.iloc[position]!r} is not a file name inside clips/ "
-            f"(absolute paths and '..' are refused)"
+            f"{source}, line {tsv_line(source, position)}: path {paths.iloc[position]!r} is not a file name "
+            f"inside clips/ (absolute paths and '..' are refused)"
         )
 
 
-def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> pd.DataFrame:
+def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS, need_clips: bool = True) -> pd.DataFrame:
     """Read the clip TSVs of one locale folder into a manifest (see the module docstring).
 
     `tsvs` names the clip TSVs to read (without `.tsv`); missing ones are skipped, but at least
-    one must exist. A clip listed in two TSVs is kept once, from the first TSV named.
+    one must exist. A clip listed in two TSVs is kept once, from the first TSV named. A folder
+    without clips/ is refused unless `need_clips` is False (`inspect` reads the TSVs alone).
     """
     corpus_dir = Path(corpus_dir)
     if not corpus_dir.is_dir():
         raise CorpusError(f"{corpus_dir}: no such folder")
-    if not clips_dir(corpus_dir).is_dir():
-        locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and clips_dir(d).is_dir())
+    if not _is_locale_folder(corpus_dir, need_clips):
+        locales = sorted(d.name for d in corpus_dir.iterdir() if d.is_dir() and _is_locale_folder(d, need_clips))
         if locales:  # a release root (cv-corpus-NN/), holding one folder per locale
             shown = ", ".join(locales[:8]) + (" ..." if len(locales) > 8 else "")
             raise CorpusError(
@@ -214,6 +289,12 @@ def read_release(corpus_dir: str | Path, tsvs: tuple[str, ...] = CLIP_TSVS) -> p
     return manifest[list(MANIFEST_COLUMNS) + rest]
 
 
+def _is_locale_folder(folder: Path, need_clips: bool) -> bool:
+    if clips_dir(folder).is_dir():
+        return True
+    return not need_clips and any((folder / f"{name}.tsv").is_file() for name in CLIP_TSVS)
+
+
 def release_fingerprint(corpus_dir: str | Path) -> dict[str, str]:
     """The SHA-256 of each clip and split TSV the folder holds (`validated.tsv` -> digest): what
     predictions and exports were made from, so a release changed since can be refused."""
@@ -235,7 +316,7 @@ def _release_splits(corpus_dir: Path, paths: pd.Series) -> pd.Series:
 
 def _clip_durations(corpus_dir: Path, paths: pd.Series) -> pd.Series:
     """Seconds from `clip_durations.tsv` (columns `clip`, `duration[ms]`), NaN where unknown."""
-    tsv_path = corpus_dir / "clip_durations.tsv"
+    tsv_path = corpus_dir / DURATIONS_TSV
     if not tsv_path.is_file():
         return pd.Series(np.nan, index=paths.index)
     table = read_tsv(tsv_path)
@@ -244,6 +325,10 @@ def _clip_durations(corpus_dir: Path, paths: pd.Series) -> pd.Series:
         return pd.Series(np.nan, index=paths.index)
     ms = pd.to_numeric(table["duration[ms]"], errors="coerce")
     return paths.map(dict(zip(table["clip"], ms / 1000.0, strict=False))).astype(float)
+
+
+def _fields(count: int) -> str:
+    return "1 field" if count == 1 else f"{count} fields"
 
 
 def _first_line(exc: Exception) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 from .artifacts import ExportFolder, read_metrics
 from .checkpoint import read_checkpoint_info
 from .config import Config
-from .corpus import read_release, read_tsv
+from .corpus import CLIP_TSVS, DURATIONS_TSV, SPLIT_TSVS, clips_dir, read_release, read_tsv
 from .errors import CvlabelError
 from .files import write_text
 from .html_report import compare_page, export_headline
@@ -22,22 +22,29 @@ GENDER_ORDER = ["male", "female", "other", "declined", "blank"]
 
 
 def describe_release(corpus_dir: str | Path, config: Config) -> str:
-    """Rows per TSV and gender, the unlabeled rows and speakers, and the planned splits."""
-    manifest = read_release(corpus_dir)
+    """Rows per TSV and gender, the unlabeled rows and speakers, the planned splits, and what the
+    folder's other TSVs gave. The TSVs are enough: a folder without clips/ is described too."""
+    corpus_dir = Path(corpus_dir)
+    manifest = read_release(corpus_dir, need_clips=False)
     gender = manifest["gender"].fillna("blank")
     table = pd.crosstab(manifest["source_tsv"], gender).reindex(columns=GENDER_ORDER, fill_value=0)
     blank = manifest["gender"].isna()
-    speakers_all_blank = manifest.groupby("client_id")["gender"].agg(lambda g: g.isna().all())
+    stating = manifest.loc[~blank, "client_id"].unique()  # speakers with a gender on at least one row
+    blank_of_stating = int((blank & manifest["client_id"].isin(stating)).sum())
     _, report = assign_splits(manifest, config.splits)
 
+    no_clips = (
+        "" if clips_dir(corpus_dir).is_dir() else " (no clips/ folder: TSVs only; train and infer need the clips)"
+    )
     lines = [
-        f"{corpus_dir}: {len(manifest)} clips, {manifest['client_id'].nunique()} speakers",
+        f"{corpus_dir}: {len(manifest)} clips, {manifest['client_id'].nunique()} speakers{no_clips}",
         "",
         "rows by TSV and gender:",
         table.to_string(),
         "",
-        f"unlabeled (blank gender): {int(blank.sum())} rows; "
-        f"{int(speakers_all_blank.sum())} speakers never state a gender",
+        f"unlabeled (blank gender): {int(blank.sum())} rows"
+        + (f" ({blank_of_stating} of speakers who state a gender on other rows)" if blank_of_stating else "")
+        + f"; {manifest['client_id'].nunique() - len(stating)} speakers never state a gender",
         "",
         f"splits over {', '.join(config.splits.source_tsvs)} (speakers / clips, male + female):",
     ]
@@ -53,7 +60,32 @@ def describe_release(corpus_dir: str | Path, config: Config) -> str:
         )
     if report.conflicting_speakers:
         lines.append(f"  {len(report.conflicting_speakers)} speakers whose rows disagree about gender are left out")
+    others = _other_tsvs(corpus_dir, manifest)
+    if others:
+        lines += ["", "other TSVs:", *others]
     return "\n".join(lines)
+
+
+def _other_tsvs(corpus_dir: Path, manifest: pd.DataFrame) -> list[str]:
+    """A line for each TSV of the folder that is not a clip TSV: the release's splits, the durations,
+    and the rest (reported.tsv, the sentence TSVs...), which list no clips and are not read."""
+    order = [f"{name}.tsv" for name in SPLIT_TSVS] + [DURATIONS_TSV]
+    names = sorted(
+        (tsv.name for tsv in corpus_dir.glob("*.tsv") if tsv.stem not in CLIP_TSVS),
+        key=lambda name: (order.index(name) if name in order else len(order), name),
+    )
+    width = max((len(name) for name in names), default=0)
+    lines = []
+    for name in names:
+        if name == DURATIONS_TSV:
+            what = f"durations of {int(manifest['duration_s'].notna().sum())} of {len(manifest)} clips"
+        elif name[: -len(".tsv")] in SPLIT_TSVS:
+            split = name[: -len(".tsv")]
+            what = f"the release's own {split} split: {int(manifest['cv_split'].eq(split).sum())} of these clips"
+        else:
+            what = "lists no clips: not read"
+        lines.append(f"  {name:<{width}}  {what}")
+    return lines
 
 
 COMPARE_KEYS = [

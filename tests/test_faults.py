@@ -21,7 +21,7 @@ from cvlabel.audio import SAMPLE_RATE, load_audio
 from cvlabel.cli import app
 from cvlabel.config import FeatureConfig, InferOptions, load_config
 from cvlabel.corpus import read_release, read_tsv
-from cvlabel.errors import AudioError
+from cvlabel.errors import AudioError, CorpusError
 from cvlabel.inference import infer
 from cvlabel.speech import decode_speech
 from cvlabel.testing import NEW_COLUMNS, copy_corpus, rewrite_tsv, write_tsv, write_voice
@@ -122,8 +122,26 @@ def test_tsv_oddities_that_are_read(tmp_path):
     manifest = read_release(corpus)
     assert len(manifest) == 1 and manifest["brand_new_column"].iloc[0] == "x"
     (corpus / "clips").rmdir()
+    with pytest.raises(CorpusError, match="no clips/ folder"):  # train and infer need the clips
+        read_release(corpus)
+    result = runner.invoke(app, ["inspect", str(corpus)])  # inspect reads the TSVs alone, and says so
+    assert result.exit_code == 0 and "1 clips, 1 speakers (no clips/ folder: TSVs only" in result.output
+
+
+def test_a_broken_row_is_a_one_line_error_naming_the_line(tmp_path):
+    corpus = tmp_path / "cv"
+    (corpus / "clips").mkdir(parents=True)
+    write_tsv(
+        corpus / "validated.tsv", NEW_COLUMNS, [{"client_id": c, "path": f"{c}.mp3", "gender": "male"} for c in "abc"]
+    )
+    lines = (corpus / "validated.tsv").read_bytes().split(b"\n")
+    lines[2] = b"\t".join(lines[2].split(b"\t")[:11])  # cut off after `accents`
+    (corpus / "validated.tsv").write_bytes(b"\n".join(lines))
     result = runner.invoke(app, ["inspect", str(corpus)])
-    assert result.exit_code == 1 and "no clips/ folder" in result.output
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"cvlabel: error: {corpus / 'validated.tsv'}, line 3: 11 fields, the header has 13 (a truncated or broken row)"
+    ]
 
 
 # ---------------------------------------------------------------- runs
