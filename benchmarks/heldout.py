@@ -14,24 +14,23 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cvlabel.artifacts import RunFolder
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from holdouts import train_once  # noqa: E402
+
 from cvlabel.augment import telephone
 from cvlabel.cache import AudioCache, cache_root
 from cvlabel.checkpoint import load_checkpoint
-from cvlabel.config import Config, load_config
+from cvlabel.config import load_config
 from cvlabel.corpus import CLIP_TSVS, read_tsv
 from cvlabel.metrics import classification_metrics
 from cvlabel.scoring import clip_logits
 from cvlabel.splits import labelled_rows
-from cvlabel.training import train
 
 PITCH_THRESHOLD_HZ = 165.0  # between typical adult male (~120 Hz) and female (~210 Hz) F0
 
@@ -47,16 +46,6 @@ def locale_subset(corpus: Path, locales: list[str], out: Path) -> Path:
             table = table[table["locale"].isin(locales)]
             table.to_csv(out / f"{name}.tsv", sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\")
     return out
-
-
-def train_once(corpus: Path, run: Path, config: Config, label: str = "") -> None:
-    """Train `run` on `corpus` unless it holds a finished model: a re-run of a benchmark reuses it."""
-    if RunFolder(run).model.exists():
-        return
-    shutil.rmtree(run, ignore_errors=True)  # an unfinished run of an earlier, killed benchmark
-    started = time.time()
-    train(corpus, run, config)
-    print(f"{label}trained in {time.time() - started:.0f} s", file=sys.stderr)
 
 
 def median_f0(samples: np.ndarray, rate: int = 16_000) -> float:
