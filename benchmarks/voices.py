@@ -136,8 +136,8 @@ def run_fold(
     if pitch_file.exists():
         result["pitch"] = json.loads(pitch_file.read_text())
     else:
-        f0 = np.array([median_f0(a) for a in audio])
-        f0_tele = np.array([median_f0(a) for a in phone])
+        f0 = np.array([median_f0(a, features.sample_rate) for a in audio])
+        f0_tele = np.array([median_f0(a, features.sample_rate) for a in phone])
         result["pitch"] = score(
             held_rows,
             np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0),
