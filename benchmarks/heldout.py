@@ -22,7 +22,7 @@ smoke test with the second line:
     nice -n 19 python benchmarks/heldout.py --corpus /work/shared/corpora/realcv --out outputs/trust-realcv \\
         [--holdout speakers|locale] [--seeds 0,1,2]
     nice -n 19 python benchmarks/heldout.py --corpus /work/shared/corpora/realcv --out outputs/smoke-trust \\
-        --seeds 0 --set train.epochs=1 --set train.folds=2
+        --seeds 0 --set train.epochs=3 --set train.folds=2
 
 Prints the table(s); writes OUT/heldout.json (synthetic) or OUT/heldout-HOLDOUT.json (per seed).
 """

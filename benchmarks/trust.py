@@ -41,13 +41,14 @@ Real Common Voice (truth.tsv's label_basis `self-reported`/`unknown`, detected):
 (the default; seeds 0/1/2 each blank one third of each gender's self-reported male/female speakers,
 together every such speaker once; seeds 3-5 deal the thirds anew) or `--holdout locale` (seed s
 blanks locale set s % 5, about a fifth of the speakers each: fr alone; seeds 0-4 cover every
-locale once). Speakers who answered `other` are left as they are. About 1 h a seed with the
-defaults on 2 cores; a smoke test in a few minutes with the second line:
+locale once). Speakers who answered `other` are left as they are. About 1 h for three seeds with
+the defaults on 2 cores; a smoke test in about 3 min a seed with the second line (one epoch can
+leave a model export refuses as near chance):
 
     nice -n 19 python benchmarks/trust.py --corpus /work/shared/corpora/realcv --out outputs/trust-realcv \\
         [--holdout speakers|locale] [--seeds 0,1,2] [--target-precision 0.9]
     nice -n 19 python benchmarks/trust.py --corpus /work/shared/corpora/realcv --out outputs/smoke-trust \\
-        --seeds 0 --set train.epochs=1 --set train.folds=2
+        --seeds 0 --set train.epochs=3 --set train.folds=2
 
 A seed whose run folder is finished is not retrained (one trained with other --set settings is
 refused: use another --out). heldout.py given the same --out reuses these runs. Prints one table;
