@@ -242,6 +242,11 @@ def main() -> None:
         if result["held_out_locales"]:
             print(f"seed {seed}: blanked locales {', '.join(result['held_out_locales'])}")
         if real:
+            for gender, claim in result["claims"].items():
+                if claim["threshold"] is None:
+                    print(f"seed {seed}: no {gender} pseudo-labels: {args.target_precision} not certifiable on "
+                          f"{claim['reference_speakers']} reference speakers (best lower bound "
+                          f"{claim['best_lower_bound']:.3f})")  # fmt: skip
             wrong, speakers = result["wrong_speaker_count"], result["speakers"]
             print(f"seed {seed}: {wrong} of {speakers} pseudo-labelled speakers got a wrong label on some clip; "
                   f"held-out clips by rate {result['clips_by_rate']}")  # fmt: skip
