@@ -3,7 +3,7 @@
     python benchmarks/infer_speed.py [--corpus DIR] [--model RUN_DIR] [--rows 1000,10000,50000]
 
 Without --corpus it builds a demo corpus; without --model it uses an untrained model of the
-default shape (inference costs the same whatever the weights). Prints three tables:
+default shape (inference costs the same whatever the weights). Prints these tables:
 
 1. per-stage cost of one clip (one thread): decode, resample, silence trim, log-mel, CNN;
 2. clips/s of `infer` against the floor (soundfile decoding each whole clip at its own rate,
@@ -13,12 +13,25 @@ default shape (inference costs the same whatever the weights). Prints three tabl
    --throughput-rows rows of a scaled corpus (enough shards for every process), once per
    --speaker-clips (rows a speaker: a speaker's first clips get every committee member); the
    three take --repeats turns and each ratio is the median of its turns' ratios;
+2b. the same per native sample rate, when the corpus's clips come at more than one (real Common
+   Voice: 48 kHz from release 6.1, 32 kHz from 13 on, a few 44.1 kHz): each rate's scaled corpus
+   is made of that rate's clips only (rate read from each MP3's first frame), at the largest
+   --jobs, once per --speaker-clips;
 3. `cvlabel infer --jobs 2` as a user runs it (a fresh process, start-up included) on TSVs of
    N rows pointing at hard links of the corpus clips: wall time, clips/s, peak RSS of the main
    process, of the largest worker, and of the whole process tree, and the tree's peak PSS (RSS
    with shared library pages divided among the processes that share them: the real footprint);
 4. the same command with `--backend dask` (a LocalCluster of 2 single-threaded worker processes)
    against the local backend, back to back on the same rows.
+
+On real Common Voice (2b is the table to watch: a current release is 32 kHz):
+
+    nice -n 19 python benchmarks/infer_speed.py --corpus /work/shared/corpora/realcv --out outputs/bench-realcv
+    nice -n 19 python benchmarks/infer_speed.py --corpus /work/shared/corpora/realcv --out outputs/bench-realcv \
+        --rates-only [--throughput-rows 4000 --repeats 3 --speaker-clips 1,30 --jobs 2]
+
+The second prints table 2b alone (about 10 minutes with the defaults on 2 cores; a smoke test with
+`--throughput-rows 300 --repeats 1 --speaker-clips 1`).
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +58,7 @@ from joblib import Parallel, delayed
 
 from cvlabel import bandmp3, mpg123
 from cvlabel.artifacts import RunFolder
+from cvlabel.audio import mp3_rate
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from cvlabel.config import Config, DemoCorpusOptions, FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
@@ -64,7 +79,7 @@ def stage_costs(clips: list[Path], checkpoint: Checkpoint) -> dict[str, float]:
     config = checkpoint.config.features
     timings: dict[str, float] = {}
 
-    def timed(name, function, items):
+    def timed(name: str, function: Callable[[Any], Any], items: list[Any]) -> list[Any]:
         function(items[0])  # first calls build caches (mel basis, FFT plans): not what a clip costs
         started = time.perf_counter()
         out = [function(item) for item in items]
@@ -200,13 +215,14 @@ def throughput(corpus: Path, model_file: Path, jobs: int, work: Path, repeats: i
     }
 
 
-def scaled_corpus(corpus: Path, rows: int, target: Path, speaker_clips: int) -> Path:
-    """A corpus of `rows` blank rows pointing at hard links of the corpus clips, `speaker_clips` rows
-    a speaker (infer scores a speaker's first clips by every committee member, later ones by one)."""
+def scaled_corpus(corpus: Path, rows: int, target: Path, speaker_clips: int, sources: list[Path] | None = None) -> Path:
+    """A corpus of `rows` blank rows pointing at hard links of the corpus clips (or of `sources`, in
+    turn), `speaker_clips` rows a speaker (infer scores a speaker's first clips by every committee
+    member, later ones by one)."""
     target = target.with_name(f"{target.name}-{speaker_clips}perspeaker")
     if (target / "validated.tsv").exists():
         return target
-    sources = sorted((corpus / "clips").glob("*.mp3"))
+    sources = sources or sorted((corpus / "clips").glob("*.mp3"))
     (target / "clips").mkdir(parents=True)
     names = []
     for index in range(rows):
@@ -223,6 +239,35 @@ def scaled_corpus(corpus: Path, rows: int, target: Path, speaker_clips: int) -> 
     )
     table.to_csv(target / "validated.tsv", sep="\t", index=False)
     return target
+
+
+def clips_by_rate(corpus: Path) -> dict[int, list[Path]]:
+    """The corpus's clips by the sample rate of their first MP3 frame (what the release published them
+    at; 0 for a clip whose rate cannot be read), highest rate first."""
+    groups: dict[int, list[Path]] = {}
+    for clip in sorted((corpus / "clips").glob("*.mp3")):
+        groups.setdefault(mp3_rate(clip) or 0, []).append(clip)
+    return dict(sorted(groups.items(), reverse=True))
+
+
+def rate_throughput(
+    corpus: Path, by_rate: dict[int, list[Path]], model_file: Path, jobs: int, args: argparse.Namespace
+) -> pd.DataFrame:
+    """Table 2b: throughput() on a scaled corpus of each native rate's clips, per --speaker-clips."""
+    rows = {}
+    for rate, sources in by_rate.items():
+        seconds = float(np.mean([soundfile.info(str(p)).duration for p in sources]))
+        for per_speaker in [int(n) for n in args.speaker_clips.split(",")]:
+            target = args.out / f"scale-{args.throughput_rows}-{rate}Hz"
+            rows_corpus = scaled_corpus(corpus, args.throughput_rows, target, per_speaker, sources)
+            with tempfile.TemporaryDirectory(dir=args.out) as work:
+                result = throughput(rows_corpus, model_file, jobs, Path(work), args.repeats)
+            rows[f"{rate} Hz, {per_speaker} clips/speaker"] = {
+                "source_clips": len(sources),
+                "clip_seconds": seconds,
+                **result,
+            }
+    return pd.DataFrame(rows).T
 
 
 def run_and_watch(command: list[str]) -> dict[str, float]:
@@ -300,6 +345,7 @@ def main() -> None:
     parser.add_argument("--stage-clips", type=int, default=STAGE_CLIPS, help="clips of tables 1 and 1b")
     parser.add_argument("--caps", default="6,4,3", help="features.max_seconds values of the decoder table")
     parser.add_argument("--stages-only", action="store_true", help="print tables 1 and 1b only")
+    parser.add_argument("--rates-only", action="store_true", help="print table 2b only (per native sample rate)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"))
     args = parser.parse_args()
 
@@ -317,8 +363,14 @@ def main() -> None:
         config = Config()
         committee = Committee.empty(config.model, config.features.n_mels, config.train.folds).eval()
         save_checkpoint(committee, config, 1.0, model_file)
+    report: dict = {}
+    speaker_clips = [int(n) for n in args.speaker_clips.split(",")]
+    by_rate = clips_by_rate(corpus)
+    if args.rates_only:
+        rate_table(report, corpus, by_rate, model_file, args)
+        return
     clips = sorted((corpus / "clips").glob("*.mp3"))[: args.stage_clips]
-    report: dict = {"stages_ms_per_clip": stage_costs(clips, load_checkpoint(model_file))}
+    report["stages_ms_per_clip"] = stage_costs(clips, load_checkpoint(model_file))
     print(f"1. per clip, one thread ({len(clips)} clips of {corpus})")
     for name, value in report["stages_ms_per_clip"].items():
         print(f"   {name:<32} {value:8.2f}")
@@ -329,7 +381,6 @@ def main() -> None:
 
     if args.stages_only:
         return
-    speaker_clips = [int(n) for n in args.speaker_clips.split(",")]
     report["throughput"] = {}
     for per_speaker in speaker_clips:
         rows_corpus = scaled_corpus(
@@ -341,6 +392,8 @@ def main() -> None:
             report["throughput"][f"jobs {jobs}, {per_speaker} clips/speaker"] = result
     print("\n2. infer vs the floor (soundfile, whole clips) and vs cvlabel's decode, same shards and processes")
     print(pd.DataFrame(report["throughput"]).T.to_string(float_format=lambda v: f"{v:.2f}"))
+    if len(by_rate) > 1:
+        rate_table(report, corpus, by_rate, model_file, args)
 
     def timed_infer(rows: int, *extra: str) -> dict[str, float]:
         scaled = scaled_corpus(corpus, rows, args.out / f"scale-{rows}", speaker_clips[-1])
@@ -381,6 +434,22 @@ def main() -> None:
         print(f"\n4. cvlabel infer --jobs 2 on {args.backend_rows} rows: local processes vs a Dask LocalCluster")
         print(pd.DataFrame(report["backends"]).T.to_string(float_format=lambda v: f"{v:.1f}"))
     (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+def rate_table(
+    report: dict, corpus: Path, by_rate: dict[int, list[Path]], model_file: Path, args: argparse.Namespace
+) -> None:
+    """Print table 2b and put it in `report` (and in OUT/bench-rates.json: a --rates-only run keeps
+    the other tables' bench.json)."""
+    jobs = max(int(j) for j in args.jobs.split(","))
+    rates = rate_throughput(corpus, by_rate, model_file, jobs, args)
+    report["throughput_by_rate"] = rates.to_dict(orient="index")
+    print(
+        f"\n2b. infer --jobs {jobs} vs the floor (soundfile, whole clips at their own rate) per native sample rate: "
+        f"{args.throughput_rows} rows of one rate's clips each, median of {args.repeats} turns"
+    )
+    print(rates.to_string(float_format=lambda v: f"{v:.2f}"))
+    (args.out / "bench-rates.json").write_text(json.dumps(report["throughput_by_rate"], indent=1) + "\n")
 
 
 if __name__ == "__main__":

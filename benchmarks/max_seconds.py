@@ -68,7 +68,7 @@ def main() -> None:
         speaker_truth = pd.Series(truth).groupby(rows["client_id"]).first()
         table[name] = {
             "clips": len(kept),
-            "speech_seconds": float(np.mean([s.shape[0] for s in speech]) / features.sample_rate),
+            "speech_seconds": float(np.mean([s.samples.shape[0] / s.rate for s in speech])),
             "clip_accuracy": float((labels[name][0] == truth[kept]).mean()),
             "speakers": int(len(pooled)),
             "speaker_accuracy": float((decide_logits(pooled.to_numpy()) == speaker_truth.to_numpy()).mean()),

@@ -41,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heldout import PITCH_THRESHOLD_HZ, median_f0, train_once  # noqa: E402
-from trust import held_out_speakers, voice_group  # noqa: E402
+from heldout import PITCH_THRESHOLD_HZ, median_f0  # noqa: E402
+from holdouts import held_out_speakers, train_once, voice_group  # noqa: E402
 
 from cvlabel.artifacts import read_metrics  # noqa: E402
 from cvlabel.augment import telephone  # noqa: E402
