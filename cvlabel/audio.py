@@ -2,8 +2,8 @@
 
 MP3 (Common Voice's format, told by its bytes, not its name) goes to the fastest decoder
 available that decodes it exactly, straight to native rate / k for an integer k: with a
-`min_rate`, the lowest such rate at or above it (32 kHz -> 10.667 kHz, 44.1 -> 11.025, 48 -> 12),
-else exactly the wanted rate where k divides (older models, which heard one rate):
+`min_rate`, the largest power of two k that keeps the rate at or above it (48 kHz -> 12 kHz, 44.1
+-> 11.025, 32 -> 16), else exactly the wanted rate where k divides (older models, which heard one rate):
 - `bandmp3`: cvlabel's own band-limited decoder (a C extension built at install when a compiler
   is there) that decodes only the subbands below the new Nyquist frequency and synthesises
   every k-th sample, for any k from 1 to 32;
@@ -212,9 +212,10 @@ def decoder_for(
 ) -> tuple[str, int]:
     """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format) and the
     decimation k it decodes at (native_rate / k Hz; 0 for soundfile, which gives `sample_rate`).
-    k is the largest the decoder offers that keeps native_rate / k >= `min_rate`; without a
-    min_rate, native_rate / sample_rate where that is whole. By preference bandmp3 (any k up to 32),
-    libmpg123 (k of 1, 2 or 4), else soundfile + soxr. `decoder` names one to use where it can decode
+    k is the largest power of two the decoder offers that keeps native_rate / k >= `min_rate` (32 kHz
+    -> 16 kHz: bandmp3's k = 3 took 1.3x as long as k = 2, see bandmp3.FAST_STEPS); without a min_rate,
+    native_rate / sample_rate where that is whole. By preference bandmp3 (k up to 32), libmpg123 (k
+    of 1, 2 or 4), else soundfile + soxr. `decoder` names one to use where it can decode
     the clip exactly ("auto": the first of those available)."""
     if decoder == "mpg123" and not mpg123.available():
         raise AudioError(path, "features.decoder is mpg123 but libmpg123 is not installed (apt install libmpg123-0)")
@@ -223,7 +224,7 @@ def decoder_for(
     if not native_rate:
         return "soundfile", 0
     if decoder in ("auto", "bandmp3") and mp3_decoder() == "bandmp3":
-        step = _decimation(native_rate, sample_rate, min_rate, range(1, bandmp3.MAX_STEP + 1))
+        step = _decimation(native_rate, sample_rate, min_rate, bandmp3.FAST_STEPS if min_rate else bandmp3.STEPS)
         if step:
             return "bandmp3", step
     if decoder in ("auto", "mpg123") and mpg123.available():

@@ -30,9 +30,9 @@ class FeatureConfig:
     sample_rate: float = SAMPLE_RATE  # Hz; clips that min_decode_rate does not place are decoded to this
     # rate. 12 kHz keeps all of 0-4 kHz with margin and costs a quarter of 48 kHz (checkpoints of cvlabel <= 0.2
     # say 16000 and still work)
-    min_decode_rate: float = 10_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k, the lowest
-    # such rate at or above this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 10.667, 16 -> 16), so no resampler runs
-    # for any rate Common Voice uses; the features below are in Hz and ms, the same at each rate. Raised
+    min_decode_rate: float = 10_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k for the
+    # largest power of two k that keeps at least this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 16, 16 -> 16; see
+    # audio.decoder_for), so no resampler runs for any rate Common Voice uses; the features below are in Hz and ms, the same at each rate. Raised
     # where needed to keep the band up to f_max whole (decode_floor). 0: every clip at sample_rate (models
     # before cvlabel 0.3)
     window_ms: float = 30.0  # STFT window: long enough to resolve the harmonics of low voices, and a
