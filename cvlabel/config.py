@@ -32,9 +32,9 @@ class FeatureConfig:
     # say 16000 and still work)
     min_decode_rate: float = 10_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k for the
     # largest power of two k that keeps at least this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 16, 16 -> 16; see
-    # audio.decoder_for), so no resampler runs for any rate Common Voice uses; the features below are in Hz and ms, the same at each rate. Raised
-    # where needed to keep the band up to f_max whole (decode_floor). 0: every clip at sample_rate (models
-    # before cvlabel 0.3)
+    # audio.decoder_for), so no resampler runs for any rate Common Voice uses; the features below are in Hz
+    # and ms, the same at each rate. Raised where needed to keep the band up to f_max whole (decode_floor).
+    # 0: every clip at sample_rate (models before cvlabel 0.3)
     window_ms: float = 30.0  # STFT window: long enough to resolve the harmonics of low voices, and a
     # whole number of samples at 12, 16 and 32000 / 3 Hz (360, 480, 320: a fast FFT; 32 ms is 341.33 there)
     hop_ms: float = 20.0  # between frames: voice gender changes slowly, and half the frames of
