@@ -136,6 +136,8 @@ PREDICTION_SCHEMA = pa.schema(
         ("label", pa.string()),  # male | female; null on error
         ("confidence", pa.float64()),  # max(p_female, 1 - p_female); null on error
         ("error", pa.string()),  # null, or why the clip gave no prediction
+        ("decoder", pa.string()),  # bandmp3 | mpg123 (straight to native_hz / k) | soundfile (resampled); null on error
+        ("native_hz", pa.int64()),  # the clip's own sample rate; null on error
     ]
 )
 FINAL_SCHEMA = pa.schema(

@@ -58,8 +58,9 @@ class AudioReader:
     """An open clip, decoded incrementally at one rate: `read(n)` gives up to n float32 mono
     samples, fewer only at the end, where a stream shorter than announced raises AudioError."""
 
-    def __init__(self, path: Path, backend: Backend, sample_rate: float, decoder: str):
+    def __init__(self, path: Path, backend: Backend, sample_rate: float, decoder: str, native_rate: int):
         self.path, self._backend, self.sample_rate, self.decoder = path, backend, sample_rate, decoder
+        self.native_rate = native_rate  # the file's own rate (Hz)
         self.decoded = 0
         self.ended = False  # a read has reached the end of the clip
 
@@ -116,8 +117,9 @@ def open_audio(
             backend = mpg123.Mpg123Reader(path, (native_rate or 0) // step, native_rate or 0)
         else:
             backend = _SoundfileBackend(path, sample_rate)
-    rate = (native_rate or 0) / step if chosen != "soundfile" else sample_rate
-    return AudioReader(path, backend, rate, chosen)
+    if isinstance(backend, _SoundfileBackend):
+        return AudioReader(path, backend, sample_rate, "soundfile", backend.native_rate)
+    return AudioReader(path, backend, (native_rate or 0) / step, chosen, native_rate or 0)
 
 
 # The first bytes of a clip read to tell its format: all of a Common Voice clip (tens of kB), so
@@ -301,7 +303,7 @@ class _SoundfileBackend:
 
     def __init__(self, path: Path, sample_rate: float):
         self._file = soundfile.SoundFile(path)
-        native = self._file.samplerate
+        native = self.native_rate = self._file.samplerate
         self._ratio = sample_rate / native
         self.expected: int | None = int(self._file.frames * self._ratio) if self._file.frames > 0 else None
         self._stream = None if native == sample_rate else soxr.ResampleStream(native, sample_rate, 1, dtype="float32")

@@ -430,6 +430,12 @@ def infer(
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
     )
+    if summary["slow_decodes"]:
+        rates = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(summary["slow_decodes"].items()))
+        typer.echo(
+            f"{sum(summary['slow_decodes'].values())} clips decoded the slow way (soundfile + soxr: no "
+            f"decimation of their rate serves the model): {rates}"
+        )
 
 
 # The options that `export parquet` and `export tsv` share: one definition each.

@@ -86,6 +86,10 @@ def infer(
         "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
         "speakers": int(final["client_id"].nunique()),
         "skipped_opted_out_rows": skipped_opt_out,
+        # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
+        "slow_decodes": {
+            int(k): int(v) for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()
+        },
         "seconds": round(time.time() - started, 1),
     }
 
@@ -134,12 +138,14 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
         keep_freed_memory()
     model = inference_model(model_file)
     members = np.full((len(records), len(model.model.members)), np.nan)
-    errors = {}
+    errors: dict[int, str] = {}
+    decoded: dict[int, tuple[str, int]] = {}  # each decoded clip's decoder and native rate
     for first in range(0, len(records), SORT_WINDOW):  # bounded audio in memory, whatever the shard size
         speech = {}
         for index in range(first, min(len(records), first + SORT_WINDOW)):
             try:
                 speech[index] = decode_speech(records[index]["clip"], model.features)
+                decoded[index] = (speech[index].decoder, speech[index].native_rate)
             except AudioError as exc:
                 errors[index] = exc.reason
             except Exception as exc:  # a decoder or feature failure of any other kind: recorded, not raised
@@ -172,6 +178,8 @@ def predict_shard(records: list[dict[str, Any]], model_file: str, out_file: str,
             "label": or_null(ok, label_names(predicted)),
             "confidence": np.where(ok, confidence, np.nan),
             "error": [errors.get(i) for i in range(len(records))],
+            "decoder": [decoded[i][0] if i in decoded else None for i in range(len(records))],
+            "native_hz": pd.array([decoded[i][1] if i in decoded else None for i in range(len(records))], "Int64"),
         }
     )
     write_frame(table, PREDICTION_SCHEMA, Path(out_file))

@@ -21,10 +21,13 @@ ONSET_BLOCK_FRAMES = 50  # energy frames speech_onset looks at at a time (1 s at
 
 class Speech(NamedTuple):
     """A decoded clip: float32 mono samples (n,) and the rate they are at, in Hz (the clip's own:
-    an MP3 is decoded to native rate / k, so 32000 / 3 for a 32 kHz clip; see audio.py)."""
+    an MP3 is decoded to native rate / k, so 16000 for a 32 kHz clip; see audio.py), and how:
+    the decoder and the file's native rate (where known; the cache keeps neither)."""
 
     samples: np.ndarray
     rate: float
+    decoder: str = ""  # bandmp3 | mpg123 | soundfile (which resamples to the rate)
+    native_rate: int = 0  # Hz
 
 
 def speech_bounds(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> tuple[int, int]:
@@ -65,7 +68,7 @@ def decode_speech(path: str | Path, config: FeatureConfig) -> Speech:
     """A clip as the model hears it: decode_clip, cut to the speech. Raises AudioError when the
     clip cannot be decoded or holds no speech."""
     clip = decode_clip(path, config)
-    return Speech(speech_only(clip.samples, config.at_rate(clip.rate), path), clip.rate)
+    return clip._replace(samples=speech_only(clip.samples, config.at_rate(clip.rate), path))
 
 
 def decode_clip(path: str | Path, config: FeatureConfig) -> Speech:
@@ -83,7 +86,7 @@ def decode_clip(path: str | Path, config: FeatureConfig) -> Speech:
             onset = speech_onset(samples, at_rate)
         if onset is not None and not reader.ended and onset + budget > samples.shape[0]:
             samples = np.concatenate([samples, reader.read(onset + budget - samples.shape[0])])
-    return Speech(finite(samples, path), reader.sample_rate)
+    return Speech(finite(samples, path), reader.sample_rate, reader.decoder, reader.native_rate)
 
 
 def speech_onset(samples: np.ndarray, config: FeatureConfig = FeatureConfig()) -> int | None:

@@ -12,13 +12,14 @@ import pytest
 from typer.testing import CliRunner
 
 import cvlabel.inference
+from cvlabel import audio
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
 from cvlabel.export import export_parquet
 from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer, scoring_turns
-from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config
+from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config, write_voice
 
 runner = CliRunner()
 WEAK_OK = ExportOptions(allow_weak_model=True)  # the tiny test model is near chance on dev
@@ -493,3 +494,19 @@ def test_infer_on_a_split_reports_the_models_labels_not_the_speakers_answers(syn
     predicted = pd.read_parquet(tmp_path / "ref" / "predictions.parquet")
     assert len(predicted) and (predicted["label_source"] == "model").all()
     assert summary["label_source"] == {"model": len(predicted)}
+
+
+def test_clips_no_decimation_serves_are_counted_as_decoded_the_slow_way(synthetic_corpus, trained_run, tmp_path):
+    """An MP3 at 8 kHz (below features.min_decode_rate) is resampled by soundfile + soxr: predicted
+    as any clip, and infer's summary says how many were decoded that way and at which rates."""
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    blank = blank_rows(corpus)["path"].tolist()
+    write_voice(corpus / "clips" / blank[0], 120, seconds=1.5, sample_rate=8_000)
+    result = runner.invoke(app, infer_command(corpus, trained_run, tmp_path / "pred", "--jobs", "1"))
+    assert result.exit_code == 0, result.output
+    assert "1 clips decoded the slow way" in result.output and "1 at 8000 Hz" in result.output
+    predictions = pd.read_parquet(tmp_path / "pred" / "predictions.parquet").set_index("path")
+    assert predictions.loc[blank[0], ["decoder", "native_hz"]].tolist() == ["soundfile", 8000]
+    others = predictions.loc[blank[1:]]
+    assert set(others["native_hz"]) == {48_000} and others["label"].notna().all()
+    assert set(others["decoder"]) == {audio.mp3_decoder()}  # the fastest decoder here, straight to 12 kHz
