@@ -31,7 +31,7 @@ import soxr
 
 from . import bandmp3, mpg123
 from .config import SAMPLE_RATE
-from .errors import AudioError
+from .errors import AudioError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +209,21 @@ def finite(samples: np.ndarray, path: str | Path) -> np.ndarray:
     return samples
 
 
+def require_decoder(decoder: str) -> None:
+    """A ConfigError when features.decoder names a decoder this machine does not have: a setting to
+    fix once, before any clip is decoded (never a per-clip error, which the cache would keep)."""
+    if decoder == "mpg123" and not mpg123.available():
+        raise ConfigError(
+            "config key 'features.decoder' is mpg123 but libmpg123 is not installed "
+            "(apt install libmpg123-0; 'auto' takes the fastest decoder installed)"
+        )
+    if decoder == "bandmp3" and not bandmp3.available():
+        raise ConfigError(
+            "config key 'features.decoder' is bandmp3 but cvlabel._bandmp3 was not built (no C compiler at "
+            "install: apt install gcc python3-dev, then reinstall; 'auto' takes the fastest decoder installed)"
+        )
+
+
 def decoder_for(
     path: Path, decoder: str, sample_rate: float, native_rate: int | None, min_rate: float = 0
 ) -> tuple[str, int]:
@@ -219,10 +234,7 @@ def decoder_for(
     native_rate / sample_rate where that is whole. By preference bandmp3 (k up to 32), libmpg123 (k
     of 1, 2 or 4), else soundfile + soxr. `decoder` names one to use where it can decode
     the clip exactly ("auto": the first of those available)."""
-    if decoder == "mpg123" and not mpg123.available():
-        raise AudioError(path, "features.decoder is mpg123 but libmpg123 is not installed (apt install libmpg123-0)")
-    if decoder == "bandmp3" and not bandmp3.available():
-        raise AudioError(path, "features.decoder is bandmp3 but cvlabel._bandmp3 was not built (no C compiler)")
+    require_decoder(decoder)
     if not native_rate:
         return "soundfile", 0
     if decoder in ("auto", "bandmp3") and mp3_decoder() == "bandmp3":

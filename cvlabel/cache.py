@@ -23,7 +23,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from .audio import mp3_decoder
+from .audio import mp3_decoder, require_decoder
 from .config import FeatureConfig
 from .errors import AudioError
 from .files import atomic_path, write_text
@@ -94,7 +94,9 @@ class AudioCache:
         return Speech(stored[RATE_SLOTS:].astype(np.float32) / INT16_SCALE, rate)
 
     def fill(self, clips: Sequence[str | Path], jobs: int = 1) -> dict[str, str]:
-        """Decode every clip not yet cached, in `jobs` processes. Returns {clip: error} of failures."""
+        """Decode every clip not yet cached, in `jobs` processes. Returns {clip: error} of failures.
+        A decoder this machine lacks is a ConfigError before any clip (audio.require_decoder)."""
+        require_decoder(self.config.decoder)
         missing = [str(c) for c in clips if not self._cached(c)]
         if missing:
             chunks = [missing[i : i + CLIPS_PER_TASK] for i in range(0, len(missing), CLIPS_PER_TASK)]

@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
-from .audio import mp3_decoder
+from .audio import mp3_decoder, require_decoder
 from .checkpoint import existing_model_file, read_checkpoint_info, run_config
 from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
@@ -50,6 +50,7 @@ def infer(
     corpus_dir, out = Path(corpus_dir), PredictionsFolder(out_dir)
     _check_options(options)
     checkpoint_file = existing_model_file(model_dir)
+    require_decoder(run_config(checkpoint_file).features.decoder)  # one line now, not an error on every row
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, checkpoint_file)
     rows["turn"] = scoring_turns(rows["client_id"], options.committee_clips)

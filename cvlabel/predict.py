@@ -10,6 +10,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import soxr
 
+from .audio import require_decoder
 from .errors import AudioError, CvlabelError
 from .labels import LABELS, calibrate, decide
 from .scoring import InferenceModel, inference_model
@@ -82,6 +83,7 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
     """
     model = inference_model(model_dir)
     config = model.features
+    require_decoder(config.decoder)
     results = []
     for path in paths:
         result: dict[str, Any] = {

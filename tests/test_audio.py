@@ -9,8 +9,9 @@ import soxr
 
 from cvlabel import audio, bandmp3, mpg123
 from cvlabel.audio import SAMPLE_RATE, decoder_for, finite, load_audio, mp3_rate
+from cvlabel.cache import AudioCache
 from cvlabel.config import FeatureConfig
-from cvlabel.errors import AudioError
+from cvlabel.errors import AudioError, ConfigError
 from cvlabel.features import frame_count, log_mel
 from cvlabel.speech import decode_clip, decode_speech
 from cvlabel.testing import write_voice
@@ -194,10 +195,26 @@ def test_without_the_fast_decoders_mp3_falls_back_to_soundfile_and_says_so(tmp_p
         assert decoder_for(path, "auto", SAMPLE_RATE, 48_000, 10_000) == ("soundfile", 0)
     assert "soundfile + soxr" in caplog.text and "libmpg123" in caplog.text
     assert abs(load_audio(path).shape[0] / SAMPLE_RATE - 1.6) < 0.06
-    with pytest.raises(AudioError, match="libmpg123 is not installed"):
+    with pytest.raises(ConfigError, match="libmpg123 is not installed"):
         load_audio(path, decoder="mpg123")
-    with pytest.raises(AudioError, match="_bandmp3 was not built"):
+    with pytest.raises(ConfigError, match="_bandmp3 was not built"):
         load_audio(path, decoder="bandmp3")
+
+
+def test_a_decoder_named_but_not_installed_is_one_error_before_any_clip_and_never_cached(tmp_path, monkeypatch):
+    """features.decoder=bandmp3 on a machine without the extension: the cache refuses before decoding
+    (no .err entries that would outlive installing it), and works once the decoder is there."""
+    clips = [write_voice(tmp_path / f"v{i}.mp3", 150 + 20 * i, seconds=0.6) for i in range(3)]
+    cache = AudioCache(tmp_path / "cache", FeatureConfig(decoder="bandmp3"))
+    real = bandmp3._bandmp3
+    monkeypatch.setattr(bandmp3, "_bandmp3", None)
+    with pytest.raises(ConfigError, match="features.decoder' is bandmp3 but cvlabel._bandmp3 was not built"):
+        cache.fill(clips)
+    assert not list((tmp_path / "cache").rglob("*.err"))
+    if real is not None:  # "installed": the same cache decodes every clip
+        monkeypatch.setattr(bandmp3, "_bandmp3", real)
+        assert cache.fill(clips) == {}
+        assert all(cache.load(c).rate == 12_000 for c in clips)
 
 
 @pytest.mark.parametrize("decoder", ["soundfile", *EXACT_DECODERS])
