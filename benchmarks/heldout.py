@@ -42,10 +42,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from holdouts import (  # noqa: E402
     REAL_HOLDOUTS,
+    add_common_arguments,
     blanked_view,
     held_out_locales,
     held_out_speakers,
     is_real,
+    parse_common,
     resolve_holdout,
     seed_folder,
     train_once,
@@ -169,19 +171,13 @@ def real(args: argparse.Namespace, corpus: Path, truth: pd.DataFrame, holdout: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus", type=Path, nargs="?", help="a Common-Voice-shaped folder with truth.tsv")
-    parser.add_argument("--corpus", dest="corpus_option", type=Path, help="the same, as an option")
+    add_common_arguments(parser)
     parser.add_argument("--train-locales", default="de,fr", help="synthetic corpus")
     parser.add_argument("--test-locales", default="en,es", help="synthetic corpus")
     parser.add_argument("--holdout", choices=REAL_HOLDOUTS, help="real Common Voice [default: speakers]")
     parser.add_argument("--seeds", default="0", help="real Common Voice: holdout folds, and train.seed of each")
     parser.add_argument("--out", type=Path, default=Path("outputs/heldout"))
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    corpus = args.corpus or args.corpus_option
-    if corpus is None:
-        parser.error("give the corpus folder (positionally or as --corpus)")
+    args, corpus = parse_common(parser)
     truth = read_tsv(corpus / "truth.tsv") if (corpus / "truth.tsv").is_file() else None
     if truth is not None and is_real(truth):
         real(args, corpus, truth, resolve_holdout(truth, args.holdout))

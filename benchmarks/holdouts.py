@@ -18,6 +18,7 @@ A blanked speaker loses the gender of every row, in every locale: the model neve
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import sys
@@ -41,6 +42,23 @@ LOCALES = ("en", "de", "fr", "es")  # language: seed s blanks every speaker of L
 SPEAKER_FOLDS = 3  # speakers: seed s blanks a third of each gender's speakers (folds dealt anew every 3 seeds)
 LOCALE_FOLDS = 5  # locale: seed s blanks locale fold s % 5, about a fifth of the speakers
 SELF_REPORTED = "self-reported"  # truth.tsv's label_basis of a real speaker's own answer
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The corpus (positionally or as --corpus), --config and --set: what every holdout script takes."""
+    parser.add_argument("corpus", type=Path, nargs="?", help="a Common-Voice-shaped folder with truth.tsv")
+    parser.add_argument("--corpus", dest="corpus_option", type=Path, help="the same, as an option")
+    parser.add_argument("--config", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+
+
+def parse_common(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, Path]:
+    """The parsed arguments and the corpus folder, or the parser's error when none was given."""
+    args = parser.parse_args()
+    corpus = args.corpus or args.corpus_option
+    if corpus is None:
+        parser.error("give the corpus folder (positionally or as --corpus)")
+    return args, corpus
 
 
 def is_real(truth: pd.DataFrame) -> bool:

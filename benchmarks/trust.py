@@ -70,10 +70,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from holdouts import (  # noqa: E402
     REAL_HOLDOUTS,
     SYNTHETIC_HOLDOUTS,
+    add_common_arguments,
     blanked_view,
     held_out_locales,
     held_out_speakers,
     is_real,
+    parse_common,
     resolve_holdout,
     scored_speakers,
     seed_folder,
@@ -175,8 +177,7 @@ def telephone_accuracy(run: Path, view: Path, truth: pd.DataFrame, held: set[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("corpus", type=Path, nargs="?", help="a Common-Voice-shaped folder with truth.tsv")
-    parser.add_argument("--corpus", dest="corpus_option", type=Path, help="the same, as an option")
+    add_common_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("outputs/trust"))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument(
@@ -187,12 +188,7 @@ def main() -> None:
     parser.add_argument("--target-precision", type=float, default=0.9)
     parser.add_argument("--accept-uncertified", action="store_true", help="export's option of the same name")
     parser.add_argument("--committee-clips", type=int, default=InferOptions.committee_clips, help="infer's option")
-    parser.add_argument("--config", type=Path)
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args()
-    corpus = args.corpus or args.corpus_option
-    if corpus is None:
-        parser.error("give the corpus folder (positionally or as --corpus)")
+    args, corpus = parse_common(parser)
 
     truth = read_tsv(corpus / "truth.tsv")
     truth["group"] = truth["speaker"].map(voice_group)
