@@ -82,8 +82,20 @@ class RunFolder:
     )
 
 
+BASE_MODEL = "base"  # --model base: the committee shipped inside the package (cvlabel/models/)
+BASE_MODEL_FILE = Path(__file__).resolve().parent / "models" / "base.safetensors"
+
+
 def model_path(path: str | Path) -> Path:
-    """A run folder's checkpoint, or the checkpoint file itself."""
+    """A run folder's checkpoint, the checkpoint file itself, or for `base` the packaged base model
+    (a folder or file named `base` here too is ambiguous: name it by another path, ./base/.)"""
+    if str(path) == BASE_MODEL:
+        if Path(path).exists():
+            raise CvlabelError(
+                f"'{BASE_MODEL}' names the packaged base model and also {Path(path).resolve()}: give that path "
+                f"another way (e.g. {Path(path).resolve()}) to use it"
+            )
+        return BASE_MODEL_FILE
     path = Path(path)
     return RunFolder(path).model if path.is_dir() else path
 

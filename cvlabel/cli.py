@@ -61,7 +61,13 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override one config value, e.g. --set splits.seed=3 (repeatable; wins over --config)."),
 ]
 ModelOpt = Annotated[
-    Path, typer.Option("--model", help="Run folder written by 'cvlabel train' (or its model.safetensors).")
+    Path,
+    typer.Option(
+        "--model",
+        help="Run folder written by 'cvlabel train' (or its model.safetensors), or 'base': the committee shipped "
+        "with cvlabel, trained on real Common Voice speakers (cvlabel/models/README.md), for a release too small "
+        "to train on.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON instead of text.")]
 
@@ -368,7 +374,8 @@ def infer(
         typer.Option(
             "--split",
             help="Instead of --unlabeled, predict the self-reported rows of the run's dev or test split, "
-            "to check precision at any threshold.",
+            "to check precision at any threshold; 'all': every self-reported row, the reference export "
+            "certifies on with --model base (which never heard the release).",
         ),
     ] = None,
     tsv: Annotated[
@@ -411,7 +418,7 @@ def infer(
     from .inference import infer as run_infer
 
     if unlabeled == (split is not None):
-        raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test")
+        raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test|all")
     options = InferOptions(
         selection="unlabeled" if unlabeled else str(split),
         tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
@@ -430,6 +437,12 @@ def infer(
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
     )
+    if summary["unheard_locales"]:
+        typer.echo(
+            f"the model never heard {len(summary['unheard_locales'])} of these rows' locales "
+            f"({', '.join(summary['unheard_locales'])}): its claims rest on this release's own self-reported "
+            "speakers (export --reference), not on what it was trained on"
+        )
     if summary["slow_decodes"]:
         rates = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(summary["slow_decodes"].items()))
         typer.echo(
@@ -470,7 +483,8 @@ ReferenceOpt = Annotated[
     typer.Option(
         "--reference",
         help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
-        "reference: its train speakers predicted out of fold, and its dev and test speakers).",
+        "reference: its train speakers predicted out of fold, and its dev and test speakers); with --model "
+        "base, a 'cvlabel infer --split all --model base' folder.",
     ),
 ]
 AllowWeakModelOpt = Annotated[

@@ -487,8 +487,12 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
     """Reference rows: the run's reference_predictions.parquet, or a `cvlabel infer --split` folder."""
     if path.is_dir():
         frame, plan = read_predictions(path)
-        if plan.get("selection") not in ("dev", "test"):
-            raise CvlabelError(f"{path}: reference predictions must come from 'cvlabel infer --split dev|test'")
+        heard_nobody = read_checkpoint_info(plan["model"]).info.get("base_model", False)  # never heard this release
+        if plan.get("selection") not in ("dev", "test", *(("all",) if heard_nobody else ())):
+            raise CvlabelError(
+                f"{path}: reference predictions must come from 'cvlabel infer --split dev|test' (a run's own "
+                "model heard its train speakers), or '--split all' with --model base"
+            )
         if plan["model_sha256"] != model_sha256:
             raise CvlabelError(f"{path}: reference predictions were made by another model")
         manifest = read_release(plan["corpus"])
@@ -496,7 +500,8 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
     if not path.is_file():
         raise CvlabelError(
             f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
-            "or --reference with a 'cvlabel infer --split test' folder"
+            "or --reference with a 'cvlabel infer --split test' folder (with --model base: "
+            "'cvlabel infer RELEASE --split all --model base --out REF', every self-reported speaker)"
         )
     return read_reference(path)
 

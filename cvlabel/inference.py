@@ -31,14 +31,14 @@ from .files import file_sha256, writable_folder
 from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
 from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
-from .splits import assign_splits, speaker_genders
+from .splits import SPLITS, assign_splits, speaker_genders
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
 # out shards and pools the results, and importing torch there would cost ~0.3 GB and ~3 s.
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("unlabeled", "dev", "test")
+SELECTIONS = ("unlabeled", "dev", "test", "all")  # all: every self-reported row (a base model's reference)
 BACKENDS = ("local", "dask")
 
 
@@ -72,7 +72,8 @@ def infer(
     log.info("%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder())
     # read from the checkpoint's header (no torch here); the weights load where the shards run, in
     # every worker at once (a first call to load them in one worker kept the others waiting)
-    temperature = read_checkpoint_info(checkpoint_file).temperature
+    described = read_checkpoint_info(checkpoint_file)
+    temperature = described.temperature
     with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
         run.map(predict_shard, calls, bar.update)
 
@@ -87,6 +88,7 @@ def infer(
         "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
         "speakers": int(final["client_id"].nunique()),
         "skipped_opted_out_rows": skipped_opt_out,
+        "unheard_locales": _unheard_locales(rows, described.info),
         # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
         "slow_decodes": {
             int(k): int(v) for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()
@@ -95,13 +97,22 @@ def infer(
     }
 
 
+def _unheard_locales(rows: pd.DataFrame, info: dict[str, Any]) -> list[str] | None:
+    """The locales of the predicted rows that a model which lists its locales (the base model) never
+    heard; None for a model that does not list them (a run trained on the release itself)."""
+    if "locales" not in info or "locale" not in rows:
+        return None
+    return sorted(set(rows["locale"].dropna()) - set(info["locales"]))
+
+
 def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path) -> tuple[pd.DataFrame, int]:
     """The rows to predict, and how many blank rows were skipped because their speaker opted out.
 
     unlabeled: blank gender, from options.tsvs, and the speaker never said `other` or
     `do_not_wish_to_say` on any row (an opt-out or a non-binary answer is the speaker's, so it
     covers their blank rows too). dev/test: the self-reported rows of that split, placed by the
-    split settings inside the checkpoint.
+    split settings inside the checkpoint; all: those of every split (for a model that never heard
+    the release, the base model, every self-reported speaker is a clean reference).
     """
     if options.selection == "unlabeled":
         genders, conflicting = speaker_genders(manifest)
@@ -110,6 +121,8 @@ def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path)
         opted_out = blank & manifest["client_id"].isin(not_binary)
         return manifest[blank & ~opted_out].reset_index(drop=True), int(opted_out.sum())
     with_splits, _ = assign_splits(manifest, run_config(model_file).splits)
+    if options.selection == "all":  # the self-reported rows of every split
+        return with_splits[with_splits["split"].isin(SPLITS)].reset_index(drop=True), 0
     return with_splits[with_splits["split"] == options.selection].reset_index(drop=True), 0
 
 
