@@ -39,6 +39,7 @@ from .artifacts import (
     EXPORT_SPLITS,
     LHOTSE_CUSTOM_COLUMNS,
     LHOTSE_LABEL_COLUMNS,
+    REFERENCE_SCHEMA,
     RELEASE_LAYOUT_FILES,
     ExportFolder,
     RunFolder,
@@ -66,7 +67,7 @@ from .errors import CvlabelError
 from .files import atomic_folder, write_json
 from .html_report import write_export_report
 from .labels import BINARY_GENDERS, or_null
-from .pooling import reference_speakers
+from .pooling import reference_speakers as pooled_reference
 from .splits import assign_splits, speaker_genders
 
 log = logging.getLogger(__name__)
@@ -284,7 +285,17 @@ def label_release(
             f"{MIN_DEV_BALANCED_ACCURACY}): its labels are not usable; retrain it, or pass --allow-weak-model"
         )
     reference_path = Path(reference or RunFolder(Path(plan["model"]).parent).reference)
-    reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
+    if reference is None and checkpoint.info.get("base_model"):
+        if options.min_confidence is None:
+            raise CvlabelError(
+                "the base model never heard this release, so its claims rest on the release's own self-reported "
+                f"speakers: run 'cvlabel infer {corpus_dir} --split all --model base --out REF' and pass "
+                "--reference REF (or choose a threshold yourself with --min-confidence)"
+            )
+        reference_rows = REFERENCE_SCHEMA.empty_table().to_pandas()  # --min-confidence: nothing to certify on
+        reference_speakers = pooled_reference(reference_rows, checkpoint.temperature)
+    else:
+        reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
     rows = manifest.copy()
@@ -480,7 +491,7 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
 
 def _reference_speakers(path: Path, model_sha256: str, temperature: float) -> pd.DataFrame:
     """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`."""
-    return reference_speakers(_reference_rows(path, model_sha256), temperature)
+    return pooled_reference(_reference_rows(path, model_sha256), temperature)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:

@@ -65,7 +65,16 @@ def test_with_the_base_model_every_self_reported_speaker_is_the_reference(synthe
     assert reference["client_id"].nunique() == labelled["client_id"].nunique() >= 8
     export = ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred), "--target-precision", "0.6"]
     result = runner.invoke(app, [*export, "--out", str(aug)])
-    assert result.exit_code == 1 and "--split all --model base" in result.output
+    assert result.exit_code == 1 and "the base model never heard this release" in result.output
+    assert "--split all --model base --out REF' and pass --reference REF" in result.output
+    # a threshold of the user's own needs no reference, and claims nothing (a release of blank speakers only)
+    mine = tmp_path / "mine"
+    result = runner.invoke(app, [*export[:-2], "--min-confidence", "0.6", "--out", str(mine)])
+    assert result.exit_code == 0, result.output
+    assert "no reference speaker reaches it, nothing is claimed" in result.output
+    assert all(
+        claim["reference_speakers"] == 0 for claim in json.loads((mine / "summary.json").read_text())["claims"].values()
+    )
     result = runner.invoke(app, [*export, "--out", str(aug), "--reference", str(ref), "--accept-uncertified"])
     assert result.exit_code == 0, result.output
     summary = json.loads((aug / "summary.json").read_text())
