@@ -23,10 +23,10 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     """Log-mel spectrogram. (n,) -> (n_mels, frames); (batch, n) -> (batch, n_mels, frames).
 
     frames = frame_count(n): a frame every hop_ms from the first sample on, centred, reflect-padded,
-    a Hann window of window_ms, the power spectrum at every 1000 / window_ms Hz (31.25 Hz), Slaney
-    mels. At a rate where window and hop are whole numbers of samples (12 and 16 kHz) this is
-    torchaudio's MelSpectrogram with power 2; at any other (32000 / 3 Hz) the same analysis in ms
-    and Hz (_Analysis). Values are natural-log power, clamped at DYNAMIC_RANGE_DB below the clip's
+    a Hann window of window_ms, the power spectrum at every 1000 / window_ms Hz (33.3 Hz at 30 ms),
+    Slaney mels. At a rate where window and hop are whole numbers of samples (12 and 16 kHz) this is
+    torchaudio's MelSpectrogram with power 2; at any other (11025 Hz) the same analysis in ms and Hz
+    (_Analysis). Values are natural-log power, clamped at DYNAMIC_RANGE_DB below the clip's
     peak; with normalize_gain each clip's mean is subtracted, so a clip and the same clip 20 dB
     quieter give the same features.
     """
@@ -111,10 +111,10 @@ def _analysis(config: FeatureConfig) -> _Analysis:
     """The window, FFT and mel filterbank of `config` at its rate.
 
     The power spectrum is wanted at j * 1000 / window_ms Hz, the bins of a window of exactly
-    window_ms. At 12 kHz that window is 384 samples and its FFT gives them; at 32000 / 3 Hz it is
-    341.33: the 341-sample window is zero-padded to an FFT of 1024 = 3 x 341.33, whose every 3rd
-    bin lies on the grid (44.1 kHz / 4: 5 x 352.8 = 1764). The mel triangles are then the same
-    numbers at every rate."""
+    window_ms. At 12 kHz a 30 ms window is 360 samples and its FFT gives them; at 11025 Hz it is
+    330.75: the 331-sample window is zero-padded to an FFT of 1323 = 4 x 330.75, whose every 4th bin
+    lies on the grid (a 32 ms window at 32000 / 3 Hz: 3 x 341.33 = 1024). The mel triangles are then
+    the same numbers at every rate."""
     exact_window = config.sample_rate * config.window_ms / 1000  # samples, not always whole
     stride = next(
         (m for m in range(1, MAX_BIN_STRIDE + 1) if abs(m * exact_window - round(m * exact_window)) < 1e-6), 0
