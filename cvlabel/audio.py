@@ -11,7 +11,7 @@ available that decodes it exactly, straight to native rate / k for an integer k:
 - `soundfile`: libsndfile at the clip's own rate, then soxr to `sample_rate`: every other format,
   rates no k serves (8 kHz), and the fallback when neither of the above is installed.
 `features.decoder` names one to prefer; "auto" takes the fastest available. A reader's
-`sample_rate` says the rate it decodes to (a float: 32000 / 3 is not a whole number of Hz).
+`sample_rate` says the rate it decodes to (a float: a rate such as 44100 / 8 is no whole number of Hz).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Decoded speech on disk, so MP3s are decoded once per clip, not once per epoch or run.
 
 An entry is the clip's silence-trimmed audio at its decoded rate as an int16 `.npy`, whose first
-RATE_SLOTS values hold that rate as a float64 (32000 / 3 Hz is not a whole number). Entries are
+RATE_SLOTS values hold that rate as a float64 (not always a whole number of Hz). Entries are
 keyed by the clip (absolute path, size, modification time: a replaced file is decoded again)
 inside a folder keyed by the settings that shape the audio (rate, trimming, max_seconds, and the
 MP3 decoder that "auto" resolves to on this machine). Log-mels are not

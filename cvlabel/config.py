@@ -36,7 +36,7 @@ class FeatureConfig:
     # and ms, the same at each rate. Raised where needed to keep the band up to f_max whole (decode_floor).
     # 0: every clip at sample_rate (models before cvlabel 0.3)
     window_ms: float = 30.0  # STFT window: long enough to resolve the harmonics of low voices, and a
-    # whole number of samples at 12, 16 and 32000 / 3 Hz (360, 480, 320: a fast FFT; 32 ms is 341.33 there)
+    # whole number of samples at 12, 16 and 32000 / 3 Hz (360, 480, 320: a fast FFT; 32 ms is 341.33 at the last)
     hop_ms: float = 20.0  # between frames: voice gender changes slowly, and half the frames of
     # 10 ms halve the CNN's and the STFT's cost (measured: no loss of accuracy)
     n_mels: int = 64  # mel bands, as in the seed model
@@ -81,7 +81,7 @@ class FeatureConfig:
         return round(self.sample_rate * self.hop_ms / 1000)
 
     @property
-    def hop_samples(self) -> float:  # the exact hop: 213.33 samples at 32000 / 3 Hz
+    def hop_samples(self) -> float:  # the exact hop: 220.5 samples at 11025 Hz
         return self.sample_rate * self.hop_ms / 1000
 
     @property

@@ -37,7 +37,7 @@ def log_mel(samples: np.ndarray | torch.Tensor, config: FeatureConfig = FeatureC
     # the FFT writes: (..., frames, bins); bins above f_max carry no mel weight
     if analysis.hop is not None:
         frames = padded.unfold(-1, analysis.window.shape[0], analysis.hop) * analysis.window
-    else:  # a hop of no whole number of samples (20 ms at 32000 / 3 Hz): each frame starts at the nearest
+    else:  # a hop of no whole number of samples (20 ms at 11025 Hz): each frame starts at the nearest
         indices = _frame_indices(config, frame_count(samples.shape[-1], config))
         frames = padded.index_select(-1, indices.reshape(-1)).unflatten(-1, indices.shape) * analysis.window
     spectrum = torch.fft.rfft(frames, n=analysis.fft_size, dim=-1)
