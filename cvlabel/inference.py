@@ -53,6 +53,15 @@ def infer(
     require_decoder(run_config(checkpoint_file).features.decoder)  # one line now, not an error on every row
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, checkpoint_file)
+    if rows.empty and options.selection != "unlabeled":  # a reference of nobody certifies nothing
+        raise CvlabelError(
+            f"{corpus_dir}: no self-reported male/female rows in the {options.selection!r} selection to predict"
+            + (
+                ": this release has none, so export can only label with --min-confidence"
+                if options.selection == "all"
+                else ""
+            )
+        )
     rows["turn"] = scoring_turns(rows["client_id"], options.committee_clips)
     _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
 

@@ -91,3 +91,17 @@ def test_with_the_base_model_every_self_reported_speaker_is_the_reference(synthe
     result = runner.invoke(app, ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred_run), "--out",
                                  str(tmp_path / "aug2"), "--reference", str(own), "--allow-weak-model"])  # fmt: skip
     assert result.exit_code == 1 and "--split all' with --model base" in result.output
+
+
+def test_a_reference_of_nobody_is_refused_in_one_line(tmp_path):
+    """infer --split all on a release whose speakers never gave a gender: nothing to certify on, said
+    before any work (export can still use --min-confidence)."""
+    corpus = tmp_path / "corpus"
+    (corpus / "clips").mkdir(parents=True)
+    write_voice(corpus / "clips" / "a.mp3", 150, seconds=0.5)
+    (corpus / "validated.tsv").write_text("client_id\tpath\tsentence\tgender\nx\ta.mp3\thello\t\n")
+    result = runner.invoke(
+        app, ["infer", str(corpus), "--split", "all", "--model", "base", "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 1 and "no self-reported male/female rows" in result.output
+    assert "export can only label with --min-confidence" in result.output and not (tmp_path / "r").exists()
