@@ -99,8 +99,8 @@ def open_audio(
     path: str | Path, sample_rate: float = SAMPLE_RATE, decoder: str = "auto", min_rate: float = 0
 ) -> AudioReader:
     """Open a clip for decoding with `decoder` (see the module's docstring): an MP3 at native rate / k
-    (the lowest such rate >= `min_rate`; without one, `sample_rate` where k divides), anything else
-    at `sample_rate` Hz; the reader's sample_rate says which. Raises AudioError (with the path) for a
+    (decoder_for's k; without a `min_rate`, `sample_rate` where k divides), anything else at
+    `sample_rate` Hz; the reader's sample_rate says which. Raises AudioError (with the path) for a
     missing, empty or undecodable file."""
     path = Path(path)
     head, size = _clip_head(path)

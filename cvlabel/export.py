@@ -511,8 +511,7 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
     if not path.is_file():
         raise CvlabelError(
             f"{path}: no reference predictions to choose thresholds on; pass --min-confidence, "
-            "or --reference with a 'cvlabel infer --split test' folder (with --model base: "
-            "'cvlabel infer RELEASE --split all --model base --out REF', every self-reported speaker)"
+            "or --reference with a 'cvlabel infer --split test' folder"
         )
     return read_reference(path)
 

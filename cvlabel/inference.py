@@ -50,7 +50,8 @@ def infer(
     corpus_dir, out = Path(corpus_dir), PredictionsFolder(out_dir)
     _check_options(options)
     checkpoint_file = existing_model_file(model_dir)
-    require_decoder(run_config(checkpoint_file).features.decoder)  # one line now, not an error on every row
+    described = read_checkpoint_info(checkpoint_file)  # the header alone: no torch in this process
+    require_decoder(described.config.features.decoder)  # one line now, not an error on every row
     manifest = read_release(corpus_dir)  # every TSV: speakers' self-reports anywhere count
     rows, skipped_opt_out = select_rows(manifest, options, checkpoint_file)
     if rows.empty and options.selection != "unlabeled":  # a reference of nobody certifies nothing
@@ -81,7 +82,6 @@ def infer(
     log.info("%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder())
     # read from the checkpoint's header (no torch here); the weights load where the shards run, in
     # every worker at once (a first call to load them in one worker kept the others waiting)
-    described = read_checkpoint_info(checkpoint_file)
     temperature = described.temperature
     with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
         run.map(predict_shard, calls, bar.update)
