@@ -310,6 +310,16 @@ def train(
             "(default 0): --jobs N is --set train.jobs=N and wins over --config and --set.",
         ),
     ] = None,
+    init: Annotated[
+        str | None,
+        typer.Option(
+            "--init",
+            show_default=False,
+            help="Fine-tune: start every member from this model's weights: 'base' (the model shipped with "
+            "cvlabel), a run folder or a model file. The config key train.init (default: random weights); "
+            "--init X is --set train.init=X and wins over --config and --set.",
+        ),
+    ] = None,
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
     from .artifacts import RunFolder
@@ -317,7 +327,11 @@ def train(
     from .evaluate import format_metrics
     from .training import train as run_train
 
-    overrides = [*set_, *([] if jobs is None else [f"train.jobs={jobs}"])]
+    overrides = [
+        *set_,
+        *([] if jobs is None else [f"train.jobs={jobs}"]),
+        *([] if init is None else [f"train.init={init}"]),
+    ]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epochs", "train_seconds"]))
     typer.echo(f"run written to {out}: open {RunFolder(out).report}")

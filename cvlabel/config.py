@@ -127,6 +127,9 @@ class TrainConfig:
     cache_dir: str = ""  # decoded-audio cache; "" means $XDG_CACHE_HOME/cvlabel or ~/.cache/cvlabel
     jobs: int = 0  # processes that decode clips into the cache; 0 means one per core
     threads: int = 0  # torch threads for training; 0 means one per core
+    init: str = ""  # start every member from this checkpoint's weights (fine-tuning): "base" (the model shipped
+    # in the package), a run folder or a model file; member k starts from its member k. Its features and model
+    # settings must be this run's. "" trains from random weights (see the README for which to choose)
     folds: int = 3  # committee members: member i trains on the train speakers outside fold i, so every
     # train speaker is predicted by a model that never heard them (the reference export certifies
     # thresholds on); the members' mean logit labels the blank rows. Costs about `folds` trainings,

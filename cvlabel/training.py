@@ -29,8 +29,8 @@ from .augment import augment_waveform, spec_augment, training_crops
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY
 from .checkpoint import save_checkpoint
-from .config import Config, save_config
-from .errors import CvlabelError
+from .config import Config, config_to_dict, save_config
+from .errors import ConfigError, CvlabelError
 from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
 from .html_report import write_run_report
@@ -71,6 +71,7 @@ def train(
     )
     _check_both_genders({split: rows[rows["split"] == split] for split in SPLITS})
     assign_folds(rows[rows["split"] == "train"], config.train.folds, config.train.seed)  # enough speakers?
+    start = starting_weights(config)  # a wrong train.init fails here, before any work
     writable_folder(run.path, RunFolder.OWN, "cvlabel train")
     torch.set_num_threads(resolve_jobs(config.train.threads))
 
@@ -90,7 +91,7 @@ def train(
     with tqdm(total=steps, desc="training", unit="step") as bar:
         for fold in range(config.train.folds):
             trainer = _MemberTrainer(
-                fold, data["train"][folds != fold].reset_index(drop=True), data["dev"], cache, config, bar
+                fold, data["train"][folds != fold].reset_index(drop=True), data["dev"], cache, config, bar, start
             )
             member = trainer.fit(history, run.train_log)
             held = data["train"][folds == fold]
@@ -137,6 +138,7 @@ class _MemberTrainer:
     cache: AudioCache
     config: Config
     bar: Any
+    start: list[dict[str, torch.Tensor]] | None = None  # starting_weights: each init member's, or random
 
     def fit(self, history: list[dict[str, Any]], log_path: Path) -> GenderCNN:
         config, train_rows = self.config, self.train_rows
@@ -145,6 +147,8 @@ class _MemberTrainer:
         rng = np.random.default_rng(seed)
         generator = torch.Generator().manual_seed(seed)
         model = GenderCNN(config.model, config.features.n_mels)
+        if self.start:
+            model.load_state_dict(self.start[self.member % len(self.start)])
         steps = _steps(len(train_rows), config)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
@@ -154,9 +158,10 @@ class _MemberTrainer:
         )
         loss_fn = torch.nn.BCEWithLogitsLoss()
         labels, clips = train_rows["label"].to_numpy(), train_rows["clip"].tolist()
-        dev_labels = self.dev_rows["label"].to_numpy()
-
         best: dict[str, Any] = {"dev_balanced_accuracy": -1.0, "dev_loss": math.inf, "epoch": 0, "state": None}
+        if self.start:  # epoch 0, the starting weights, competes too: fine-tuning never ends worse on dev
+            best = {**self._dev_row(model, 0, [math.nan], config.train.learning_rate), "state": _copy(model)}
+            history.append({k: v for k, v in best.items() if k != "state"})
         for epoch in range(1, config.train.epochs + 1):
             epoch_start = time.time()
             model.train()
@@ -175,18 +180,8 @@ class _MemberTrainer:
                 self.bar.update(1)
                 self.bar.set_postfix(member=self.member, epoch=epoch, loss=f"{np.mean(losses):.3f}")
 
-            dev_logits = _logits(model, self.dev_rows, self.cache, config)[:, 0]
-            dev_predicted = decide_logits(dev_logits)
-            row = {
-                "member": self.member,
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
-                "dev_loss": binary_nll(dev_labels, dev_logits),
-                "dev_accuracy": float((dev_predicted == dev_labels).mean()),
-                "dev_balanced_accuracy": balanced_accuracy(dev_labels, dev_predicted),
-                "learning_rate": schedule.get_last_lr()[0],
-                "seconds": round(time.time() - epoch_start, 2),
-            }
+            row = self._dev_row(model, epoch, losses, schedule.get_last_lr()[0])
+            row["seconds"] = round(time.time() - epoch_start, 2)
             history.append(row)
             _write_log(log_path, history)
             log.info(
@@ -198,13 +193,56 @@ class _MemberTrainer:
                 row["dev_balanced_accuracy"],
             )
             if _score(row) > _score(best):
-                best = {**row, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                best = {**row, "state": _copy(model)}
             elif epoch - best["epoch"] >= config.train.patience:
                 log.info("member %d: no dev improvement for %d epochs: stopping", self.member, config.train.patience)
                 self.bar.update((config.train.epochs - epoch) * steps)  # the epochs it will not run
                 break
         model.load_state_dict(best["state"])
         return model.eval()
+
+    def _dev_row(self, model: GenderCNN, epoch: int, losses: list[float], learning_rate: float) -> dict[str, Any]:
+        """One train_log row: the model measured on the dev speakers (it is left in eval mode)."""
+        dev_labels = self.dev_rows["label"].to_numpy()
+        dev_logits = _logits(model, self.dev_rows, self.cache, self.config)[:, 0]
+        dev_predicted = decide_logits(dev_logits)
+        return {
+            "member": self.member,
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "dev_loss": binary_nll(dev_labels, dev_logits),
+            "dev_accuracy": float((dev_predicted == dev_labels).mean()),
+            "dev_balanced_accuracy": balanced_accuracy(dev_labels, dev_predicted),
+            "learning_rate": learning_rate,
+            "seconds": 0.0,
+        }
+
+
+def starting_weights(config: Config) -> list[dict[str, torch.Tensor]] | None:
+    """The state dict of each member of train.init's checkpoint, or None (random weights). A
+    ConfigError when that checkpoint hears other features or has another network than this config."""
+    if not config.train.init:
+        return None
+    from .checkpoint import load_checkpoint
+
+    start = load_checkpoint(config.train.init)
+    mine, theirs = config_to_dict(config), config_to_dict(start.config)
+    differ = [
+        f"{section}.{key}: {theirs[section][key]} there, {mine[section][key]} here"
+        for section in ("features", "model")
+        for key in mine[section]
+        if key != "decoder" and mine[section][key] != theirs[section].get(key)  # the decoder: any gives its audio
+    ]
+    if differ:
+        raise ConfigError(
+            f"train.init {config.train.init}: its model was trained with other settings ({'; '.join(differ)}); "
+            "a run starts from its weights only with the same features and model sections (drop those settings)"
+        )
+    return [{k: v.detach().clone() for k, v in member.state_dict().items()} for member in start.model.members]
+
+
+def _copy(model: GenderCNN) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def training_features(

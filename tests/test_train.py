@@ -296,3 +296,42 @@ def test_train_jobs_flag_sets_train_jobs_and_wins_over_config_and_set(synthetic_
     bad = runner.invoke(app, [*base, "--jobs", "-1"])
     assert bad.exit_code == 1 and "'train.jobs' must be at least 0" in bad.output and not seen
     assert "train.jobs" in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_fine_tuning_starts_every_member_from_the_init_models_weights(synthetic_corpus, trained_run, tmp_path):
+    start = load_checkpoint(trained_run).model
+    # a learning rate so small that no step moves a weight visibly: the run must end where it started
+    run = tmp_path / "run"
+    train(
+        synthetic_corpus, run, tiny_config(tmp_path / "cache", f"train.init={trained_run}", "train.learning_rate=1e-12")
+    )
+    tuned = load_checkpoint(run)
+    assert tuned.config.train.init == str(trained_run)
+    for mine, theirs in zip(tuned.model.members, start.members, strict=True):
+        # the weights (not BatchNorm's running statistics, which a training step moves at any learning rate)
+        for (name, a), b in zip(mine.named_parameters(), theirs.parameters(), strict=True):
+            assert torch.allclose(a, b, atol=1e-6), name
+    with open(run / "train_log.csv") as handle:
+        epochs = [(int(r["member"]), int(r["epoch"])) for r in csv.DictReader(handle)]
+    # the starting weights are measured on dev as epoch 0 and compete with every epoch after
+    assert [(m, 0) for m in range(len(start.members))] == [e for e in epochs if e[1] == 0]
+    # and the check above can fail: a member of random weights is not the init model's
+    torch.manual_seed(0)
+    random_start = GenderCNN(tuned.config.model, tuned.config.features.n_mels)
+    assert not all(
+        torch.allclose(a, b, atol=1e-6) for a, b in zip(random_start.parameters(), start.members[0].parameters())
+    )
+
+
+def test_fine_tuning_from_a_model_of_other_settings_is_one_line_before_any_work(
+    trained_run, synthetic_corpus, tmp_path
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    sets = as_set_options(tiny_train_config(cache, "model.hidden=24"))
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--init", str(trained_run), *sets])
+    assert result.exit_code == 1 and "model.hidden: 16 there, 24 here" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists() and not cache.exists()
+    missing = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--init", str(tmp_path / "nope"),
+                                  *as_set_options(tiny_train_config(cache))])  # fmt: skip
+    assert missing.exit_code == 1 and "no such checkpoint" in missing.output and not out.exists()
+    assert "--init" in runner.invoke(app, ["train", "--help"]).output
