@@ -319,7 +319,8 @@ def test_fine_tuning_starts_every_member_from_the_init_models_weights(synthetic_
     torch.manual_seed(0)
     random_start = GenderCNN(tuned.config.model, tuned.config.features.n_mels)
     assert not all(
-        torch.allclose(a, b, atol=1e-6) for a, b in zip(random_start.parameters(), start.members[0].parameters())
+        torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(random_start.parameters(), start.members[0].parameters(), strict=True)
     )
 
 
