@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from cvlabel.artifacts import BASE_MODEL_FILE, RunFolder, read_metrics
-from cvlabel.checkpoint import load_checkpoint, save_checkpoint
+from cvlabel.artifacts import BASE_MODEL_FILE, RunFolder, read_metrics, read_reference
+from cvlabel.checkpoint import HEARD_BEFORE, load_checkpoint, save_checkpoint, speaker_digest
 from cvlabel.config import load_config
 from cvlabel.training import train
 
@@ -52,6 +52,7 @@ def main() -> None:
     metrics = read_metrics(run)
     checkpoint = load_checkpoint(run)
     heard = truth[truth["true_gender"].isin(["male", "female"])]
+    trained_on = read_reference(RunFolder(run).reference)
     info = {
         "base_model": True,
         "trained_on": "real Common Voice clips as published (CC0): the self-reported speakers of cvlabel's share",
@@ -62,6 +63,9 @@ def main() -> None:
         "test": {k: metrics[k] for k in ("balanced_accuracy", "speaker_accuracy", "recall_female", "roc_auc", "ece")},
         "dev_balanced_accuracy": metrics["dev"]["balanced_accuracy"],
         "mp3_decoder": checkpoint.info.get("mp3_decoder", ""),
+        # the speakers its weights learned from (train) or chose epochs on (dev): a user's release of these
+        # locales may hold them, and export must not count them as clean reference speakers
+        HEARD_BEFORE: sorted({speaker_digest(c) for c in trained_on.loc[trained_on["split"] != "test", "client_id"]}),
     }
     shipped = dataclasses.replace(checkpoint.config, train=dataclasses.replace(checkpoint.config.train, cache_dir=""))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -69,7 +73,8 @@ def main() -> None:
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(checkpoint.model, shipped, checkpoint.temperature, target, info=info)
-    print(json.dumps({**info, "written": [str(t) for t in targets]}, indent=1))
+    shown = {**info, HEARD_BEFORE: f"{len(info[HEARD_BEFORE])} speakers"}
+    print(json.dumps({**shown, "written": [str(t) for t in targets]}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ checkpoint gives the same features and the same dev/test rows as the run that ma
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,22 @@ class CheckpointInfo:
 @dataclass
 class Checkpoint(CheckpointInfo):
     model: Committee
+
+
+HEARD_BEFORE = "heard_before"  # info key: speaker_digest of every speaker the model's weights learned from before
+# the run that made it (the base model: all of its training speakers; a fine-tuned model: its init's, inherited).
+# Such a speaker of a user's release is no clean reference: export leaves them out of its claims
+
+
+def speaker_digest(client_id: str) -> str:
+    """A short fingerprint of a client_id (16 hex digits of its SHA-256): enough to recognise a speaker
+    among millions, and a checkpoint holds no list of ids."""
+    return hashlib.sha256(client_id.encode()).hexdigest()[:16]
+
+
+def heard_before(info: dict[str, Any]) -> frozenset[str]:
+    """The speaker digests a checkpoint's starting weights had heard (HEARD_BEFORE), or none."""
+    return frozenset(info.get(HEARD_BEFORE, ()))
 
 
 def save_checkpoint(

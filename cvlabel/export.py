@@ -53,7 +53,7 @@ from .artifacts import (
 )
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
-from .checkpoint import read_checkpoint_info, run_config
+from .checkpoint import heard_before, read_checkpoint_info, run_config, speaker_digest
 from .config import Config, ExportOptions
 from .corpus import (
     BINARY_GENDER_NAMES,
@@ -295,7 +295,9 @@ def label_release(
         reference_rows = REFERENCE_SCHEMA.empty_table().to_pandas()  # --min-confidence: nothing to certify on
         reference_speakers = pooled_reference(reference_rows, checkpoint.temperature)
     else:
-        reference_speakers = _reference_speakers(reference_path, plan["model_sha256"], checkpoint.temperature)
+        reference_speakers = _reference_speakers(
+            reference_path, plan["model_sha256"], checkpoint.temperature, heard_before(checkpoint.info)
+        )
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
     rows = manifest.copy()
@@ -489,9 +491,19 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
     )
 
 
-def _reference_speakers(path: Path, model_sha256: str, temperature: float) -> pd.DataFrame:
-    """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`."""
-    return pooled_reference(_reference_rows(path, model_sha256), temperature)
+def _reference_speakers(path: Path, model_sha256: str, temperature: float, heard: frozenset[str]) -> pd.DataFrame:
+    """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`; without
+    the speakers the model's starting weights had heard (the base model's own), whose answers it knows."""
+    rows = _reference_rows(path, model_sha256)
+    known = rows["client_id"].map(speaker_digest).isin(heard) if heard else pd.Series(False, index=rows.index)
+    if known.any():
+        log.warning(
+            "%d of %d reference speakers are left out of the claims: the model's starting weights were trained "
+            "on them (the base model's own speakers), so they are no test of it",
+            rows.loc[known, "client_id"].nunique(),
+            rows["client_id"].nunique(),
+        )
+    return pooled_reference(rows[~known], temperature)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:

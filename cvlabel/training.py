@@ -23,12 +23,12 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .artifacts import RunFolder, read_augmented_splits, write_reference
+from .artifacts import RunFolder, model_path, read_augmented_splits, read_reference, write_reference
 from .audio import mp3_decoder
 from .augment import augment_waveform, spec_augment, training_crops
 from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY
-from .checkpoint import save_checkpoint
+from .checkpoint import HEARD_BEFORE, heard_before, load_checkpoint, save_checkpoint, speaker_digest
 from .config import Config, config_to_dict, save_config
 from .errors import ConfigError, CvlabelError
 from .features import log_mel
@@ -123,6 +123,7 @@ def train(
             "augmented": str(augmented or ""),
             "dev_balanced_accuracy": dev_balanced_accuracy,
             "mp3_decoder": mp3_decoder(),  # what "auto" decoded the training clips with here
+            **({HEARD_BEFORE: sorted(start.heard)} if start and start.heard else {}),
         },
     )
     return metrics
@@ -138,7 +139,7 @@ class _MemberTrainer:
     cache: AudioCache
     config: Config
     bar: Any
-    start: list[dict[str, torch.Tensor]] | None = None  # starting_weights: each init member's, or random
+    start: StartingWeights | None = None  # train.init's weights, or None: random
 
     def fit(self, history: list[dict[str, Any]], log_path: Path) -> GenderCNN:
         config, train_rows = self.config, self.train_rows
@@ -148,7 +149,7 @@ class _MemberTrainer:
         generator = torch.Generator().manual_seed(seed)
         model = GenderCNN(config.model, config.features.n_mels)
         if self.start:
-            model.load_state_dict(self.start[self.member % len(self.start)])
+            model.load_state_dict(self.start.states[self.member % len(self.start.states)])
         steps = _steps(len(train_rows), config)
         optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.train.learning_rate, weight_decay=config.train.weight_decay
@@ -218,13 +219,19 @@ class _MemberTrainer:
         }
 
 
-def starting_weights(config: Config) -> list[dict[str, torch.Tensor]] | None:
-    """The state dict of each member of train.init's checkpoint, or None (random weights). A
-    ConfigError when that checkpoint hears other features or has another network than this config."""
+@dataclass
+class StartingWeights:
+    """What train.init gives a run: each member's state dict, and who those weights had heard."""
+
+    states: list[dict[str, torch.Tensor]]
+    heard: frozenset[str]  # speaker digests (checkpoint.HEARD_BEFORE): the init's own, and its run's train and dev
+
+
+def starting_weights(config: Config) -> StartingWeights | None:
+    """train.init's weights, or None (random weights). A ConfigError when that checkpoint hears other
+    features or has another network than this config."""
     if not config.train.init:
         return None
-    from .checkpoint import load_checkpoint
-
     start = load_checkpoint(config.train.init)
     mine, theirs = config_to_dict(config), config_to_dict(start.config)
     differ = [
@@ -238,7 +245,12 @@ def starting_weights(config: Config) -> list[dict[str, torch.Tensor]] | None:
             f"train.init {config.train.init}: its model was trained with other settings ({'; '.join(differ)}); "
             "a run starts from its weights only with the same features and model sections (drop those settings)"
         )
-    return [{k: v.detach().clone() for k, v in member.state_dict().items()} for member in start.model.members]
+    heard = set(heard_before(start.info))
+    init_run = RunFolder(model_path(config.train.init).parent)
+    if init_run.reference.is_file():  # a run's members learned from its train speakers, and chose epochs on dev
+        trained_on = read_reference(init_run.reference)
+        heard |= {speaker_digest(c) for c in trained_on.loc[trained_on["split"].isin(["train", "dev"]), "client_id"]}
+    return StartingWeights([_copy(member) for member in start.model.members], frozenset(heard))
 
 
 def _copy(model: GenderCNN) -> dict[str, torch.Tensor]:

@@ -10,7 +10,14 @@ from typer.testing import CliRunner
 
 import cvlabel
 from cvlabel.artifacts import BASE_MODEL_FILE
-from cvlabel.checkpoint import existing_model_file, read_checkpoint_info
+from cvlabel.checkpoint import (
+    HEARD_BEFORE,
+    existing_model_file,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+    speaker_digest,
+)
 from cvlabel.cli import app
 from cvlabel.errors import CvlabelError
 from cvlabel.predict import predict_files
@@ -105,3 +112,38 @@ def test_a_reference_of_nobody_is_refused_in_one_line(tmp_path):
     )
     assert result.exit_code == 1 and "no self-reported male/female rows" in result.output
     assert "export can only label with --min-confidence" in result.output and not (tmp_path / "r").exists()
+
+
+def test_speakers_the_base_model_was_trained_on_are_left_out_of_the_claims(synthetic_corpus, tmp_path, caplog):
+    """A user's release may hold speakers of the share the base model learned from: they are no test of
+    it, so export certifies on the others only (and says how many it left out)."""
+    base = load_checkpoint("base")
+    labelled = labelled_rows(synthetic_corpus, base.config.splits, "all")
+    trained_on = sorted(labelled["client_id"].unique())[:3]
+    model = tmp_path / "heard.safetensors"
+    info = {k: v for k, v in base.info.items() if k != "members"}
+    save_checkpoint(base.model, base.config, base.temperature, model,
+                    info={**info, HEARD_BEFORE: [speaker_digest(c) for c in trained_on]})  # fmt: skip
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    assert runner.invoke(app, infer_command(synthetic_corpus, model, pred, "--jobs", "1")).exit_code == 0
+    result = runner.invoke(app, ["infer", str(synthetic_corpus), "--split", "all", "--model", str(model), "--out",
+                                 str(ref), "--jobs", "1"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summaries = {}
+    for name, checkpoint in (("heard", model), ("clean", None)):
+        if checkpoint is None:  # the same weights (and predictions), with no speaker marked as heard
+            save_checkpoint(base.model, base.config, base.temperature, model, info=info)
+        out = tmp_path / f"aug-{name}"
+        result = runner.invoke(app, ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred), "--out",
+                                     str(out), "--reference", str(ref), "--target-precision", "0.6",
+                                     "--accept-uncertified"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summaries[name] = json.loads((out / "summary.json").read_text())
+        assert (f"3 of {labelled['client_id'].nunique()} reference speakers are left out" in caplog.text) == (
+            name == "heard"
+        )
+        caplog.clear()
+    claimed = {
+        name: sum(c["reference_speakers"] for c in summary["claims"].values()) for name, summary in summaries.items()
+    }
+    assert claimed["heard"] == claimed["clean"] - 3 > 0

@@ -11,7 +11,14 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import cvlabel.speech
-from cvlabel.checkpoint import load_checkpoint, read_checkpoint_info, run_config, save_checkpoint
+from cvlabel.checkpoint import (
+    heard_before,
+    load_checkpoint,
+    read_checkpoint_info,
+    run_config,
+    save_checkpoint,
+    speaker_digest,
+)
 from cvlabel.cli import app
 from cvlabel.config import Config, FeatureConfig, ModelConfig, load_config
 from cvlabel.errors import CvlabelError
@@ -307,6 +314,10 @@ def test_fine_tuning_starts_every_member_from_the_init_models_weights(synthetic_
     )
     tuned = load_checkpoint(run)
     assert tuned.config.train.init == str(trained_run)
+    # it inherits who the starting weights heard: the init run's train and dev speakers (export leaves them out)
+    init_reference = pd.read_parquet(trained_run / "reference_predictions.parquet")
+    heard = init_reference.loc[init_reference["split"] != "test", "client_id"].unique()
+    assert heard_before(tuned.info) == {speaker_digest(c) for c in heard} and len(heard) >= 4
     for mine, theirs in zip(tuned.model.members, start.members, strict=True):
         # the weights (not BatchNorm's running statistics, which a training step moves at any learning rate)
         for (name, a), b in zip(mine.named_parameters(), theirs.parameters(), strict=True):
