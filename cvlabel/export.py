@@ -285,6 +285,7 @@ def label_release(
             f"{MIN_DEV_BALANCED_ACCURACY}): its labels are not usable; retrain it, or pass --allow-weak-model"
         )
     reference_path = Path(reference or RunFolder(Path(plan["model"]).parent).reference)
+    blank_clips = _blank_clips_per_speaker(predictions, manifest)
     if reference is None and checkpoint.info.get("base_model"):
         if options.min_confidence is None:
             raise CvlabelError(
@@ -296,7 +297,7 @@ def label_release(
         reference_speakers = pooled_reference(reference_rows, checkpoint.temperature)
     else:
         reference_speakers = _reference_speakers(
-            reference_path, plan["model_sha256"], checkpoint.temperature, heard_before(checkpoint.info)
+            reference_path, plan["model_sha256"], checkpoint.temperature, heard_before(checkpoint.info), blank_clips
         )
     claims = _claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
@@ -312,6 +313,15 @@ def label_release(
         "tsvs_sha256": plan.get("tsvs_sha256"),
         "committee_clips": plan.get("committee_clips"),  # how infer shared the committee (clip p_female)
         "thresholds": thresholds,
+        # what the claims were measured on: reference speakers scored on as many clips as the blank speakers have
+        "scored_as_blank": {
+            "blank_speakers": len(blank_clips),
+            "blank_clips_per_speaker": round(float(blank_clips.mean()), 2) if len(blank_clips) else None,
+            "reference_speakers": len(reference_speakers),
+            "reference_clips_per_speaker": round(float(reference_speakers["clips"].mean()), 2)
+            if len(reference_speakers)
+            else None,
+        },
         "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }
     rule = _rule(options, reference_path)
@@ -491,9 +501,19 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
     )
 
 
-def _reference_speakers(path: Path, model_sha256: str, temperature: float, heard: frozenset[str]) -> pd.DataFrame:
-    """Reference speakers pooled as blank speakers are (pooling.speaker_table), with `correct`; without
-    the speakers the model's starting weights had heard (the base model's own), whose answers it knows."""
+def _blank_clips_per_speaker(predictions: pd.DataFrame, manifest: pd.DataFrame) -> np.ndarray:
+    """The predicted clips of each speaker the model labels (no answer of their own on any row)."""
+    genders, _ = speaker_genders(manifest)
+    scored = predictions[predictions["logit"].notna() & ~predictions["client_id"].isin(genders.index)]
+    return scored.groupby("client_id").size().to_numpy()
+
+
+def _reference_speakers(
+    path: Path, model_sha256: str, temperature: float, heard: frozenset[str], blank_clips: np.ndarray
+) -> pd.DataFrame:
+    """Reference speakers pooled as blank speakers are (pooling.speaker_table), each scored on as many
+    clips as a blank speaker of the release has (pooling.scored_as_blank), with `correct`; without the
+    speakers the model's starting weights had heard (the base model's own), whose answers it knows."""
     rows = _reference_rows(path, model_sha256)
     known = rows["client_id"].map(speaker_digest).isin(heard) if heard else pd.Series(False, index=rows.index)
     if known.any():
@@ -503,7 +523,7 @@ def _reference_speakers(path: Path, model_sha256: str, temperature: float, heard
             rows.loc[known, "client_id"].nunique(),
             rows["client_id"].nunique(),
         )
-    return pooled_reference(rows[~known], temperature)
+    return pooled_reference(rows[~known], temperature, blank_clips)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvlabel.certify import certified_thresholds, claims_at, precision_bounds
+from cvlabel.certify import CONFIDENCE_GRID, certified_thresholds, claims_at, fixed_sequence, precision_bounds
 
 
 def reference(confidences, correct, clips=None, disputed=None, predicted=1):
@@ -75,3 +75,25 @@ def test_claims_at_user_thresholds():
     claims = claims_at(reference([0.99, 0.95, 0.7], [True, False, True]), {"male": 0.9, "female": 0.9}, 0.95)
     assert claims["female"]["speakers"] == 2 and claims["female"]["precision"] == pytest.approx(0.5)
     assert claims["male"]["speakers"] == 0 and not claims["female"]["certified"]
+
+
+def test_the_fixed_sequence_never_certifies_past_a_failing_threshold():
+    # mistakes among the most confident, then many right: every cut's own bound would pass deep down
+    confidences = [0.9999] * 100 + [0.95] * 700
+    correct = [False] * 5 + [True] * 795
+    pool = reference(confidences, correct, clips=[1] * 800)
+    whole_lower, _ = precision_bounds(np.array(correct), np.ones(800), 0.95)
+    assert whole_lower >= 0.95  # the search over every cut (cvlabel <= 0.3) certified the whole pool
+    assert fixed_sequence(pool, 0.95, 0.95) is None  # the strictest testable threshold fails: it stops there
+    assert certified_thresholds(pool, 0.95, 0.95)["female"]["threshold"] is None
+    # with the same mistakes at the bottom instead, it walks down the grid to them and no further
+    claim = fixed_sequence(reference(confidences[::-1], correct, clips=[1] * 800), 0.95, 0.95)
+    assert claim is not None and claim["threshold"] in CONFIDENCE_GRID and claim["lower_bound"] >= 0.95
+
+
+def test_thresholds_too_few_to_pass_are_not_tested():
+    # 20 speakers can never certify 0.95 (0.05 ** (1 / 20) = 0.86): a mistake among them ends nothing
+    confidences = [0.99999] * 20 + [0.99] * 400
+    correct = [False] + [True] * 419
+    claim = fixed_sequence(reference(confidences, correct, clips=[1] * 420), 0.95, 0.95)
+    assert claim is not None and claim["speakers"] == 420

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from cvlabel.pooling import MIN_CLIP_AGREEMENT, pool_by_speaker, speaker_table
+from cvlabel.certify import certified_thresholds
+from cvlabel.pooling import MIN_CLIP_AGREEMENT, pool_by_speaker, reference_speakers, speaker_table
 
 
 def clips(rows):
@@ -49,3 +50,34 @@ def test_a_shared_account_does_not_inherit_its_answer():
     s, t = final[final["client_id"] == "s"], final[final["client_id"] == "t"]
     assert (s["label_source"] == "model").all() and s["speaker_disputed"].all()  # clips disagree: not inherited
     assert (t["label_source"] == "speaker").all() and (t["label"] == "female").all()  # the model's doubt is not enough
+
+
+def reference_clips(speakers):
+    """speakers: (client_id, gender, [clip logits]) -> reference rows, one member a clip."""
+    rows = [(cid, gender, x) for cid, gender, logits in speakers for x in logits]
+    return pd.DataFrame({"client_id": [r[0] for r in rows], "gender": [r[1] for r in rows],
+                         "logit": [float(r[2]) for r in rows], "member_logits": [[float(r[2])] for r in rows]})  # fmt: skip
+
+
+def test_reference_speakers_scored_at_the_blank_speakers_clip_counts():
+    # eight-clip women, each with two clips confidently wrong (pooled, they are right); one-clip men, right
+    rng = np.random.default_rng(0)
+    speakers = [(f"long{i}", "female", [3.0] * 6 + [-3.0] * 2) for i in range(100)]
+    speakers += [(f"short{i}", "male", [-3.0]) for i in range(300)]
+    rows = reference_clips(speakers).sample(frac=1.0, random_state=1)
+    whole = reference_speakers(rows, 1.0)
+    assert whole["correct"].all() and whole.loc["long0", "clips"] == 8
+    # a release whose blank speakers all have one clip: every reference speaker is scored on one clip
+    single = reference_speakers(rows, 1.0, np.ones(50, dtype=int))
+    assert (single["clips"] == 1).all() and len(single) == 400
+    # a long speaker's one clip is wrong a quarter of the time, as a blank speaker's one clip would be
+    wrong = 1 - single.loc[[f"long{i}" for i in range(100)], "correct"].mean()
+    assert 0.1 < wrong < 0.4
+    mixed = reference_speakers(rows, 1.0, rng.choice([1, 2, 3], 300))
+    assert mixed["clips"].max() <= 3 and (mixed.loc[[f"short{i}" for i in range(300)], "clips"] == 1).all()
+    # and the claim drops: those wrong clips land among the men, whom whole speakers showed flawless
+    claim = certified_thresholds(whole.assign(disputed=False), 0.95, 0.95)["male"]
+    honest = certified_thresholds(single.assign(disputed=False), 0.95, 0.95)["male"]
+    assert claim["certified"] and (honest["threshold"] is None or honest["precision"] < claim["precision"])
+    # seeded: the same export twice scores the same clips
+    assert reference_speakers(rows, 1.0, np.ones(5, dtype=int)).equals(single)
