@@ -55,8 +55,9 @@ def test_a_shared_account_does_not_inherit_its_answer():
 def reference_clips(speakers):
     """speakers: (client_id, gender, [clip logits]) -> reference rows, one member a clip."""
     rows = [(cid, gender, x) for cid, gender, logits in speakers for x in logits]
+    logits = [float(r[2]) for r in rows]
     return pd.DataFrame({"client_id": [r[0] for r in rows], "gender": [r[1] for r in rows],
-                         "logit": [float(r[2]) for r in rows], "member_logits": [[float(r[2])] for r in rows]})  # fmt: skip
+                         "logit": logits, "member_logits": [[x] for x in logits]})  # fmt: skip
 
 
 def test_reference_speakers_scored_at_the_blank_speakers_clip_counts():
