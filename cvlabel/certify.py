@@ -12,9 +12,9 @@ Angelopoulos et al. 2021, with the fixed-sequence procedure of Bauer 1991). The 
 "precision above threshold t < target" are tested in order from the strictest t of CONFIDENCE_GRID to
 the loosest, each at level 1 - certainty, and the first that is not rejected ends the sequence: the
 loosest rejected t is the threshold. A family-wise error of at most 1 - certainty follows: the first
-true hypothesis in the order must be wrongly rejected for any error to occur. Thresholds whose kept
-speakers are too few to pass even with no mistake are left out of the sequence; that decision reads
-only confidences and clips, never whether a speaker was right. Searching every cut for the deepest
+true hypothesis in the order must be wrongly rejected for any error to occur. Where the sequence
+starts is chosen from the speakers' confidences and clips alone, never from whether they were right
+(fixed_sequence), so the order is still fixed before the test looks. Searching every cut for the deepest
 one whose bound passes (cvlabel <= 0.3) was no such test: benchmarks/certify_sim.py.
 """
 
@@ -57,9 +57,12 @@ def certified_thresholds(
 
     speakers: reference speakers with `predicted` (0/1), `confidence`, `clips`, `correct` (bool)
     and `disputed` (bool; disputed speakers are never labelled, so they are left out here too).
-    Cuts fall between distinct confidences. Returns per gender: threshold (None: label nothing of
-    this gender), certified, lower_bound and precision at the threshold, the reference speakers and
-    clips selected, the reference speakers predicted as that gender, and best_lower_bound over all cuts.
+    Thresholds are fixed_sequence's (CONFIDENCE_GRID). Returns per gender: threshold (None: label
+    nothing of this gender), certified, lower_bound (of a certified claim: the target, which the
+    fixed sequence guarantees; the chosen threshold's own bound, cut_lower_bound, is higher and not
+    guaranteed) and precision at the threshold, the reference speakers and clips selected, the
+    reference speakers predicted as that gender, and best_lower_bound over all cuts (a description of
+    the reference, not a claim).
     With accept_uncertified and no certifiable cut, the threshold is the deepest cut whose point
     estimate and every shallower cut's reach the target (certified False).
     """
@@ -73,8 +76,8 @@ def certified_thresholds(
             "best_lower_bound": float(curve["lower_bound"].max()) if len(curve) else 0.0,
         }  # fmt: skip
         passed = fixed_sequence(_pool(speakers, gender), target, certainty)
-        if passed is not None:
-            claim.update(passed, certified=True)
+        if passed is not None:  # what is guaranteed is the target (family-wise); the cut's own bound is not
+            claim.update(passed, certified=True, lower_bound=target, cut_lower_bound=passed["lower_bound"])
         elif (
             accept_uncertified
         ):  # not a test: the deepest cut whose point estimate, and every shallower one's, reach it
@@ -89,27 +92,57 @@ def certified_thresholds(
     return claims
 
 
-def fixed_sequence(pool: pd.DataFrame, target: float, certainty: float) -> dict[str, Any] | None:
-    """The loosest CONFIDENCE_GRID threshold the fixed sequence certifies on `pool` (speakers of one
-    predicted gender: confidence, clips, correct), with its lower_bound, precision, speakers and
-    clips; None when the first threshold tested fails (see the module docstring)."""
+def fixed_sequence(
+    pool: pd.DataFrame,
+    target: float,
+    certainty: float,
+    grid: tuple[float, ...] = CONFIDENCE_GRID,
+    start: str = "peak",
+) -> dict[str, Any] | None:
+    """The loosest `grid` threshold the fixed sequence certifies on `pool` (speakers of one predicted
+    gender: confidence, clips, correct), with its lower_bound, precision, speakers and clips; None
+    when the first threshold tested fails (see the module docstring).
+
+    Where the sequence starts is read from confidences and clips alone (so the guarantee holds):
+    `peak`, at the threshold whose bound the confidences forecast highest (as if calibrated: a speaker
+    of confidence c right with chance c; the most likely to pass, and past the strict thresholds whose
+    few speakers one honest mistake sinks); `expected`, at the strictest whose forecast reaches the
+    target; `testable`, at the strictest whose bound a flawless record could lift to the target.
+    benchmarks/certify_sim.py measured `peak` to keep the most coverage at the same guarantee."""
     confidence = pool["confidence"].to_numpy(dtype=float)
     correct, clips = pool["correct"].to_numpy(dtype=bool), pool["clips"].to_numpy(dtype=float)
+    kept = [confidence >= threshold for threshold in grid]
+    # only thresholds whose bound a flawless record could lift to the target are worth a test
+    testable = [
+        i for i, k in enumerate(kept) if precision_bounds(np.ones(k.sum(), bool), clips[k], certainty)[0] >= target
+    ]
+    if not testable:
+        return None
+    forecast = {i: _expected_lower_bound(confidence[kept[i]], clips[kept[i]], certainty) for i in testable}
+    first = testable[0]
+    if start == "peak":
+        first = max(testable, key=lambda i: (forecast[i], -i))  # ties: the strictest
+    elif start == "expected":
+        first = next((i for i in testable if forecast[i] >= target), first)
     passed = None
-    for threshold in CONFIDENCE_GRID:
-        kept = confidence >= threshold
-        if not kept.any():
-            continue
-        weights = clips[kept]
-        effective = weights.sum() ** 2 / (weights**2).sum()
-        if (1.0 - certainty) ** (1.0 / effective) < target:  # cannot pass even with no mistake: not tested
-            continue
-        lower, precision = precision_bounds(correct[kept], weights, certainty)
+    for threshold, keep in zip(grid[first:], kept[first:], strict=True):
+        lower, precision = precision_bounds(correct[keep], clips[keep], certainty)
         if lower < target:
             break
         passed = {"threshold": threshold, "lower_bound": lower, "precision": precision,
-                  "speakers": int(kept.sum()), "clips": int(weights.sum())}  # fmt: skip
+                  "speakers": int(keep.sum()), "clips": int(clips[keep].sum())}  # fmt: skip
     return passed
+
+
+def _expected_lower_bound(confidence: np.ndarray, clips: np.ndarray, certainty: float) -> float:
+    """The lower bound of speakers whose mistakes were as many as their confidences say: a forecast
+    from confidences and clips alone, which chooses where testing starts and never decides a claim."""
+    if not len(confidence):
+        return 0.0
+    weights = clips / clips.sum()
+    effective = clips.sum() ** 2 / (clips**2).sum()
+    right = float((weights * confidence).sum()) * effective
+    return float(beta.ppf(1.0 - certainty, right, effective - right + 1.0))
 
 
 def precision_curves(speakers: pd.DataFrame, certainty: float) -> dict[str, pd.DataFrame]:
