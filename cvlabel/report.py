@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ExportFolder, read_metrics
+from .certify import TARGET_LADDER
 from .checkpoint import read_checkpoint_info
 from .config import Config
 from .corpus import CLIP_TSVS, DURATIONS_TSV, SPLIT_TSVS, clips_dir, read_release, read_tsv
@@ -190,8 +191,15 @@ def describe_export(summary: dict[str, Any]) -> str:
     for gender, claim in summary["claims"].items():
         behind = f"{claim['reference_speakers']} reference speakers ({claim['reference_clips']} clips)"
         if claim["threshold"] is None:
-            lines.append(f"{gender:<6}  no pseudo-labels: precision {summary['options']['target_precision']} cannot be "
-                         f"certified on {behind}; best lower bound {claim['best_lower_bound']:.3f}")  # fmt: skip
+            line = (f"{gender:<6}  no pseudo-labels: precision {summary['options']['target_precision']} cannot be "
+                    f"certified on {behind}; best lower bound {claim['best_lower_bound']:.3f}")  # fmt: skip
+            reachable = claim.get("certifiable")
+            if reachable:
+                line += (f"; the highest it certifies is {reachable['target']} (--target-precision "
+                         f"{reachable['target']}: {reachable['coverage']:.0%} of these reference clips kept; found by "
+                         f"trying {', '.join(map(str, TARGET_LADDER))}, so a target chosen from it was chosen after "
+                         "looking)")  # fmt: skip
+            lines.append(line)
             continue
         if claim["speakers"] == 0:
             promise = "no reference speaker reaches it"

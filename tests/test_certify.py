@@ -97,3 +97,14 @@ def test_thresholds_too_few_to_pass_are_not_tested():
     correct = [False] + [True] * 419
     claim = fixed_sequence(reference(confidences, correct, clips=[1] * 420), 0.95, 0.95)
     assert claim is not None and claim["speakers"] == 420
+
+
+def test_an_uncertifiable_target_names_the_highest_the_reference_certifies():
+    # 400 flawless speakers: 0.99 needs 299 equal ones, and one mistake in the lot sinks it; 0.98 passes
+    correct = np.ones(400, bool)
+    correct[5] = False
+    claim = certified_thresholds(reference(np.linspace(0.999, 0.99, 400), correct, clips=[1] * 400), 0.995, 0.95)
+    female = claim["female"]
+    assert female["threshold"] is None and female["certifiable"]["target"] == 0.98
+    assert 0 < female["certifiable"]["coverage"] <= 1
+    assert fixed_sequence(reference(np.linspace(0.999, 0.99, 400), correct, clips=[1] * 400), 0.99, 0.95) is None
