@@ -295,7 +295,8 @@ def write_export_split(table: pa.Table, path: Path, metadata: dict[str, Any]) ->
 
 
 def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.DataFrame:
-    """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label`."""
+    """The male/female rows of an export's train/dev/test files, with `split`, `clip`, `label` and
+    `self_reported` (False for the export's pseudo-labelled and speaker-inherited rows)."""
     folder, corpus_dir = ExportFolder(aug_dir), Path(corpus_dir)
     summary = folder.read_summary()
     if summary.get("corpus") != str(corpus_dir.resolve()):
@@ -310,6 +311,8 @@ def read_augmented_splits(aug_dir: str | Path, corpus_dir: str | Path) -> pd.Dat
     clips = clips_dir(corpus_dir)
     rows["clip"] = [str(clips / p) for p in rows["path"]]
     rows["label"] = label_index(rows["gender"])
+    # only a speaker's own answer vouches for a model: pseudo-labelled and inherited rows train, never measure
+    rows["self_reported"] = rows["gender_source"] == "self_reported"
     return rows
 
 

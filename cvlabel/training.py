@@ -310,7 +310,12 @@ def _write_run(
 ) -> dict[str, Any]:
     """Calibrate on the reference, measure on test, and write everything of the run but the metrics
     and the checkpoint (which the caller writes last: a run folder with a checkpoint is finished)."""
-    train, dev, test = data["train"], data["dev"], data["test"]
+    # the reference and the calibration rest on self-reported rows alone (train --augmented also trains on
+    # an export's pseudo-labels: a model's own guesses must not vouch for its successor)
+    vouching = {split: _self_reported(part) for split, part in data.items()}
+    out_of_fold = out_of_fold[vouching["train"]]
+    folds = folds[vouching["train"]]
+    train, dev, test = (data[split][vouching[split]].reset_index(drop=True) for split in SPLITS)
     dev_members = _logits(committee, dev, cache, config)
     test_members = _logits(committee, test, cache, config)
     dev_logits, test_logits = dev_members.mean(axis=1), test_members.mean(axis=1)
@@ -348,6 +353,13 @@ def _write_run(
     write_reference(reference, temperature, run.reference)
     save_config(config, run.config)
     return metrics
+
+
+def _self_reported(rows: pd.DataFrame) -> np.ndarray:
+    """Which rows carry their speaker's own answer (every row of a release; an export's self_reported)."""
+    if "self_reported" not in rows:
+        return np.ones(len(rows), dtype=bool)
+    return rows["self_reported"].to_numpy(dtype=bool)
 
 
 def _steps(rows: int, config: Config) -> int:

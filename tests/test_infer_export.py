@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 import cvlabel.inference
 from cvlabel import audio
 from cvlabel.cli import app
-from cvlabel.config import ExportOptions, InferOptions
+from cvlabel.config import ExportOptions, InferOptions, load_config
 from cvlabel.corpus import normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
 from cvlabel.export import export_parquet
 from cvlabel.inference import FINAL_SCHEMA, PREDICTION_SCHEMA, infer, scoring_turns
 from cvlabel.testing import as_set_options, copy_corpus, infer_command, rewrite_tsv, tiny_train_config, write_voice
+from cvlabel.training import train
 
 runner = CliRunner()
 WEAK_OK = ExportOptions(allow_weak_model=True)  # the tiny test model is near chance on dev
@@ -106,6 +107,25 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert "change (run2)" in result.output and "warning" not in result.output  # the same corpus
     alone = runner.invoke(app, ["compare", str(trained_run)])
     assert alone.exit_code == 1 and "two or more run folders" in alone.output
+
+
+def test_a_retrained_runs_reference_holds_only_self_reported_rows(synthetic_corpus, trained_run, tmp_path):
+    """train --augmented trains on an export's pseudo-labels; its reference (export's claims, the
+    calibration) must rest on the speakers' own answers alone, not on the first model's guesses."""
+    infer(synthetic_corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
+    options = ExportOptions(allow_weak_model=True, min_confidence=0.5001, rebalance=False)
+    export_parquet(synthetic_corpus, tmp_path / "pred", tmp_path / "aug", options)
+    exported = pd.read_parquet(tmp_path / "aug" / "train.parquet")
+    filled = exported[exported["gender_source"].isin(["pseudo", "speaker"])]
+    assert len(filled)  # the retraining does get pseudo-labels...
+    run = tmp_path / "run2"
+    metrics = train(synthetic_corpus, run, load_config(None, tiny_train_config(tmp_path / "cache", "train.epochs=1")),
+                    augmented=tmp_path / "aug")  # fmt: skip
+    assert metrics["splits"]["train"]["clips"] == len(exported[exported["gender"].isin(["male", "female"])])
+    reference = pd.read_parquet(run / "reference_predictions.parquet")
+    assert len(reference) and not set(reference["path"]) & set(filled["path"])  # ...which never vouch
+    stated = set(exported.loc[exported["gender_source"] == "self_reported", "path"])
+    assert set(reference.loc[reference["split"] == "train", "path"]) == stated
 
 
 def test_self_reported_values_are_never_changed(synthetic_corpus, trained_run, tmp_path):
