@@ -52,8 +52,8 @@ from .artifacts import (
     write_export_split,
 )
 from .cache import AudioCache, cache_root
-from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, claims_at
-from .checkpoint import heard_before, read_checkpoint_info, run_config, speaker_digest
+from .certify import MIN_DEV_BALANCED_ACCURACY
+from .checkpoint import heard_before, read_checkpoint_info, run_config
 from .config import Config, ExportOptions
 from .corpus import (
     BINARY_GENDER_NAMES,
@@ -66,26 +66,23 @@ from .corpus import (
 from .errors import CvlabelError
 from .files import atomic_folder, write_json
 from .html_report import write_export_report
-from .labels import BINARY_GENDERS, or_null
+from .labelling import (
+    FILLED_SOURCES,
+    BlankReason,
+    blank_clips_per_speaker,
+    blank_row_summary,
+    choose_claims,
+    label_blank_rows,
+    reference_for_claims,
+    reference_locales,
+)
+from .labels import BINARY_GENDERS
 from .pooling import reference_speakers as pooled_reference
-from .splits import assign_splits, speaker_genders
+from .splits import assign_splits
 
 log = logging.getLogger(__name__)
 
 SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}
-# Why a blank row stayed blank (its `blank_reason`), and the same in a few words for the headline
-# (summary.json's blank_rows.left_blank, the command's last line, report.html).
-BLANK_REASONS = {
-    "below confidence threshold": "below threshold",
-    "disputed speaker (committee members or clips disagree)": "from disputed speakers",
-    "speaker opted out (do_not_wish_to_say) or answered other on another row": "opted out",
-    "no certified threshold for this gender": "with no certified threshold for their gender",
-    "clip could not be decoded": "undecodable",
-    "not predicted (its TSV was not given to infer --tsv)": "not predicted",
-    "no male/female label": "with no male/female label",
-}
-OPTED_OUT, NOT_PREDICTED = list(BLANK_REASONS)[2], list(BLANK_REASONS)[5]  # kept first when capping or rebalancing
-FILLED_SOURCES = ("speaker", "pseudo")  # the gender_source of a blank row an export fills
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
 LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
@@ -285,7 +282,7 @@ def label_release(
             f"{MIN_DEV_BALANCED_ACCURACY}): its labels are not usable; retrain it, or pass --allow-weak-model"
         )
     reference_path = Path(reference or RunFolder(Path(plan["model"]).parent).reference)
-    blank_clips = _blank_clips_per_speaker(predictions, manifest)
+    blank_clips = blank_clips_per_speaker(predictions, manifest)
     if reference is None and checkpoint.info.get("base_model"):
         if options.min_confidence is None:
             raise CvlabelError(
@@ -296,14 +293,18 @@ def label_release(
         reference_rows = REFERENCE_SCHEMA.empty_table().to_pandas()  # --min-confidence: nothing to certify on
         reference_speakers = pooled_reference(reference_rows, checkpoint.temperature)
     else:
-        reference_speakers = _reference_speakers(
-            reference_path, plan["model_sha256"], checkpoint.temperature, heard_before(checkpoint.info), blank_clips
+        reference_rows = _reference_rows(reference_path, plan["model_sha256"])
+        reference_speakers = reference_for_claims(
+            reference_rows, checkpoint.temperature, heard_before(checkpoint.info), blank_clips
         )
-    claims = _claims(options, reference_speakers)
+    claims = choose_claims(options, reference_speakers)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
+    locales = reference_locales(manifest, reference_speakers)
+    # a claim speaks for the locales its reference speakers cover (a threshold the user chose, or an
+    # uncertified one they accepted, claims nothing)
+    certifying = options.min_confidence is None and not options.accept_uncertified
     rows = manifest.copy()
-    _label_rows(rows, predictions, thresholds)
-    _why_not_predicted(rows, manifest, plan["tsvs"])
+    label_blank_rows(rows, manifest, predictions, thresholds, plan["tsvs"], locales if certifying else None)
     metadata = {
         "layout": layout,
         "model_sha256": plan["model_sha256"],
@@ -313,6 +314,7 @@ def label_release(
         "tsvs_sha256": plan.get("tsvs_sha256"),
         "committee_clips": plan.get("committee_clips"),  # how infer shared the committee (clip p_female)
         "thresholds": thresholds,
+        "reference_locales": locales,  # reference speakers per locale (null: a release of one locale)
         # what the claims were measured on: reference speakers scored on as many clips as the blank speakers have
         "scored_as_blank": {
             "blank_speakers": len(blank_clips),
@@ -325,33 +327,10 @@ def label_release(
         "options": {k: v for k, v in asdict(options).items() if k != "layout"},  # the layout is above
     }
     rule = _rule(options, reference_path)
-    blank_rows = _blank_rows(rows[rows["source_tsv"].isin(plan["tsvs"])], manifest)
+    blank_rows = blank_row_summary(rows[rows["source_tsv"].isin(plan["tsvs"])], manifest)
     return LabelledRelease(
         corpus_dir, manifest, rows, plan, config, claims, metadata, rule, reference_speakers, predictions, blank_rows
     )
-
-
-def _why_not_predicted(rows: pd.DataFrame, manifest: pd.DataFrame, tsvs: list[str]) -> None:
-    """The blank_reason of blank rows infer did not predict: the speaker's own answer (infer skips the
-    blank rows of a speaker who opted out or answered other), or a TSV infer did not read."""
-    genders, conflicting = speaker_genders(manifest)
-    not_binary = set(genders.index[~genders.isin(BINARY_GENDERS)]) | set(conflicting)
-    unexplained = rows["gender"].isna() & rows["blank_reason"].isna()
-    opted_out = rows["client_id"].isin(not_binary)
-    rows.loc[unexplained & opted_out, "blank_reason"] = OPTED_OUT
-    rows.loc[unexplained & ~opted_out & ~rows["source_tsv"].isin(tsvs), "blank_reason"] = NOT_PREDICTED
-
-
-def _blank_rows(rows: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
-    """The export's headline numbers: the blank rows (of the TSVs infer read), how many were labelled
-    and by what, and why the others stayed blank (BLANK_REASONS' short words)."""
-    blank = rows[manifest.loc[rows.index, "gender"].isna()]
-    left = blank.loc[blank["gender"].isna(), "blank_reason"].fillna("no male/female label").map(BLANK_REASONS)
-    return {
-        "rows": int(len(blank)),
-        "labelled": {source: int((blank["gender_source"] == source).sum()) for source in ("pseudo", "speaker")},
-        "left_blank": _reasons(left),
-    }
 
 
 def _run_metrics(model: str) -> dict[str, Any] | None:
@@ -398,7 +377,7 @@ def _classifier_layout(
     bad = broken.notna() & rows["unused_reason"].isna() & rows["gender"].isin(BINARY_GENDERS)
     rows.loc[bad, "unused_reason"] = broken[bad]
     unlabelled = in_train & ~rows["gender"].isin(BINARY_GENDERS) & rows["unused_reason"].isna()
-    rows.loc[unlabelled, "unused_reason"] = rows.loc[unlabelled, "blank_reason"].fillna("no male/female label")
+    rows.loc[unlabelled, "unused_reason"] = rows.loc[unlabelled, "blank_reason"].fillna(BlankReason.NO_LABEL.value)
     before = _counts(rows[in_train & rows["unused_reason"].isna()])
     _cap_per_speaker(rows, config.splits.max_clips_per_speaker)
     if options.rebalance:
@@ -475,22 +454,6 @@ def _reasons(reasons: pd.Series) -> dict[str, int]:
     return {k: int(v) for k, v in reasons.value_counts().items()}
 
 
-def _claims(options: ExportOptions, speakers: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per gender: the threshold and what the reference speakers certify of it."""
-    if options.min_confidence is not None:
-        chosen = dict.fromkeys(BINARY_GENDERS, options.min_confidence)
-        return claims_at(speakers, chosen, options.certainty)
-    claims = certified_thresholds(speakers, options.target_precision, options.certainty, options.accept_uncertified)
-    for gender, claim in claims.items():
-        if claim["threshold"] is None:
-            log.warning(
-                "cannot certify precision %.3f for %s on %d reference speakers (best lower bound %.3f): "
-                "no %s pseudo-labels; lower --target-precision, or pass --accept-uncertified",
-                options.target_precision, gender, claim["reference_speakers"], claim["best_lower_bound"], gender,
-            )  # fmt: skip
-    return claims
-
-
 def _rule(options: ExportOptions, reference_path: Path) -> str:
     if options.min_confidence is not None:
         return f"min_confidence {options.min_confidence} (chosen by the user, not certified)"
@@ -499,31 +462,6 @@ def _rule(options: ExportOptions, reference_path: Path) -> str:
         f"({reference_path}) reaches {options.target_precision} as a one-sided {options.certainty:.0%} lower bound"
         + ("; where none does, the point estimate (not certified)" if options.accept_uncertified else "")
     )
-
-
-def _blank_clips_per_speaker(predictions: pd.DataFrame, manifest: pd.DataFrame) -> np.ndarray:
-    """The predicted clips of each speaker the model labels (no answer of their own on any row)."""
-    genders, _ = speaker_genders(manifest)
-    scored = predictions[predictions["logit"].notna() & ~predictions["client_id"].isin(genders.index)]
-    return scored.groupby("client_id").size().to_numpy()
-
-
-def _reference_speakers(
-    path: Path, model_sha256: str, temperature: float, heard: frozenset[str], blank_clips: np.ndarray
-) -> pd.DataFrame:
-    """Reference speakers pooled as blank speakers are (pooling.speaker_table), each scored on as many
-    clips as a blank speaker of the release has (pooling.scored_as_blank), with `correct`; without the
-    speakers the model's starting weights had heard (the base model's own), whose answers it knows."""
-    rows = _reference_rows(path, model_sha256)
-    known = rows["client_id"].map(speaker_digest).isin(heard) if heard else pd.Series(False, index=rows.index)
-    if known.any():
-        log.warning(
-            "%d of %d reference speakers are left out of the claims: the model's starting weights were trained "
-            "on them (the base model's own speakers), so they are no test of it",
-            rows.loc[known, "client_id"].nunique(),
-            rows["client_id"].nunique(),
-        )
-    return pooled_reference(rows[~known], temperature, blank_clips)
 
 
 def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
@@ -546,40 +484,6 @@ def _reference_rows(path: Path, model_sha256: str) -> pd.DataFrame:
             "or --reference with a 'cvlabel infer --split test' folder"
         )
     return read_reference(path)
-
-
-def _label_rows(rows: pd.DataFrame, predictions: pd.DataFrame, thresholds: dict[str, float | None]) -> None:
-    """Set gender, gender_source, gender_confidence, p_female, speaker_p_female in place, and for blank
-    rows left blank, why (`blank_reason`). A pseudo-label needs an undisputed speaker at or above its
-    gender's threshold; a self-reported or opted-out row is never changed."""
-    stated = rows["gender"].notna()
-    rows["gender_source"] = or_null(stated, "self_reported")
-    rows["gender_confidence"] = np.where(stated, 1.0, np.nan)
-    by_path = predictions.set_index("path")
-    # the probabilities travel with every predicted row, labelled or not (below the threshold, say)
-    rows["p_female"] = rows["path"].map(by_path["clip_p_female"]).astype(float)
-    rows["speaker_p_female"] = rows["path"].map(by_path["speaker_p_female"]).astype(float)
-    rows["blank_reason"] = None
-    blank = rows.index[~stated & rows["path"].isin(by_path.index)]
-    found = by_path.loc[rows.loc[blank, "path"]]
-    label, confidence = found["label"].to_numpy(dtype=object), found["confidence"].to_numpy(dtype=float)
-    from_speaker = (found["label_source"] == "speaker").to_numpy()
-    by_model = (found["label_source"] == "model").to_numpy()
-    disputed = found["speaker_disputed"].to_numpy(dtype=bool)
-    threshold = np.array([thresholds.get(g) if isinstance(g, str) else None for g in label], dtype=object)
-    certified = np.array([t is not None for t in threshold], dtype=bool)
-    passes = certified & (confidence >= np.where(certified, threshold, np.inf).astype(float))
-    take = from_speaker | (by_model & ~disputed & passes)
-    rows.loc[blank[take], "gender"] = label[take]
-    rows.loc[blank[take], "gender_source"] = np.where(from_speaker[take], "speaker", "pseudo")
-    rows.loc[blank[take], "gender_confidence"] = confidence[take]
-    reason = np.select(
-        [found["error"].notna().to_numpy(), disputed, ~certified, ~passes],
-        ["clip could not be decoded", "disputed speaker (committee members or clips disagree)",
-         "no certified threshold for this gender", "below confidence threshold"],
-        default="no male/female label",
-    )  # fmt: skip
-    rows.loc[blank[~take], "blank_reason"] = reason[~take]
 
 
 def _unusable_clips(rows: pd.DataFrame, corpus_dir: Path, config: Config) -> pd.Series:

@@ -28,10 +28,11 @@ from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
 from .files import file_sha256, writable_folder
-from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
+from .labelling import eligible_rows
+from .labels import LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
 from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
-from .splits import SPLITS, assign_splits, speaker_genders
+from .splits import SPLITS, assign_splits
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
 # out shards and pools the results, and importing torch there would cost ~0.3 GB and ~3 s.
@@ -117,18 +118,14 @@ def _unheard_locales(rows: pd.DataFrame, info: dict[str, Any]) -> list[str] | No
 def select_rows(manifest: pd.DataFrame, options: InferOptions, model_file: Path) -> tuple[pd.DataFrame, int]:
     """The rows to predict, and how many blank rows were skipped because their speaker opted out.
 
-    unlabeled: blank gender, from options.tsvs, and the speaker never said `other` or
-    `do_not_wish_to_say` on any row (an opt-out or a non-binary answer is the speaker's, so it
-    covers their blank rows too). dev/test: the self-reported rows of that split, placed by the
+    unlabeled: the rows labelling.eligible_rows names (blank gender, from options.tsvs, of a speaker
+    who did not opt out). dev/test: the self-reported rows of that split, placed by the
     split settings inside the checkpoint; all: those of every split (for a model that never heard
     the release, the base model, every self-reported speaker is a clean reference).
     """
     if options.selection == "unlabeled":
-        genders, conflicting = speaker_genders(manifest)
-        not_binary = set(genders.index[~genders.isin(BINARY_GENDERS)]) | set(conflicting)
-        blank = manifest["gender"].isna() & manifest["source_tsv"].isin(options.tsvs)
-        opted_out = blank & manifest["client_id"].isin(not_binary)
-        return manifest[blank & ~opted_out].reset_index(drop=True), int(opted_out.sum())
+        eligible, opted_out = eligible_rows(manifest, options.tsvs)
+        return manifest[eligible].reset_index(drop=True), opted_out
     with_splits, _ = assign_splits(manifest, run_config(model_file).splits)
     if options.selection == "all":  # the self-reported rows of every split
         return with_splits[with_splits["split"].isin(SPLITS)].reset_index(drop=True), 0

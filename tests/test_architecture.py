@@ -23,7 +23,7 @@ LAYERS = [
     ["splits", "speech"],
     ["artifacts", "cache", "features", "model", "metrics", "certify", "plots", "synthesis"],
     ["augment", "checkpoint", "runners", "pooling"],
-    ["scoring", "html_report"],
+    ["scoring", "html_report", "labelling"],
     ["training", "inference", "democorpus"],
     ["evaluate", "export", "predict", "testing"],
     ["report"],
