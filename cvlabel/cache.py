@@ -33,9 +33,12 @@ CACHE_VERSION = 3  # bump when the stored format or the decoding changes
 INT16_SCALE = 32767.0
 RATE_SLOTS = 4  # int16 values at an entry's start that hold its rate (one float64)
 CLIPS_PER_TASK = 32  # clips a worker decodes per task: amortises the task overhead
+# What decoding reads, so the cache key: a change of any gives other audio. decode_floor is derived from
+# min_decode_rate and f_max (a wider band decodes some rates at a higher rate). tests/test_audio.py checks
+# that every FeatureConfig field is here (or an input of decode_floor) or in FEATURE_ONLY_FIELDS.
 AUDIO_FIELDS = (
     "sample_rate",
-    "min_decode_rate",
+    "decode_floor",
     "trim_silence",
     "vad_frame_ms",
     "vad_threshold_db",
@@ -44,6 +47,7 @@ AUDIO_FIELDS = (
     "max_seconds",
     "decoder",
 )
+FEATURE_ONLY_FIELDS = ("window_ms", "hop_ms", "n_mels", "f_min", "normalize_gain")  # read after the cache only
 
 
 def _canonical(value: object) -> object:

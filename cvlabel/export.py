@@ -529,10 +529,11 @@ def _rebalance(rows: pd.DataFrame, female_share: float) -> None:
     female, male = int(counts.get("female", 0)), int(counts.get("male", 0))
     if female + male == 0:
         return
+    # floor, less a rounding error: 2 * (2/3) / (1/3) is 3.9999999999999996 in floating point, and 4 rows fit
     if female / (female + male) < female_share:
-        majority, keep = "male", int(np.floor(female * (1 - female_share) / female_share))
+        majority, keep = "male", int(np.floor(female * (1 - female_share) / female_share + 1e-9))
     else:
-        majority, keep = "female", int(np.floor(male * female_share / (1 - female_share)))
+        majority, keep = "female", int(np.floor(male * female_share / (1 - female_share) + 1e-9))
     candidates = train[train["gender"] == majority]
     if len(candidates) <= keep:
         return

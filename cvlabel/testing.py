@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile
 
-from .corpus import TSV_HEADER_V16, TSV_HEADER_V17, read_tsv
+from .corpus import TSV_HEADER_V16, TSV_HEADER_V17
 from .synthesis import synthesize_formant_voice
 
 OLD_COLUMNS, NEW_COLUMNS = TSV_HEADER_V16, TSV_HEADER_V17  # releases up to v16, and from v17
@@ -65,15 +65,6 @@ def rewrite_tsv(path: Path, frame: pd.DataFrame) -> Path:
     """Write a TSV read with corpus.read_tsv back as Common Voice writes it (no quoting)."""
     frame.to_csv(path, sep="\t", index=False, quoting=csv.QUOTE_NONE)
     return path
-
-
-def edit_tsv(path: Path, **changes: Any) -> pd.DataFrame:
-    """Read a release TSV, apply `column=function(frame) -> values` changes, write it back; return it."""
-    frame = read_tsv(path)
-    for column, change in changes.items():
-        frame[column] = change(frame)
-    rewrite_tsv(path, frame)
-    return frame
 
 
 def copy_corpus(source: Path, target: Path) -> Path:

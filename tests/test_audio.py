@@ -292,3 +292,25 @@ def test_non_finite_samples_are_an_audio_error(bad):
 def test_huge_finite_samples_pass_although_their_sum_overflows():
     samples = np.full(1000, 3e38, dtype=np.float32)
     np.testing.assert_array_equal(finite(samples, "clip.mp3"), samples)
+
+
+def test_every_feature_setting_is_in_the_cache_key_or_read_only_after_the_cache(tmp_path):
+    """A new audio setting left out of the key would silently reuse stale decoded clips."""
+    import dataclasses
+
+    from cvlabel.cache import AUDIO_FIELDS, FEATURE_ONLY_FIELDS
+
+    decode_floor_inputs = {"min_decode_rate", "f_max"}
+    base = FeatureConfig()
+    folder = AudioCache(tmp_path, base).folder
+    for field in dataclasses.fields(FeatureConfig):
+        name, value = field.name, getattr(base, field.name)
+        assert name in AUDIO_FIELDS or name in FEATURE_ONLY_FIELDS or name in decode_floor_inputs, name
+        if isinstance(value, bool):
+            changed = not value
+        elif isinstance(value, (int, float)):
+            changed = value * 1.5 + 1
+        else:
+            changed = "soundfile" if audio.mp3_decoder() != "soundfile" else "mpg123"  # not what auto resolves to
+        moved = AudioCache(tmp_path, dataclasses.replace(base, **{name: changed})).folder != folder
+        assert moved == (name not in FEATURE_ONLY_FIELDS), name

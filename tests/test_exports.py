@@ -310,3 +310,39 @@ def test_an_export_that_fails_while_writing_leaves_no_folder(release, tmp_path, 
     with pytest.raises(CvlabelError, match="is not empty"):
         export_tsv(corpus, pred, tmp_path / "full", ExportOptions(allow_weak_model=True))
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["notes.txt"]
+
+
+def layout_rows(rows):
+    """rows: (client_id, gender, gender_source, confidence) -> train rows as the classifier layout holds them."""
+    frame = pd.DataFrame(rows, columns=["client_id", "gender", "gender_source", "gender_confidence"])
+    return frame.assign(path=[f"c{i}.mp3" for i in range(len(frame))], split="train", unused_reason=None)
+
+
+def test_the_cap_keeps_a_speakers_own_answers_first_then_the_surest():
+    from cvlabel.export import _cap_per_speaker
+
+    rows = layout_rows([("a", "male", "pseudo", 0.99), ("a", "male", "self_reported", 1.0), ("a", "male", "pseudo", 0.7),
+                        ("a", "male", "speaker", 1.0), ("b", "male", "pseudo", 0.6)])  # fmt: skip
+    _cap_per_speaker(rows, 2)
+    kept = rows[rows["unused_reason"].isna()]
+    assert sorted(kept.loc[kept["client_id"] == "a", "gender_source"]) == ["self_reported", "speaker"]
+    assert (rows.loc[rows["unused_reason"].notna(), "unused_reason"] == "over 2 clips per speaker").all()
+    assert (kept["client_id"] == "b").sum() == 1  # under the cap: untouched
+
+
+def test_rebalancing_drops_the_majoritys_least_sure_pseudo_labels_first_and_keeps_the_minority():
+    from cvlabel.export import _rebalance
+
+    rows = layout_rows([("m1", "male", "self_reported", 1.0)] * 4 + [("m2", "male", "pseudo", 0.9),
+                        ("m3", "male", "pseudo", 0.6), ("f1", "female", "self_reported", 1.0),
+                        ("f2", "female", "pseudo", 0.55)])  # fmt: skip
+    _rebalance(rows, 0.3)  # 2 female rows: at most 4 male rows keep a 30% female share
+    kept = rows[rows["unused_reason"].isna()]
+    assert (kept["gender"] == "female").sum() == 2  # every minority row kept, pseudo included
+    assert (kept["gender"] == "male").sum() == 4
+    dropped = rows[rows["unused_reason"] == "rebalanced away"]
+    assert sorted(dropped["client_id"]) == ["m2", "m3"]  # pseudo-labels go before the speakers' own answers
+    # a share whose arithmetic is not exact in floating point keeps its whole count (2 female: 4 male at 1/3)
+    thirds = layout_rows([("m", "male", "pseudo", 0.9)] * 6 + [("f", "female", "self_reported", 1.0)] * 2)
+    _rebalance(thirds, 1 / 3)
+    assert (thirds["unused_reason"].isna() & (thirds["gender"] == "male")).sum() == 4
