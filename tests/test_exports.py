@@ -321,8 +321,9 @@ def layout_rows(rows):
 def test_the_cap_keeps_a_speakers_own_answers_first_then_the_surest():
     from cvlabel.export import _cap_per_speaker
 
-    rows = layout_rows([("a", "male", "pseudo", 0.99), ("a", "male", "self_reported", 1.0), ("a", "male", "pseudo", 0.7),
-                        ("a", "male", "speaker", 1.0), ("b", "male", "pseudo", 0.6)])  # fmt: skip
+    rows = layout_rows([("a", "male", "pseudo", 0.99), ("a", "male", "self_reported", 1.0),
+                        ("a", "male", "pseudo", 0.7), ("a", "male", "speaker", 1.0),
+                        ("b", "male", "pseudo", 0.6)])  # fmt: skip
     _cap_per_speaker(rows, 2)
     kept = rows[rows["unused_reason"].isna()]
     assert sorted(kept.loc[kept["client_id"] == "a", "gender_source"]) == ["self_reported", "speaker"]
