@@ -10,14 +10,14 @@ like a function exported here, so `cvlabel.infer` is always the function and
 from importlib import import_module
 from typing import Any
 
-from .audio import load_audio
 from .config import SAMPLE_RATE, Config, ExportOptions, InferOptions, load_config
-from .corpus import read_release
 from .errors import AudioError, ConfigError, CorpusError, CvlabelError
-from .splits import assign_splits
 from .version import __version__
 
-_LAZY = {  # public name -> module that defines it
+_LAZY = {  # public name -> module that defines it (numpy, pandas and torch load on first use)
+    "load_audio": "cvlabel.audio",
+    "read_release": "cvlabel.corpus",
+    "assign_splits": "cvlabel.splits",
     "train": "cvlabel.training",
     "evaluate_run": "cvlabel.evaluate",
     "infer": "cvlabel.inference",
@@ -47,9 +47,6 @@ __all__ = [
     "CvlabelError",
     "ExportOptions",
     "InferOptions",
-    "assign_splits",
-    "load_audio",
     "load_config",
-    "read_release",
     *_LAZY,
 ]

@@ -80,3 +80,14 @@ def test_the_parent_of_parallel_inference_needs_no_torch(trained_run):
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_import_cvlabel_loads_no_numpy_pandas_or_torch():
+    """`import cvlabel` is quick (a notebook's first cell, scripts that only read a config): the heavy
+    libraries load with the first function that needs them."""
+    import subprocess
+    import sys
+
+    code = "import sys, cvlabel; print(sorted(m for m in ('numpy', 'pandas', 'torch', 'scipy') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
