@@ -123,40 +123,46 @@ def fixed_sequence(
     few speakers one honest mistake sinks); `expected`, at the strictest whose forecast reaches the
     target; `testable`, at the strictest whose bound a flawless record could lift to the target.
     benchmarks/certify_sim.py measured `peak` to keep the most coverage at the same guarantee."""
-    confidence = pool["confidence"].to_numpy(dtype=float)
-    correct, clips = pool["correct"].to_numpy(dtype=bool), pool["clips"].to_numpy(dtype=float)
-    kept = [confidence >= threshold for threshold in grid]
+    order = np.argsort(-pool["confidence"].to_numpy(dtype=float), kind="stable")
+    confidence = pool["confidence"].to_numpy(dtype=float)[order]
+    clips = pool["clips"].to_numpy(dtype=float)[order]
+    correct = pool["correct"].to_numpy(dtype=bool)[order]
+    # every grid threshold at once: the speakers kept are a prefix of the most confident
+    kept = np.searchsorted(-confidence, -np.asarray(grid), side="right")
+    weighted = {"clips": clips, "squares": clips**2, "right": clips * correct, "expected": clips * confidence}
+    sums = {name: np.concatenate([[0.0], np.cumsum(values)])[kept] for name, values in weighted.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        effective = np.where(kept > 0, sums["clips"] ** 2 / sums["squares"], 0.0)
+        flawless = np.where(kept > 0, (1.0 - certainty) ** (1.0 / effective), 0.0)
+        forecast = _bounds(sums["expected"] / sums["clips"], effective, certainty)
+        lower = _bounds(sums["right"] / sums["clips"], effective, certainty)
     # only thresholds whose bound a flawless record could lift to the target are worth a test
-    testable = [
-        i for i, k in enumerate(kept) if precision_bounds(np.ones(k.sum(), bool), clips[k], certainty)[0] >= target
-    ]
-    if not testable:
+    testable = np.flatnonzero(flawless >= target)
+    if not len(testable):
         return None
-    forecast = {i: _expected_lower_bound(confidence[kept[i]], clips[kept[i]], certainty) for i in testable}
-    first = testable[0]
+    first = int(testable[0])
     if start == "peak":
-        first = max(testable, key=lambda i: (forecast[i], -i))  # ties: the strictest
+        first = int(testable[np.argmax(forecast[testable])])  # ties: the strictest
     elif start == "expected":
-        first = next((i for i in testable if forecast[i] >= target), first)
+        first = int(next((i for i in testable if forecast[i] >= target), first))
     passed = None
-    for threshold, keep in zip(grid[first:], kept[first:], strict=True):
-        lower, precision = precision_bounds(correct[keep], clips[keep], certainty)
-        if lower < target:
+    for i in range(first, len(grid)):
+        if flawless[i] < target:  # a prolific speaker can make a looser threshold untestable again: skipped
+            continue
+        if lower[i] < target:
             break
-        passed = {"threshold": threshold, "lower_bound": lower, "precision": precision,
-                  "speakers": int(keep.sum()), "clips": int(clips[keep].sum())}  # fmt: skip
+        passed = {"threshold": grid[i], "lower_bound": float(lower[i]), "precision": float(sums["right"][i] /
+                  sums["clips"][i]), "speakers": int(kept[i]), "clips": int(sums["clips"][i])}  # fmt: skip
     return passed
 
 
-def _expected_lower_bound(confidence: np.ndarray, clips: np.ndarray, certainty: float) -> float:
-    """The lower bound of speakers whose mistakes were as many as their confidences say: a forecast
-    from confidences and clips alone, which chooses where testing starts and never decides a claim."""
-    if not len(confidence):
-        return 0.0
-    weights = clips / clips.sum()
-    effective = clips.sum() ** 2 / (clips**2).sum()
-    right = float((weights * confidence).sum()) * effective
-    return float(beta.ppf(1.0 - certainty, right, effective - right + 1.0))
+def _bounds(precision: np.ndarray, effective: np.ndarray, certainty: float) -> np.ndarray:
+    """precision_bounds' lower bound, elementwise (0 where nothing is kept or nothing is right)."""
+    right = np.nan_to_num(precision) * effective
+    safe = right > 0
+    out = np.zeros(len(right))
+    out[safe] = beta.ppf(1.0 - certainty, right[safe], effective[safe] - right[safe] + 1.0)
+    return out
 
 
 def precision_curves(speakers: pd.DataFrame, certainty: float) -> dict[str, pd.DataFrame]:
