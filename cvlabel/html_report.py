@@ -63,6 +63,27 @@ def export_headline(summary: dict[str, Any]) -> str:
     return "; ".join(words) + "."
 
 
+def guarantee_sentence(summary: dict[str, Any]) -> str | None:
+    """What a certified claim covers, in one sentence: the method, the population, the clips per
+    speaker (summary.json's options, claims and scored_as_blank); None when nothing is certified."""
+    certified = [gender for gender, claim in summary["claims"].items() if claim.get("certified")]
+    scored = summary.get("scored_as_blank")
+    if not certified or not scored:
+        return None
+    options = summary["options"]
+    locales = summary.get("reference_locales")
+    where = f" in {len(locales)} locales" if locales else ""
+    blank = (f"as many clips each as the release's {scored['blank_speakers']:,} blank speakers have (mean "
+             f"{scored['blank_clips_per_speaker']})") if scored["blank_speakers"] else "on all their clips"  # fmt: skip
+    return (
+        f"Guarantee: with {options['certainty']:.0%} confidence, the precision of the {' and '.join(certified)} "
+        f"labels is at least {options['target_precision']}; measured on {scored['reference_speakers']:,} "
+        f"self-reported reference speakers{where} that the model never heard, each scored on {blank}; thresholds "
+        "by fixed-sequence testing over a grid declared before looking (docs/pipeline.md). It holds for blank "
+        "speakers like those reference speakers: same microphones, languages and clip counts."
+    )
+
+
 def _claim_words(gender: str, claim: dict[str, Any], summary: dict[str, Any]) -> str:
     options = summary["options"]
     behind = f"{claim['reference_speakers']} reference speakers"
@@ -262,6 +283,7 @@ def write_export_report(
     body = [
         _paragraph(export_headline(summary), "headline"),
         _table(["gender", "threshold", "certified", "lower bound", "precision", "reference speakers above"], claims),
+        *([_paragraph(sentence)] if (sentence := guarantee_sentence(summary)) else []),
         _paragraph(f"Rule: {summary['rule']}."),
         _list(rows + [f"model {summary['model']} (sha256 {summary['model_sha256'][:12]}…)"]),
         _figures(figures),

@@ -15,7 +15,7 @@ from .config import Config
 from .corpus import CLIP_TSVS, DURATIONS_TSV, SPLIT_TSVS, clips_dir, read_release, read_tsv
 from .errors import CvlabelError
 from .files import write_text
-from .html_report import compare_page, export_headline
+from .html_report import compare_page, export_headline, guarantee_sentence
 from .labels import BINARY_GENDERS
 from .splits import SPLITS, assign_splits
 
@@ -225,6 +225,9 @@ def describe_export(summary: dict[str, Any]) -> str:
                      + (f"; {missing} clips missing on disk left out" if missing else ""))  # fmt: skip
     if "filled" in summary:
         lines.append("blank genders filled: " + ", ".join(f"{name} {n}" for name, n in summary["filled"].items()))
+    sentence = guarantee_sentence(summary)
+    if sentence:
+        lines.append(sentence)
     if "blank_rows" in summary:  # (a summary.json of cvlabel 0.1 has no headline numbers)
         lines.append(export_headline(summary))  # the last words: what a person remembers
     return "\n".join(lines)

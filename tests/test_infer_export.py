@@ -473,6 +473,12 @@ def test_a_confidently_wrong_reference_speaker_lowers_the_claim(synthetic_corpus
             ExportOptions(allow_weak_model=True, target_precision=0.51),
         )
         results[planted] = summary["claims"]
+        if not planted:  # what the guarantee covers, in one sentence, on the page and in the command's lines
+            page = (tmp_path / f"aug-{planted}" / "report.html").read_text()
+            assert "Guarantee: with 95% confidence" in page and "fixed-sequence testing" in page
+            scored = summary["scored_as_blank"]
+            assert f"{scored['reference_speakers']} self-reported reference speakers" in page
+            assert scored["blank_speakers"] > 0 and scored["reference_clips_per_speaker"] <= 8
     wrong_as = "male" if reference["gender"].iloc[0] == "female" else "female"  # the pool the mistake lands in
     clean, planted = results[False][wrong_as], results[True][wrong_as]
     assert clean["certified"] and clean["precision"] == 1.0
