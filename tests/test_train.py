@@ -61,6 +61,10 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
     ):
         assert key in metrics, key
     assert 0 <= metrics["balanced_accuracy"] <= 1 and 1 <= metrics["temperature"] <= MAX_TEMPERATURE
+    # the temperature is fitted on the out-of-fold speakers and kept only if the dev speakers' ECE falls
+    calibration = metrics["calibration"]
+    assert calibration["kept"] == (calibration["dev_ece_after"] <= calibration["dev_ece_before"])
+    assert metrics["temperature"] == (calibration["fitted_temperature"] if calibration["kept"] else 1.0)
     for split in ("train", "dev", "test"):
         assert metrics["splits"][split]["clips"] > 0 and metrics["splits"][split]["speakers"] > 0
     with open(run / "train_log.csv") as handle:
