@@ -285,7 +285,11 @@ def export_table(rows: pd.DataFrame) -> pa.Table:
             frame[column] = pd.to_numeric(frame[column].replace("", None), errors="coerce").astype("Int64")
         elif frame[column].dtype == object and column not in EXPORT_VERBATIM_COLUMNS:
             frame[column] = frame[column].where(frame[column].ne("") & frame[column].notna(), None)
-    return pa.Table.from_pandas(frame, preserve_index=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    # a text column blank in every row (age, accents, segment... in many releases) is still text, so two
+    # releases' exports share a schema and read as one table
+    typed = [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema]
+    return table.cast(pa.schema(typed, metadata=table.schema.metadata))
 
 
 def write_export_split(table: pa.Table, path: Path, metadata: dict[str, Any]) -> None:

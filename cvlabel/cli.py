@@ -582,11 +582,12 @@ def export_tsv(
     allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
 ) -> None:
     """Write the release's own TSVs with the blank genders filled in its vocabulary, for Common Voice loaders."""
+    from .artifacts import ExportFolder
     from .export import export_tsv as run_export
 
     options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
     summary = run_export(corpus_dir, predictions, out, options, reference=reference, clips=clips)
-    _say_exported(summary, out)
+    _say_exported(summary, out, ExportFolder(out).report)
 
 
 @export_app.command("lhotse")
@@ -604,11 +605,12 @@ def export_lhotse(
 ) -> None:
     """Write lhotse recordings and supervisions manifests as lhotse's Common Voice recipe does, labels included
     (needs the lhotse extra)."""
+    from .artifacts import ExportFolder
     from .export import export_lhotse as run_export
 
     options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
     summary = run_export(corpus_dir, predictions, out, options, reference=reference)
-    _say_exported(summary, out)
+    _say_exported(summary, out, ExportFolder(out).report)
 
 
 def _export_options(

@@ -57,6 +57,8 @@ SPLIT_TSVS = ("train", "dev", "test")  # subsets of validated, speaker-disjoint
 DURATIONS_TSV = (
     "clip_durations.tsv"  # each clip's length (newer releases); reported.tsv and the sentence TSVs list no clips
 )
+# Every TSV a Common Voice release ships (export tsv writes these, and no other .tsv of the folder)
+RELEASE_TSVS = (*CLIP_TSVS, *SPLIT_TSVS, "reported", "clip_durations", "validated_sentences", "unvalidated_sentences")
 REQUIRED_COLUMNS = ("client_id", "path", "gender")
 # The clip TSV headers as releases write them (reading goes by header; these are for writing
 # releases: the demo corpus and the tests).

@@ -57,6 +57,7 @@ from .checkpoint import heard_before, read_checkpoint_info, run_config
 from .config import Config, ExportOptions
 from .corpus import (
     BINARY_GENDER_NAMES,
+    RELEASE_TSVS,
     SPLIT_TSVS,
     clips_dir,
     gender_vocabulary,
@@ -127,7 +128,9 @@ def export_parquet(
     # the folder is checked (new or empty, writable) before any work, and appears whole or not at all
     with atomic_folder(aug_dir, "cvlabel export") as tmp:
         labelled = label_release(corpus_dir, predictions_dir, options, reference, layout=options.layout)
-        rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
+        # the release layout keeps every row, also of TSVs infer did not read (their blank rows say so)
+        read = labelled.rows["source_tsv"].isin(labelled.plan["tsvs"]) | (options.layout == "release")
+        rows = labelled.rows[read].copy()
         if options.layout == "classifier":
             rows, files, counts = _classifier_layout(rows, labelled, options)
         else:
@@ -140,8 +143,7 @@ def export_parquet(
                                labelled.metadata)  # fmt: skip
         summary = labelled.summary(rows, rows={name: int((rows["split"] == name).sum()) for name in files}, **counts)
         write_json(folder.summary, summary)
-        run_metrics = _run_metrics(labelled.plan["model"])
-        write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)
+        _write_report(folder, labelled, summary)
     return summary
 
 
@@ -167,7 +169,8 @@ def export_tsv(
         confidence = stated["gender_confidence"].map("{:.4f}".format)
         provenance = dict(zip(stated["path"], zip(stated["gender_source"], confidence, strict=True), strict=True))
         written = {tsv.name: write_augmented_tsv(tsv, tmp / tsv.name, fills, provenance)
-                   for tsv in sorted(corpus_dir.glob("*.tsv"))}  # fmt: skip
+                   for tsv in sorted(corpus_dir.glob("*.tsv")) if tsv.stem in RELEASE_TSVS}  # fmt: skip
+        foreign = sorted(tsv.name for tsv in corpus_dir.glob("*.tsv") if tsv.stem not in RELEASE_TSVS)
         _give_clips(corpus_dir, tmp, clips)
         summary = labelled.summary(
             rows,
@@ -175,9 +178,11 @@ def export_tsv(
             clips=clips,
             filled={name: n for name, n in written.items() if n is not None},
             copied=sorted(name for name, n in written.items() if n is None),
+            not_copied=foreign,  # TSVs of the folder that are not a release's (truth.tsv, notes)
             blank_reasons=_reasons(rows["blank_reason"]),
         )
         write_json(ExportFolder(tmp).summary, summary)
+        _write_report(ExportFolder(tmp), labelled, summary)
     return summary
 
 
@@ -204,7 +209,8 @@ def export_lhotse(
         rows["gender_written"] = _release_genders(rows, gender_vocabulary(labelled.manifest["gender_raw"]))
         locale = rows["locale"] if "locale" in rows else pd.Series("", index=rows.index)
         rows["language"] = locale.fillna("").where(locale.fillna("") != "", labelled.corpus_dir.name)
-        clips, written, missing = clips_dir(labelled.corpus_dir), {}, 0
+        # absolute: a manifest loads its audio from any working directory, as lhotse's recipe's do
+        clips, written, missing = clips_dir(labelled.corpus_dir).resolve(), {}, 0
         for (language, split), part in rows.groupby(["language", "split"], sort=True):
             recordings, supervisions = [], []
             for row in part.to_dict("records"):
@@ -229,6 +235,7 @@ def export_lhotse(
                 written[f"{language}/{split}"] = len(recordings)
         summary = labelled.summary(rows, manifests=written, missing_clips=missing)
         write_json(ExportFolder(tmp).summary, summary)
+        _write_report(ExportFolder(tmp), labelled, summary)
     return summary
 
 
@@ -331,6 +338,12 @@ def label_release(
     return LabelledRelease(
         corpus_dir, manifest, rows, plan, config, claims, metadata, rule, reference_speakers, predictions, blank_rows
     )
+
+
+def _write_report(folder: ExportFolder, labelled: LabelledRelease, summary: dict[str, Any]) -> None:
+    """The export's report.html (every format writes one): headline, claims, figures."""
+    run_metrics = _run_metrics(labelled.plan["model"])
+    write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)
 
 
 def _run_metrics(model: str) -> dict[str, Any] | None:

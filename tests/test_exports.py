@@ -178,9 +178,12 @@ def test_export_tsv_fills_only_accepted_blank_rows_and_keeps_every_other_byte(re
     summary = json.loads((out / "summary.json").read_text())
     assert summary["vocabulary"] == "v17" and summary["layout"] == "tsv"
     assert (out / "clips").is_symlink() and (out / "clips").resolve() == (corpus / "clips").resolve()
-    assert sorted(summary["copied"]) == ["clip_durations.tsv", "truth.tsv"]
+    assert summary["copied"] == ["clip_durations.tsv"]  # a release's TSV without genders: as it is
     for name in summary["copied"]:
         assert (out / name).read_bytes() == (corpus / name).read_bytes()
+    # a TSV that is no release's (the demo's truth.tsv) stays out of the augmented release
+    assert summary["not_copied"] == ["truth.tsv"] and not (out / "truth.tsv").exists()
+    assert (out / "report.html").is_file() and f"open {out / 'report.html'}" in result.output  # as every export
     labels = parquet_labels(corpus, pred, tmp_path, threshold)
     filled_total = 0
     for name in ("validated", "other", "invalidated", "train", "dev", "test"):
@@ -347,3 +350,37 @@ def test_rebalancing_drops_the_majoritys_least_sure_pseudo_labels_first_and_keep
     thirds = layout_rows([("m", "male", "pseudo", 0.9)] * 6 + [("f", "female", "self_reported", 1.0)] * 2)
     _rebalance(thirds, 1 / 3)
     assert (thirds["unused_reason"].isna() & (thirds["gender"] == "male")).sum() == 4
+
+
+def test_columns_blank_in_every_row_are_still_text_in_the_parquet_schema(release, tmp_path):
+    """Two releases' exports share a schema: a column the release leaves blank (accents, segment...)
+    is a string column of nulls, not a column of type null."""
+    import pyarrow as pa
+
+    corpus, pred = release
+    blank = [
+        c for c in read_tsv(corpus / "validated.tsv").columns if (read_tsv(corpus / "validated.tsv")[c] == "").all()
+    ]
+    assert blank  # the synthetic release has such columns (else this test shows nothing)
+    export_parquet(corpus, pred, tmp_path / "aug", ExportOptions(allow_weak_model=True, min_confidence=0.6))
+    schema = pq.read_schema(tmp_path / "aug" / "train.parquet")
+    assert not [f.name for f in schema if pa.types.is_null(f.type)]
+    assert all(schema.field(c).type == pa.string() for c in blank if c in schema.names)
+
+
+def test_the_release_layout_keeps_the_rows_of_tsvs_infer_did_not_read(synthetic_corpus, trained_run, tmp_path):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    validated = read_tsv(corpus / "validated.tsv")
+    moved = pd.concat([validated[validated["gender"] == ""].iloc[:3], validated[validated["gender"] != ""].iloc[:3]])
+    rewrite_tsv(corpus / "validated.tsv", validated.drop(moved.index))
+    rewrite_tsv(corpus / "invalidated.tsv", moved)
+    pred = tmp_path / "pred"
+    infer(corpus, trained_run, pred, InferOptions(jobs=1))  # validated and other: not invalidated
+    export_parquet(corpus, pred, tmp_path / "rel", ExportOptions(allow_weak_model=True, min_confidence=0.6,
+                                                                 layout="release"))  # fmt: skip
+    invalidated = read_tsv(corpus / "invalidated.tsv")
+    written = pd.read_parquet(tmp_path / "rel" / "invalidated.parquet")
+    assert sorted(written["path"]) == sorted(invalidated["path"])
+    blank = written[written["gender_raw"] == ""]
+    assert len(blank) == 3 and blank["gender"].isna().all()
+    assert (blank["blank_reason"] == "not predicted (its TSV was not given to infer --tsv)").all()

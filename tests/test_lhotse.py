@@ -2,6 +2,7 @@
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -73,3 +74,16 @@ def test_export_lhotse_without_lhotse_is_one_line(synthetic_corpus, predictions,
     assert result.exit_code == 1
     assert "pip install 'cvlabel[lhotse]'" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_a_manifest_loads_its_audio_from_any_working_directory(synthetic_corpus, predictions, tmp_path, monkeypatch):
+    lhotse = pytest.importorskip("lhotse", reason="the lhotse extra is not installed (pip install 'cvlabel[lhotse]')")
+    monkeypatch.chdir(synthetic_corpus.parent)  # the corpus given by a relative path, as users type it
+    summary = export_lhotse(synthetic_corpus.name, predictions, tmp_path / "lhotse", WEAK)
+    assert (tmp_path / "lhotse" / "report.html").is_file()  # as every export writes one
+    language, split = next(iter(summary["manifests"])).split("/")
+    monkeypatch.chdir(tmp_path)
+    recordings = lhotse.load_manifest(lhotse_manifest(tmp_path / "lhotse", "recordings", language, split))
+    recording = next(iter(recordings))
+    assert Path(recording.sources[0].source).is_absolute()
+    assert recording.load_audio().size > 0
