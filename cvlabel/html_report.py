@@ -88,8 +88,11 @@ def _claim_words(gender: str, claim: dict[str, Any], summary: dict[str, Any]) ->
     options = summary["options"]
     behind = f"{claim['reference_speakers']} reference speakers"
     if claim["threshold"] is None:
+        reachable = claim.get("certifiable")
+        hint = (f"; it certifies {reachable['target']}, keeping {reachable['coverage']:.0%} of these speakers' "
+                f"clips: --target-precision {reachable['target']}") if reachable else ""  # fmt: skip
         return (f"no {gender} pseudo-labels: precision {options['target_precision']} cannot be certified on {behind} "
-                f"(best lower bound {claim['best_lower_bound']:.3f})")  # fmt: skip
+                f"(best lower bound {claim['best_lower_bound']:.3f}{hint})")  # fmt: skip
     if claim["speakers"] == 0:
         return f"{gender} threshold {claim['threshold']:.3f}: no reference speaker reaches it, nothing is claimed"
     above = f"the {claim['speakers']} of {behind} above its threshold"

@@ -185,3 +185,15 @@ def test_an_export_page_renders_in_a_browser_with_its_figures(synthetic_corpus, 
     blue = (np.abs(pixels - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=-1) < 0.08).sum()
     assert blue > 500
     assert (~white[:150]).mean() > 0.01, "no headline at the top"
+
+
+def test_an_uncertifiable_gender_names_in_the_headline_the_target_it_can_certify():
+    claim = {"threshold": None, "reference_speakers": 154, "best_lower_bound": 0.908,
+             "certifiable": {"target": 0.8, "threshold": 0.5, "coverage": 1.0}}  # fmt: skip
+    summary = {"blank_rows": {"rows": 10, "labelled": {"pseudo": 0, "speaker": 0}, "left_blank": {}},
+               "claims": {"female": claim}, "options": {"target_precision": 0.95}}  # fmt: skip
+    headline = export_headline(summary)
+    assert "no female pseudo-labels: precision 0.95 cannot be certified on 154 reference speakers" in headline
+    assert "it certifies 0.8, keeping 100% of these speakers' clips: --target-precision 0.8" in headline
+    del claim["certifiable"]  # a reference that certifies nothing on the ladder: no hint
+    assert "--target-precision" not in export_headline(summary)
