@@ -109,3 +109,27 @@ def test_an_uncertifiable_target_names_the_highest_the_reference_certifies():
     assert female["threshold"] is None and female["certifiable"]["target"] == 0.98
     assert 0 < female["certifiable"]["coverage"] <= 1
     assert fixed_sequence(reference(np.linspace(0.999, 0.99, 400), correct, clips=[1] * 400), 0.99, 0.95) is None
+
+
+def test_the_fixed_sequence_keeps_its_guarantee_against_a_known_truth():
+    """A fast benchmarks/certify_sim.py: over-confident speakers (the truth's temperature 1.5), 300 a
+    draw; a claim is false when the true precision above its threshold is below the target."""
+    rng = np.random.default_rng(1)
+
+    def speakers(n):
+        strength = np.abs(rng.normal(3.0, 2.5, n))
+        right = rng.random(n) < 1 / (1 + np.exp(-strength / 1.5))
+        return pd.DataFrame({"confidence": 1 / (1 + np.exp(-strength)), "clips": np.minimum(rng.geometric(0.42, n), 8),
+                             "correct": right, "p": 1 / (1 + np.exp(-strength / 1.5))})  # fmt: skip
+
+    population = speakers(200_000)
+    draws, false_claims, claims = 200, 0, 0
+    for _ in range(draws):
+        claim = fixed_sequence(speakers(300), 0.9, 0.95)
+        if claim is None:
+            continue
+        claims += 1
+        kept = population[population["confidence"] >= claim["threshold"]]
+        false_claims += (kept["clips"] * kept["p"]).sum() / kept["clips"].sum() < 0.9
+    assert claims >= 50  # the test says something only if claims are made
+    assert false_claims / draws <= 0.05 + 3 * (0.05 * 0.95 / draws) ** 0.5
