@@ -268,7 +268,8 @@ def lhotse_manifest(folder: Path, kind: str, language: str, split: str) -> Path:
 
 
 LHOTSE_CUSTOM_COLUMNS = ("age", "accents", "variant")  # the release's columns lhotse's recipe keeps in `custom`
-LHOTSE_LABEL_COLUMNS = ("gender_source", "gender_confidence", "p_female", "speaker_p_female")  # and ours
+# and ours: `gender_label` is the export's male/female (as in Parquet's `gender`), `gender` stays the release's string
+LHOTSE_LABEL_COLUMNS = ("gender_label", "gender_source", "gender_confidence", "p_female", "speaker_p_female")
 
 
 # Columns of a release whose values are counts; every other release column is text, null when blank.

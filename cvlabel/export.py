@@ -207,6 +207,7 @@ def export_lhotse(
         rows = labelled.rows[labelled.rows["source_tsv"].isin(labelled.plan["tsvs"])].copy()
         rows["split"] = rows["cv_split"].where(rows["cv_split"] != "", rows["source_tsv"])
         rows["gender_written"] = _release_genders(rows, gender_vocabulary(labelled.manifest["gender_raw"]))
+        rows["gender_label"] = rows["gender"].where(rows["gender"].isin(BINARY_GENDERS), None)
         locale = rows["locale"] if "locale" in rows else pd.Series("", index=rows.index)
         rows["language"] = locale.fillna("").where(locale.fillna("") != "", labelled.corpus_dir.name)
         # absolute: a manifest loads its audio from any working directory, as lhotse's recipe's do

@@ -59,6 +59,8 @@ def test_lhotse_loads_the_manifests_with_every_row_and_its_label(synthetic_corpu
             else:
                 assert segment.gender == row["gender_raw"]  # the release's own string, blank included
             assert set(segment.custom) >= {"age", "accents", "variant", "p_female", "speaker_p_female"}
+            # the export's binary label beside the release's string, as Parquet's `gender` says it
+            assert segment.custom["gender_label"] == (row["gender"] if row["gender"] in ("male", "female") else None)
         seen += len(supervisions)
     assert seen == len(rows)  # every row of the TSVs infer read, each once
     assert summary["missing_clips"] == 0
