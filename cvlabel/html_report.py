@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import RunFolder, read_reference
-from .certify import MIN_DEV_BALANCED_ACCURACY, certified_thresholds, precision_curves
+from .certify import MIN_DEV_BALANCED_ACCURACY, TARGET_LADDER, certified_thresholds, precision_curves
 from .config import ExportOptions
 from .files import write_text
 from .labels import BINARY_GENDERS, calibrate, decide, label_index
@@ -54,7 +54,7 @@ def export_headline(summary: dict[str, Any]) -> str:
         f"({labelled.get('pseudo', 0):,} pseudo-labels, {labelled.get('speaker', 0):,} from the speaker's own "
         "answer on other rows)"
     ]
-    words.append("; ".join(_claim_words(gender, claim, summary) for gender, claim in summary["claims"].items()))
+    words.append("; ".join(claim_words(gender, claim, summary) for gender, claim in summary["claims"].items()))
     left = blank["left_blank"]
     if left:
         words.append(f"{sum(left.values()):,} left blank: " + ", ".join(f"{n:,} {why}" for why, n in left.items()))
@@ -84,20 +84,24 @@ def guarantee_sentence(summary: dict[str, Any]) -> str | None:
     )
 
 
-def _claim_words(gender: str, claim: dict[str, Any], summary: dict[str, Any]) -> str:
+def claim_words(gender: str, claim: dict[str, Any], summary: dict[str, Any]) -> str:
+    """One gender's claim in words (the headline's part, and the export command's line for it)."""
     options = summary["options"]
     behind = f"{claim['reference_speakers']} reference speakers"
     if claim["threshold"] is None:
         reachable = claim.get("certifiable")
+        ladder = ", ".join(map(str, TARGET_LADDER))
         hint = (f"; it certifies {reachable['target']}, keeping {reachable['coverage']:.0%} of these speakers' "
-                f"clips: --target-precision {reachable['target']}") if reachable else ""  # fmt: skip
+                f"clips: --target-precision {reachable['target']}, found by trying {ladder}, so chosen after "
+                "looking") if reachable else ""  # fmt: skip
         return (f"no {gender} pseudo-labels: precision {options['target_precision']} cannot be certified on {behind} "
                 f"(best lower bound {claim['best_lower_bound']:.3f}{hint})")  # fmt: skip
     if claim["speakers"] == 0:
         return f"{gender} threshold {claim['threshold']:.3f}: no reference speaker reaches it, nothing is claimed"
-    above = f"the {claim['speakers']} of {behind} above its threshold"
+    above = f"the {claim['speakers']} of {behind} above its threshold {claim['threshold']:.3f}"
     if claim["certified"]:
-        return f"{gender}: certified precision ≥ {claim['lower_bound']:.3f} on {above}"
+        return (f"{gender}: certified precision ≥ {claim['lower_bound']:.3f} (point estimate "
+                f"{claim['precision']:.3f}) on {above}")  # fmt: skip
     why = "chosen by hand" if options.get("min_confidence") is not None else "the target was not reachable"
     return (f"{gender}: precision {claim['precision']:.3f} (point estimate; NOT certified, {why}; lower bound "
             f"{claim['lower_bound']:.3f}) on {above}")  # fmt: skip

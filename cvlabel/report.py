@@ -9,13 +9,12 @@ from typing import Any
 import pandas as pd
 
 from .artifacts import ExportFolder, read_metrics
-from .certify import TARGET_LADDER
 from .checkpoint import read_checkpoint_info
 from .config import Config
 from .corpus import CLIP_TSVS, DURATIONS_TSV, SPLIT_TSVS, clips_dir, read_release, read_tsv
 from .errors import CvlabelError
 from .files import write_text
-from .html_report import compare_page, export_headline, guarantee_sentence
+from .html_report import claim_words, compare_page, export_headline, guarantee_sentence
 from .labels import BINARY_GENDERS
 from .splits import SPLITS, assign_splits
 
@@ -187,28 +186,8 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
 
 def describe_export(summary: dict[str, Any]) -> str:
     """What an export promises and what it left blank, in words: its command's last lines."""
-    lines = []
-    for gender, claim in summary["claims"].items():
-        behind = f"{claim['reference_speakers']} reference speakers ({claim['reference_clips']} clips)"
-        if claim["threshold"] is None:
-            line = (f"{gender:<6}  no pseudo-labels: precision {summary['options']['target_precision']} cannot be "
-                    f"certified on {behind}; best lower bound {claim['best_lower_bound']:.3f}")  # fmt: skip
-            reachable = claim.get("certifiable")
-            if reachable:
-                line += (f"; the highest it certifies is {reachable['target']} (--target-precision "
-                         f"{reachable['target']}: {reachable['coverage']:.0%} of these reference clips kept; found by "
-                         f"trying {', '.join(map(str, TARGET_LADDER))}, so a target chosen from it was chosen after "
-                         "looking)")  # fmt: skip
-            lines.append(line)
-            continue
-        if claim["speakers"] == 0:
-            promise = "no reference speaker reaches it"
-        else:
-            kind = "certified" if claim["certified"] else "NOT certified"
-            promise = (f"{kind}: precision >= {claim['lower_bound']:.3f} ({summary['options']['certainty']:.0%} lower "
-                       f"bound), point estimate {claim['precision']:.3f}, on the {claim['speakers']} of {behind} "
-                       "above it")  # fmt: skip
-        lines.append(f"{gender:<6}  threshold {claim['threshold']:.3f}, {promise}")
+    # each gender's claim in the headline's words (html_report owns them), then what the export wrote
+    lines = [claim_words(gender, claim, summary) for gender, claim in summary["claims"].items()]
     pseudo = summary["pseudo_labels"]
     lines.append(f"pseudo-labels: {sum(pseudo.values())} rows ({', '.join(f'{g} {n}' for g, n in pseudo.items())})")
     reasons = summary.get("unused_reasons", summary.get("blank_reasons", {}))
