@@ -70,8 +70,13 @@ class RunFolder:
         self.reference = self.path / "reference_predictions.parquet"
         self.report = self.path / REPORT_FILE
 
+    def member(self, index: int) -> Path:
+        """A finished committee member of an unfinished run: what a killed `train` resumes from."""
+        return self.path / f"member-{index}.safetensors"
+
     # what an unfinished run leaves (a finished one is refused by its checkpoint): may be overwritten
     OWN = (
+        "member-*.safetensors",
         "config.yaml",
         "metrics.json",
         "train_log.csv",

@@ -11,6 +11,9 @@ the reference, the committee is measured on test, and the run folder is written.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import time
@@ -106,13 +109,24 @@ def train(
     history: list[dict[str, Any]] = []
     steps = sum(config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds))
     with tqdm(total=steps, desc="training", unit="step") as bar:
+        resume = _resume_key(config, data, folds)
         for fold in range(config.train.folds):
-            trainer = _MemberTrainer(
-                fold, data["train"][folds != fold].reset_index(drop=True), data["dev"], cache, config, bar, start
-            )
-            member = trainer.fit(history, run.train_log)
-            held = data["train"][folds == fold]
-            out_of_fold[folds == fold] = _logits(member, held, cache, config)[:, 0]
+            done = _finished_member(run, fold, resume, config)
+            if done is not None:  # a killed run's member: kept, not trained again
+                member, held_logits, rows = done
+                history.extend(rows)
+                bar.update(config.train.epochs * _steps(int((folds != fold).sum()), config))
+                log.warning("member %d of %d was trained before (%s): resuming after it", fold + 1,
+                            config.train.folds, run.member(fold).name)  # fmt: skip
+            else:
+                trainer = _MemberTrainer(
+                    fold, data["train"][folds != fold].reset_index(drop=True), data["dev"], cache, config, bar, start
+                )
+                before = len(history)
+                member = trainer.fit(history, run.train_log)
+                held_logits = _logits(member, data["train"][folds == fold], cache, config)[:, 0]
+                _save_member(run.member(fold), member, held_logits, history[before:], resume)
+            out_of_fold[folds == fold] = held_logits
             members.append(member)
     committee = Committee(members)
     metrics = _write_run(run, committee, data, out_of_fold, folds, cache, config)
@@ -130,6 +144,7 @@ def train(
         )
     write_json(run.metrics, metrics)
     write_run_report(run.path, metrics)  # confusion.png, reliability.png, report.html: before the checkpoint
+    _write_log(run.train_log, history)
     save_checkpoint(
         committee,
         config,
@@ -143,7 +158,61 @@ def train(
             **({HEARD_BEFORE: sorted(start.heard)} if start and start.heard else {}),
         },
     )
+    for fold in range(config.train.folds):  # the run is finished: its members live in the checkpoint now
+        run.member(fold).unlink(missing_ok=True)
     return metrics
+
+
+def _resume_key(config: Config, data: dict[str, pd.DataFrame], folds: np.ndarray) -> str:
+    """What a member depends on: the settings that shape training and the rows of every split with their
+    folds (the process counts and the cache's place do not): a member saved under another key is stale."""
+    settings = config_to_dict(
+        dataclasses.replace(config, train=dataclasses.replace(config.train, cache_dir="", jobs=0, threads=0))
+    )
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for split in SPLITS:
+        part = data[split]
+        digest.update(
+            "\n".join(f"{split}\t{c}\t{label}" for c, label in zip(part["clip"], part["label"], strict=True)).encode()
+        )
+    digest.update(folds.astype(np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def _save_member(path: Path, member: GenderCNN, held_logits: np.ndarray, rows: list[dict[str, Any]], key: str) -> None:
+    """One finished member, atomically: its weights, its out-of-fold logits and train_log rows, the key."""
+    from safetensors.torch import save_file
+
+    tensors = {**_copy(member), OUT_OF_FOLD: torch.as_tensor(held_logits, dtype=torch.float64)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"resume_key": key, "history": json.dumps(rows)})
+
+
+def _finished_member(
+    run: RunFolder, fold: int, key: str, config: Config
+) -> tuple[GenderCNN, np.ndarray, list[dict[str, Any]]] | None:
+    """The member a killed run finished for this fold, or None; a CvlabelError when it was trained on
+    other settings or rows (a changed config or release is refused, not mixed in)."""
+    from safetensors import safe_open
+
+    path = run.member(fold)
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+    if metadata.get("resume_key") != key:
+        raise CvlabelError(
+            f"{run.path} holds members of an unfinished training with other settings or another release "
+            f"({path.name}); run the same command as before to resume it, or choose a new --out folder"
+        )
+    held_logits = tensors.pop(OUT_OF_FOLD).numpy()
+    member = GenderCNN(config.model, config.features.n_mels)
+    member.load_state_dict(tensors)
+    return member.eval(), held_logits, json.loads(metadata["history"])
+
+
+OUT_OF_FOLD = "__out_of_fold__"  # the tensor of a saved member that holds its held-out fold's logits
 
 
 @dataclass

@@ -351,3 +351,44 @@ def test_fine_tuning_from_a_model_of_other_settings_is_one_line_before_any_work(
                                   *as_set_options(tiny_train_config(cache))])  # fmt: skip
     assert missing.exit_code == 1 and "no such checkpoint" in missing.output and not out.exists()
     assert "--init" in runner.invoke(app, ["train", "--help"]).output
+
+
+def test_a_killed_training_resumes_after_its_last_finished_member(synthetic_corpus, tmp_path, monkeypatch, caplog):
+    import cvlabel.training as training
+
+    run, config = tmp_path / "run", tiny_config(tmp_path / "cache", "train.epochs=1", "train.folds=3")
+    real_fit, fitted = training._MemberTrainer.fit, []
+
+    def killed_in_member_1(self, *args, **kwargs):
+        if self.member == 1:
+            raise KeyboardInterrupt  # Ctrl-C, or the power going, while member 1 trains
+        fitted.append(self.member)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(training._MemberTrainer, "fit", killed_in_member_1)
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_corpus, run, config)
+    assert fitted == [0] and (run / "member-0.safetensors").is_file() and not (run / "model.safetensors").exists()
+    from safetensors.torch import load_file
+
+    saved = load_file(run / "member-0.safetensors")
+
+    # another config is refused, not mixed in
+    with pytest.raises(CvlabelError, match="unfinished training with other settings"):
+        train(synthetic_corpus, run, tiny_config(tmp_path / "cache", "train.epochs=2", "train.folds=3"))
+
+    def counting(self, *args, **kwargs):
+        fitted.append(self.member)
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(training._MemberTrainer, "fit", counting)
+    fitted.clear()
+    train(synthetic_corpus, run, config)  # the same command again
+    assert fitted == [1, 2]  # member 0 was not trained again
+    assert "member 1 of 3 was trained before" in caplog.text
+    assert not list(run.glob("member-*.safetensors")) and (run / "model.safetensors").is_file()
+    # the committee's member 0 is the one the killed run finished, weight for weight
+    for name, tensor in load_checkpoint(run).model.members[0].state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    with open(run / "train_log.csv") as handle:
+        assert {int(r["member"]) for r in csv.DictReader(handle)} == {0, 1, 2}  # its log rows kept too
