@@ -252,7 +252,7 @@ class _MemberTrainer:
         for epoch in range(1, config.train.epochs + 1):
             epoch_start = time.time()
             model.train()
-            order = _epoch_order(labels, config.train.balanced_sampling, rng)
+            order = _epoch_order(labels, config.train.balanced_sampling, rng, _epoch_clips(len(labels), config))
             losses = []
             for first in range(0, len(order), config.train.batch_size):
                 chosen = order[first : first + config.train.batch_size]
@@ -446,17 +446,22 @@ def _self_reported(rows: pd.DataFrame) -> np.ndarray:
     return rows["self_reported"].to_numpy(dtype=bool)
 
 
+def _epoch_clips(rows: int, config: Config) -> int:
+    """Clips one epoch draws: every train clip, at most train.epoch_clips (0: no limit)."""
+    return min(rows, config.train.epoch_clips) if config.train.epoch_clips > 0 else rows
+
+
 def _steps(rows: int, config: Config) -> int:
-    return math.ceil(rows / config.train.batch_size)
+    return math.ceil(_epoch_clips(rows, config) / config.train.batch_size)
 
 
-def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator) -> np.ndarray:
-    """Clip indices for one epoch: a shuffle, or draws with each gender equally likely."""
+def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator, size: int) -> np.ndarray:
+    """`size` clip indices for one epoch: a shuffle (its first `size`), or draws with each gender equally likely."""
     if not balanced:
-        return rng.permutation(len(labels))
+        return rng.permutation(len(labels))[:size]
     counts = np.bincount(labels, minlength=len(LABELS)).astype(float)
     weights = 1.0 / counts[labels]
-    return rng.choice(len(labels), size=len(labels), replace=True, p=weights / weights.sum())
+    return rng.choice(len(labels), size=size, replace=True, p=weights / weights.sum())
 
 
 def _logits(model: GenderCNN | Committee, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:

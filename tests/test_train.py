@@ -392,3 +392,23 @@ def test_a_killed_training_resumes_after_its_last_finished_member(synthetic_corp
         assert torch.equal(tensor, saved[name]), name
     with open(run / "train_log.csv") as handle:
         assert {int(r["member"]) for r in csv.DictReader(handle)} == {0, 1, 2}  # its log rows kept too
+
+
+def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, monkeypatch):
+    """A release's size does not set the training's cost: an epoch is at most train.epoch_clips clips."""
+    import cvlabel.training as training
+
+    batches = []
+    real = training.training_features
+    monkeypatch.setattr(
+        training, "training_features", lambda speech, *a: batches.append(len(speech)) or real(speech, *a)
+    )
+    sets = ("train.epochs=2", "train.batch_size=4", "train.folds=2", "train.patience=5")
+    train(synthetic_corpus, tmp_path / "run", tiny_config(tmp_path / "cache", *sets, "train.epoch_clips=8"))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    per_member = metrics["splits"]["train"]["clips"] / 2
+    assert per_member > 8  # each member has more train clips than an epoch may draw...
+    assert batches == [4, 4] * 4  # ...and draws 8 an epoch: 2 members x 2 epochs x 2 batches of 4
+    batches.clear()
+    train(synthetic_corpus, tmp_path / "all", tiny_config(tmp_path / "cache", *sets, "train.epoch_clips=0"))
+    assert sum(batches) > 4 * 8  # 0: every train clip, every epoch
