@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,17 @@ app.add_typer(export_app, name="export")
 FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `timeout`, `kill`), raised where Ctrl-C would be, so that it is handled
+    as Ctrl-C is: workers stopped, finished shards and members kept for a re-run."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
 
 DEMO = DemoCorpusOptions()  # demo-corpus's defaults, shown in --help
 INFER = InferOptions()  # infer's defaults, shown in --help
@@ -82,6 +94,9 @@ def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except CvlabelError as exc:
             typer.echo(f"cvlabel: error: {exc}", err=True)
             raise typer.Exit(EXIT_USER_ERROR) from None
+        except Terminated:
+            typer.echo("cvlabel: terminated (SIGTERM); finished work is kept: the same command resumes", err=True)
+            raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
             typer.echo("cvlabel: interrupted", err=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -645,6 +660,7 @@ VERBOSE_FLAGS = ("-v", "--verbose")
 
 
 def main(argv: list[str] | None = None) -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)  # the command line only: a library user keeps their own handler
     args = list(sys.argv[1:] if argv is None else argv)
     # -v works after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type it
     if any(arg in VERBOSE_FLAGS for arg in args[1:]):

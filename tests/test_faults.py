@@ -305,3 +305,33 @@ def test_workers_exit_when_infer_is_killed(synthetic_corpus, trained_run, tmp_pa
     while any(_alive(pid) for pid in workers) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(_alive(pid) for pid in workers), "a worker outlived its killed parent"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_parallel_infer_is_ctrl_c_one_line_workers_stopped_and_resumable(
+    synthetic_corpus, trained_run, tmp_path
+):
+    """What a scheduler or `timeout` sends: one line, exit 143, no worker writing after the exit, and
+    the same command finishes the work."""
+    corpus = with_many_blank_rows(synthetic_corpus, tmp_path / "corpus", copies=10)
+    out = tmp_path / "pred"
+    command = [sys.executable, "-m", "cvlabel", "infer", str(corpus), "--unlabeled", "--model", str(trained_run),
+               "--out", str(out), "--jobs", "2", "--shard-size", "4"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.glob("part-*.parquet")) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert not (out / "predictions.parquet").exists(), "the run finished before it could be stopped"
+    assert process.returncode == 143, stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and "it/s" not in line and "%|" not in line]
+    assert lines[-1].startswith("cvlabel: terminated (SIGTERM)"), stderr[-2000:]
+    assert "Traceback" not in stderr
+    shards = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    time.sleep(2.0)  # a worker left running would still be writing shards now
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == shards
+
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(pd.read_parquet(out / "predictions.parquet")["path"]) == sorted(blank_paths(corpus))
