@@ -138,6 +138,9 @@ def _clip_head(path: Path) -> tuple[bytes, int]:
     return head, size
 
 
+MISSING_FILE = "file not found"  # the AudioError reason (and prediction `error`) of a clip not on disk
+
+
 def _read_clip(path: Path, limit: int | None = None) -> tuple[bytes, int]:
     """The first `limit` bytes (all without one) of a regular, non-empty file, and its size; one
     open and one stat (every clip comes through here). AudioError for a missing, unreadable, empty
@@ -145,7 +148,7 @@ def _read_clip(path: Path, limit: int | None = None) -> tuple[bytes, int]:
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
-        raise AudioError(path, "file not found") from None
+        raise AudioError(path, MISSING_FILE) from None
     except IsADirectoryError:
         raise AudioError(path, "not a file") from None
     except OSError as exc:

@@ -428,6 +428,13 @@ def infer(
             "A number above any speaker's clip count scores every clip by every member."
         ),
     ] = INFER.committee_clips,
+    max_missing_share: Annotated[
+        float,
+        typer.Option(
+            help="Stop before any work when more than this share of the selected rows' clips are not on disk "
+            "(an incomplete clips folder); below it, each missing clip is an error row."
+        ),
+    ] = INFER.max_missing_share,
     backend: Annotated[
         str,
         typer.Option(
@@ -455,13 +462,15 @@ def infer(
         batch_size=batch_size,
         shard_size=shard_size,
         committee_clips=committee_clips,
+        max_missing_share=max_missing_share,
         backend=backend,
         scheduler=scheduler,
     )
     summary = run_infer(corpus_dir, model, out, options)
     typer.echo(
         f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
-        f"{summary['labels']['female']} female, {summary['errors']} errors "
+        f"{summary['labels']['female']} female, {summary['errors']} errors ({summary['missing_clips']} clips "
+        "missing) "
         f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows); "
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"

@@ -183,6 +183,8 @@ class InferOptions:
     jobs: int = 0  # worker processes; 0 means one per core (in-process below 1,000 rows)
     batch_size: int = 32  # clips per forward pass
     shard_size: int = 256  # rows per shard file: what a kill can lose, and the unit of resuming
+    max_missing_share: float = 0.5  # stop before any work when more of the selected rows' clips than this share
+    # are not on disk (an incomplete clips/ folder); below it, the missing ones are error rows
     committee_clips: int = 8  # each speaker's first this many clips are scored by every committee member (so
     # they can dispute the speaker); later clips by one member in turn, so a large speaker costs one CNN a clip
     backend: str = "local"  # local: joblib processes on this machine; dask: one Dask task per shard

@@ -22,7 +22,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
-from .audio import mp3_decoder, require_decoder
+from .audio import MISSING_FILE, mp3_decoder, require_decoder
 from .checkpoint import existing_model_file, read_checkpoint_info, run_config
 from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
@@ -64,6 +64,13 @@ def infer(
                 else ""
             )
         )
+    missing = _missing_clips(rows, corpus_dir)
+    if len(missing) > options.max_missing_share * len(rows):
+        raise CvlabelError(
+            f"{len(missing):,} of {len(rows):,} clips to predict are not in {clips_dir(corpus_dir)} (first: "
+            f"{missing[0]}); is the clips folder complete? (--max-missing-share {options.max_missing_share} is "
+            "the share allowed; raise it to predict the others)"
+        )
     rows["turn"] = scoring_turns(rows["client_id"], options.committee_clips)
     _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
 
@@ -94,6 +101,7 @@ def infer(
     return {
         "rows": len(final),
         "errors": int(final["error"].notna().sum()),
+        "missing_clips": int((final["error"] == MISSING_FILE).sum()),
         "labels": {g: int((final["label"] == g).sum()) for g in LABELS},
         "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
         "speakers": int(final["client_id"].nunique()),
@@ -279,6 +287,12 @@ def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
         out.write_plan(plan)
     except OSError as exc:
         raise CvlabelError(f"{out.path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _missing_clips(rows: pd.DataFrame, corpus_dir: Path) -> list[str]:
+    """The selected rows' paths whose clip is not on disk (one stat each: cheap next to decoding)."""
+    folder = clips_dir(corpus_dir)
+    return [path for path in rows["path"] if not (folder / path).exists()]
 
 
 def _check_options(options: InferOptions) -> None:

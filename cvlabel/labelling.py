@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .audio import MISSING_FILE
 from .certify import certified_thresholds, claims_at
 from .checkpoint import speaker_digest
 from .config import ExportOptions
@@ -42,6 +43,7 @@ class BlankReason(str, Enum):
     OPTED_OUT = "speaker opted out (do_not_wish_to_say) or answered other on another row"
     NO_THRESHOLD = "no certified threshold for this gender"
     NO_REFERENCE_LOCALE = "no reference speaker of this locale"
+    MISSING = "clip not on disk"
     UNDECODABLE = "clip could not be decoded"
     NOT_PREDICTED = "not predicted (its TSV was not given to infer --tsv)"
     NO_LABEL = "no male/female label"
@@ -57,6 +59,7 @@ _SHORT = {
     BlankReason.OPTED_OUT: "opted out",
     BlankReason.NO_THRESHOLD: "with no certified threshold for their gender",
     BlankReason.NO_REFERENCE_LOCALE: "of locales no reference speaker covers",
+    BlankReason.MISSING: "without audio on disk",
     BlankReason.UNDECODABLE: "undecodable",
     BlankReason.NOT_PREDICTED: "not predicted",
     BlankReason.NO_LABEL: "with no male/female label",
@@ -154,7 +157,9 @@ def label_blank_rows(
     blank = rows.index[~stated & rows["path"].isin(by_path.index)]
     found = by_path.loc[rows.loc[blank, "path"]]
     label, confidence = found["label"].to_numpy(dtype=object), found["confidence"].to_numpy(dtype=float)
-    from_speaker = (found["label_source"] == "speaker").to_numpy()
+    missing = (found["error"] == MISSING_FILE).to_numpy()
+    # a row whose clip is not on disk is no training example: not even the speaker's own answer fills it
+    from_speaker = (found["label_source"] == "speaker").to_numpy() & ~missing
     by_model = (found["label_source"] == "model").to_numpy()
     disputed = found["speaker_disputed"].to_numpy(dtype=bool)
     threshold = np.array([thresholds.get(g) if isinstance(g, str) else None for g in label], dtype=object)
@@ -170,8 +175,9 @@ def label_blank_rows(
     rows.loc[blank[take], "gender_source"] = np.where(from_speaker[take], INHERITED, PSEUDO)
     rows.loc[blank[take], "gender_confidence"] = confidence[take]
     reason = np.select(
-        [found["error"].notna().to_numpy(), disputed, ~certified, ~passes, ~in_covered_locale],
-        [BlankReason.UNDECODABLE.value, BlankReason.DISPUTED.value, BlankReason.NO_THRESHOLD.value,
+        [missing, found["error"].notna().to_numpy(), disputed, ~certified, ~passes, ~in_covered_locale],
+        [BlankReason.MISSING.value, BlankReason.UNDECODABLE.value, BlankReason.DISPUTED.value,
+         BlankReason.NO_THRESHOLD.value,
          BlankReason.BELOW_THRESHOLD.value, BlankReason.NO_REFERENCE_LOCALE.value],
         default=BlankReason.NO_LABEL.value,
     )  # fmt: skip

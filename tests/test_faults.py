@@ -17,14 +17,17 @@ import pytest
 import soundfile
 from typer.testing import CliRunner
 
+from cvlabel.artifacts import ExportFolder
 from cvlabel.audio import SAMPLE_RATE, load_audio
 from cvlabel.cli import app
-from cvlabel.config import FeatureConfig, InferOptions, load_config
+from cvlabel.config import ExportOptions, FeatureConfig, InferOptions, load_config
 from cvlabel.corpus import read_release, read_tsv
 from cvlabel.errors import AudioError, CorpusError
+from cvlabel.export import export_parquet
 from cvlabel.inference import infer
 from cvlabel.speech import decode_speech
-from cvlabel.testing import NEW_COLUMNS, copy_corpus, rewrite_tsv, write_tsv, write_voice
+from cvlabel.splits import speaker_genders
+from cvlabel.testing import NEW_COLUMNS, copy_corpus, infer_command, rewrite_tsv, write_tsv, write_voice
 
 runner = CliRunner()
 
@@ -335,3 +338,33 @@ def test_sigterm_during_a_parallel_infer_is_ctrl_c_one_line_workers_stopped_and_
     finished = subprocess.run(command, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert sorted(pd.read_parquet(out / "predictions.parquet")["path"]) == sorted(blank_paths(corpus))
+
+
+def test_a_release_with_most_clips_missing_stops_in_one_line_and_a_few_missing_stay_unlabelled(
+    synthetic_corpus, trained_run, tmp_path
+):
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
+    for clip in (corpus / "clips").iterdir():
+        clip.unlink()  # an empty clips/ folder: an unpacking that failed
+    result = runner.invoke(app, infer_command(corpus, trained_run, tmp_path / "pred"))
+    assert result.exit_code == 1 and "clips to predict are not in" in result.output, result.output
+    assert "--max-missing-share" in result.output and not (tmp_path / "pred").exists()
+
+    # a few missing: predicted as error rows, and export labels none of them, not even from the
+    # speaker's own answer on other rows (a row without audio is no training example)
+    corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus2")
+    manifest = read_release(corpus)
+    genders, _ = speaker_genders(manifest)
+    blank = manifest[manifest["gender"].isna()]
+    inheriting = blank[blank["client_id"].isin(genders.index)]["path"].iloc[:1].tolist()
+    gone = [*inheriting, *blank[~blank["client_id"].isin(genders.index)]["path"].iloc[:2]]
+    for path in gone:
+        (corpus / "clips" / path).unlink()
+    summary = infer(corpus, trained_run, tmp_path / "pred2", InferOptions(jobs=1))
+    assert summary["missing_clips"] == len(gone) == 3
+    options = ExportOptions(allow_weak_model=True, min_confidence=0.5001, layout="release")
+    export_parquet(corpus, tmp_path / "pred2", tmp_path / "aug", options)
+    rows = ExportFolder(tmp_path / "aug").read_rows().set_index("path")
+    assert rows.loc[gone, "gender"].isna().all()
+    assert (rows.loc[gone, "blank_reason"] == "clip not on disk").all()
+    assert inheriting  # the corpus has a blank row of a speaker who answered elsewhere
