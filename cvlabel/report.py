@@ -33,9 +33,12 @@ def describe_release(corpus_dir: str | Path, config: Config) -> str:
     blank_of_stating = int((blank & manifest["client_id"].isin(stating)).sum())
     _, report = assign_splits(manifest, config.splits)
 
-    no_clips = (
-        "" if clips_dir(corpus_dir).is_dir() else " (no clips/ folder: TSVs only; train and infer need the clips)"
-    )
+    folder = clips_dir(corpus_dir)
+    if not folder.is_dir():
+        no_clips = " (no clips/ folder: TSVs only; train and infer need the clips)"
+    else:  # one stat a row: how much of the release's audio is here
+        on_disk = sum((folder / path).exists() for path in manifest["path"])
+        no_clips = "" if on_disk == len(manifest) else f" ({on_disk} of the listed clips are in clips/)"
     lines = [
         f"{corpus_dir}: {len(manifest)} clips, {manifest['client_id'].nunique()} speakers{no_clips}",
         "",

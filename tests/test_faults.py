@@ -346,6 +346,10 @@ def test_a_release_with_most_clips_missing_stops_in_one_line_and_a_few_missing_s
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
     for clip in (corpus / "clips").iterdir():
         clip.unlink()  # an empty clips/ folder: an unpacking that failed
+    inspected = runner.invoke(app, ["inspect", str(corpus)])  # inspect looks at clips/ too
+    listed = len(read_release(corpus))
+    assert inspected.exit_code == 0 and f"{listed} clips" in inspected.output
+    assert "(0 of the listed clips are in clips/)" in inspected.output
     result = runner.invoke(app, infer_command(corpus, trained_run, tmp_path / "pred"))
     assert result.exit_code == 1 and "clips to predict are not in" in result.output, result.output
     assert "--max-missing-share" in result.output and not (tmp_path / "pred").exists()
