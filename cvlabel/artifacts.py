@@ -179,7 +179,7 @@ class PredictionsFolder:
         self.plan = self.path / "plan.json"
         self.predictions = self.path / "predictions.parquet"
 
-    OWN = ("plan.json", "part-*.parquet", "predictions.parquet")  # a resumable run's files
+    OWN = ("plan.json", "part-*.parquet", "predictions.parquet", ".lock")  # a resumable run's files
 
     def part(self, index: int) -> Path:
         """The file of shard `index`."""

@@ -118,3 +118,27 @@ def writable_folder(folder: str | Path, own: tuple[str, ...] | None = None, comm
     except OSError as exc:
         raise CvlabelError(f"{folder}: cannot write there ({exc.strerror or exc})") from None
     return folder
+
+
+@contextmanager
+def folder_lock(folder: str | Path, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on FOLDER/.lock while the block runs; a CvlabelError at once when another
+    process holds it. The OS releases it when the process ends, however it ends, so a killed run never
+    leaves a stale lock (POSIX flock; where there is none, Windows, the block runs unlocked)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(Path(folder) / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CvlabelError(
+                f"{folder} is in use by another {command} right now; wait for it to finish, or choose another "
+                "--out folder"
+            ) from None
+        yield
+
+
+LOCK_FILE = ".lock"  # held by the process writing a folder (folder_lock)

@@ -27,7 +27,7 @@ from .checkpoint import existing_model_file, read_checkpoint_info, run_config
 from .config import InferOptions
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
-from .files import file_sha256, writable_folder
+from .files import file_sha256, folder_lock, writable_folder
 from .labelling import eligible_rows
 from .labels import LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
@@ -72,47 +72,53 @@ def infer(
             "the share allowed; raise it to predict the others)"
         )
     rows["turn"] = scoring_turns(rows["client_id"], options.committee_clips)
-    _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
+    writable_folder(out.path, PredictionsFolder.OWN, "cvlabel infer")
+    # one infer at a time in a folder: a second would redo the work and sweep the first's temp files
+    with folder_lock(out.path, "cvlabel infer"):
+        _prepare_out_dir(out, _plan(corpus_dir, checkpoint_file, options, rows))
 
-    shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
-    todo = [k for k in range(len(shards)) if not out.part(k).exists()]
-    todo_rows = sum(len(shards[k]) for k in todo)
-    calls = (
-        (_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(out.part(k)), options.batch_size)
-        for k in todo
-    )  # lazy: a release's rows are never all in flight
-    runner: AbstractContextManager[Any]
-    if options.backend == "dask":
-        runner, where = dask_runner(options.scheduler, options.jobs), "on Dask"
-    else:
-        jobs = resolve_jobs(options.jobs, rows=todo_rows, tasks=len(todo))
-        runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
-    log.info("%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder())
-    # read from the checkpoint's header (no torch here); the weights load where the shards run, in
-    # every worker at once (a first call to load them in one worker kept the others waiting)
-    temperature = described.temperature
-    with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
-        run.map(predict_shard, calls, bar.update)
+        shards = [rows.iloc[i : i + options.shard_size] for i in range(0, len(rows), options.shard_size)]
+        todo = [k for k in range(len(shards)) if not out.part(k).exists()]
+        todo_rows = sum(len(shards[k]) for k in todo)
+        calls = (
+            (_shard_records(shards[k], corpus_dir), str(checkpoint_file), str(out.part(k)), options.batch_size)
+            for k in todo
+        )  # lazy: a release's rows are never all in flight
+        runner: AbstractContextManager[Any]
+        if options.backend == "dask":
+            runner, where = dask_runner(options.scheduler, options.jobs), "on Dask"
+        else:
+            jobs = resolve_jobs(options.jobs, rows=todo_rows, tasks=len(todo))
+            runner, where = nullcontext(LocalRunner(jobs)), f"{jobs} jobs"
+        log.info(
+            "%d rows in %d shards, %d to do, %s, MP3 via %s", len(rows), len(shards), len(todo), where, mp3_decoder()
+        )
+        # read from the checkpoint's header (no torch here); the weights load where the shards run, in
+        # every worker at once (a first call to load them in one worker kept the others waiting)
+        temperature = described.temperature
+        with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+            run.map(predict_shard, calls, bar.update)
 
-    # --split dev|test checks the model on self-reported speakers: their own answers must not stand in
-    answers = manifest if options.selection == "unlabeled" else manifest.iloc[0:0]
-    final = pool_by_speaker(out.read_parts(len(shards)), answers, temperature)
-    write_frame(final, FINAL_SCHEMA, out.predictions)
-    return {
-        "rows": len(final),
-        "errors": int(final["error"].notna().sum()),
-        "missing_clips": int((final["error"] == MISSING_FILE).sum()),
-        "labels": {g: int((final["label"] == g).sum()) for g in LABELS},
-        "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
-        "speakers": int(final["client_id"].nunique()),
-        "skipped_opted_out_rows": skipped_opt_out,
-        "unheard_locales": _unheard_locales(rows, described.info),
-        # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
-        "slow_decodes": {
-            int(k): int(v) for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()
-        },
-        "seconds": round(time.time() - started, 1),
-    }
+        # --split dev|test checks the model on self-reported speakers: their own answers must not stand in
+        answers = manifest if options.selection == "unlabeled" else manifest.iloc[0:0]
+        final = pool_by_speaker(out.read_parts(len(shards)), answers, temperature)
+        write_frame(final, FINAL_SCHEMA, out.predictions)
+        return {
+            "rows": len(final),
+            "errors": int(final["error"].notna().sum()),
+            "missing_clips": int((final["error"] == MISSING_FILE).sum()),
+            "labels": {g: int((final["label"] == g).sum()) for g in LABELS},
+            "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
+            "speakers": int(final["client_id"].nunique()),
+            "skipped_opted_out_rows": skipped_opt_out,
+            "unheard_locales": _unheard_locales(rows, described.info),
+            # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
+            "slow_decodes": {
+                int(k): int(v)
+                for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()
+            },
+            "seconds": round(time.time() - started, 1),
+        }
 
 
 def _unheard_locales(rows: pd.DataFrame, info: dict[str, Any]) -> list[str] | None:
@@ -256,8 +262,7 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
 
 
 def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
-    """Create the folder or check that it was made for the same plan; drop leftovers of a killed run."""
-    writable_folder(out.path, PredictionsFolder.OWN, "cvlabel infer")
+    """Check that the (locked) folder was made for the same plan; drop leftovers of a killed run."""
     try:
         previous = out.read_plan()
         if previous is not None:

@@ -372,3 +372,16 @@ def test_a_release_with_most_clips_missing_stops_in_one_line_and_a_few_missing_s
     assert rows.loc[gone, "gender"].isna().all()
     assert (rows.loc[gone, "blank_reason"] == "clip not on disk").all()
     assert inheriting  # the corpus has a blank row of a speaker who answered elsewhere
+
+
+def test_a_second_infer_into_a_folder_in_use_is_refused_in_one_line(synthetic_corpus, trained_run, tmp_path):
+    from cvlabel.files import folder_lock
+
+    out = tmp_path / "pred"
+    out.mkdir()
+    with folder_lock(out, "cvlabel infer"):  # another infer writing there right now
+        result = runner.invoke(app, infer_command(synthetic_corpus, trained_run, out, "--jobs", "1"))
+        assert result.exit_code == 1 and "is in use by another cvlabel infer right now" in result.output
+        assert not list(out.glob("part-*.parquet"))  # it did none of the work
+    result = runner.invoke(app, infer_command(synthetic_corpus, trained_run, out, "--jobs", "1"))
+    assert result.exit_code == 0, result.output  # free again: the lock went with its holder
