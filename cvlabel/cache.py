@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from .audio import mp3_decoder, require_decoder
 from .config import FeatureConfig
-from .errors import AudioError
-from .files import atomic_path, write_text
+from .errors import AudioError, CvlabelError
+from .files import atomic_path, writable_folder, write_text
 from .speech import Speech, decode_speech
 
 CACHE_VERSION = 3  # bump when the stored format or the decoding changes
@@ -101,6 +101,10 @@ class AudioCache:
         """Decode every clip not yet cached, in `jobs` processes. Returns {clip: error} of failures.
         A decoder this machine lacks is a ConfigError before any clip (audio.require_decoder)."""
         require_decoder(self.config.decoder)
+        try:  # a cache folder that cannot be written is one line now, not a traceback from a worker
+            writable_folder(self.folder)
+        except CvlabelError as exc:
+            raise CvlabelError(f"the decode cache (train.cache_dir): {exc}") from None
         missing = [str(c) for c in clips if not self._cached(c)]
         if missing:
             chunks = [missing[i : i + CLIPS_PER_TASK] for i in range(0, len(missing), CLIPS_PER_TASK)]

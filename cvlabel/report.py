@@ -116,6 +116,8 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
         raise CvlabelError(f"--html {html_file} is a folder; give a file name, e.g. compare.html")
     if html_file is not None and not Path(html_file).parent.is_dir():
         raise CvlabelError(f"--html {html_file}: the folder {Path(html_file).parent} does not exist")
+    if html_file is not None and Path(html_file).exists():  # as every other command: nothing is overwritten
+        raise CvlabelError(f"--html {html_file} exists; give another file name, or delete it first")
     columns, corpora, runs = {}, set(), []
     for run_dir in run_dirs:
         metrics = read_metrics(run_dir)
@@ -137,7 +139,10 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
         notes.append(f"warning: these runs were trained on different corpora ({', '.join(sorted(corpora))}): "
                      "their test rows differ, so the figures do not compare like for like")  # fmt: skip
     if html_file is not None:
-        write_text(html_file, compare_page(run_dirs, shown, notes, runs))
+        try:
+            write_text(html_file, compare_page(run_dirs, shown, notes, runs))
+        except OSError as exc:
+            raise CvlabelError(f"--html {html_file}: cannot write there ({exc.strerror or exc})") from None
         notes.append(f"side by side with figures: {html_file}")
     return "\n".join([shown.to_string(), *notes])
 

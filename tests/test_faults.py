@@ -385,3 +385,14 @@ def test_a_second_infer_into_a_folder_in_use_is_refused_in_one_line(synthetic_co
         assert not list(out.glob("part-*.parquet"))  # it did none of the work
     result = runner.invoke(app, infer_command(synthetic_corpus, trained_run, out, "--jobs", "1"))
     assert result.exit_code == 0, result.output  # free again: the lock went with its holder
+
+
+def test_a_decode_cache_that_cannot_be_written_is_one_line(synthetic_corpus, tmp_path):
+    from cvlabel.testing import as_set_options, tiny_train_config
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")  # unwritable even as root
+    result = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(tmp_path / "run"),
+                                 *as_set_options(tiny_train_config(blocker))])  # fmt: skip
+    assert result.exit_code == 1 and "the decode cache (train.cache_dir)" in result.output, result.output
+    assert "Traceback" not in result.output

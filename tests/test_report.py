@@ -159,6 +159,10 @@ def test_compare_writes_the_runs_side_by_side(trained_run, tmp_path):
     assert refused.exit_code == 1 and "is a folder" in refused.stderr and "Traceback" not in refused.output
     nowhere = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(tmp_path / "no" / "c.html")])
     assert nowhere.exit_code == 1 and "does not exist" in nowhere.stderr and not (tmp_path / "no").exists()
+    before = page_file.read_bytes()  # an existing page is never overwritten, as no other output is
+    again = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(page_file)])
+    assert again.exit_code == 1 and "exists; give another file name" in again.stderr
+    assert page_file.read_bytes() == before
 
 
 def screenshot(page: Path, out: Path, tmp_path: Path) -> np.ndarray:
