@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .artifacts import LEGACY_MODEL_FILE, model_path
 from .config import Config, config_to_dict, from_dict
 from .errors import CvlabelError
-from .files import atomic_path
+from .files import atomic_path, ordinary_permissions
 from .labels import LABELS
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def save_checkpoint(
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=header)
+        ordinary_permissions(tmp)
 
 
 def existing_model_file(path: str | Path) -> Path:

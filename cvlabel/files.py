@@ -31,6 +31,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def ordinary_permissions(path: str | Path) -> None:
+    """Give a file the mode any other file here gets (0666 less the umask): some writers (safetensors)
+    create theirs 0600, which a shared model folder or a packaged checkpoint must not be."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 @contextmanager
 def atomic_folder(folder: str | Path, command: str) -> Iterator[Path]:
     """A temp folder beside `folder` to write a whole output into; renamed to `folder` when the block

@@ -412,3 +412,14 @@ def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, mo
     batches.clear()
     train(synthetic_corpus, tmp_path / "all", tiny_config(tmp_path / "cache", *sets, "train.epoch_clips=0"))
     assert sum(batches) > 4 * 8  # 0: every train clip, every epoch
+
+
+def test_a_checkpoint_gets_the_files_ordinary_mode(tmp_path):
+    import os
+    import stat
+
+    model = Committee([GenderCNN(ModelConfig(), 64)])
+    save_checkpoint(model, Config(), 1.0, tmp_path / "model.safetensors")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode) == 0o666 & ~mask  # not safetensors' 0600
