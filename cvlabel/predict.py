@@ -56,7 +56,9 @@ def result_line(result: dict[str, Any]) -> str:
     if "final" not in result:
         if result["error"]:
             return f"{result['path']}\terror: {result['error']}"
-        return f"{result['path']}\t{result['label']}\tp_female={result['p_female']:.4f}\t{result['duration_s']:.2f} s"
+        # duration_s is what the model heard: at most features.max_seconds from the first sound, not the file's length
+        heard = f"{result['duration_s']:.2f} s heard"
+        return f"{result['path']}\t{result['label']}\tp_female={result['p_female']:.4f}\t{heard}"
     if result["error"]:
         estimate = f"error: {result['error']}" if result["final"] else result["error"]
     else:

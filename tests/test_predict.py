@@ -291,3 +291,10 @@ def test_ctrl_c_ends_a_stream_with_its_final_verdict(trained_run):
 
     updates = list(predict_stream(Interrupted(pcm(voice(2.0))), trained_run, RATE))
     assert updates[-1]["final"] and updates[-1]["seconds"] == 2.0 and updates[-1]["label"] in LABELS
+
+
+def test_a_long_files_line_says_how_much_the_model_heard_not_its_length(tmp_path):
+    from cvlabel.predict import result_line
+
+    line = result_line({"path": "long.wav", "label": "male", "p_female": 0.1, "duration_s": 4.66, "error": None})
+    assert line.endswith("\t4.66 s heard")  # the first max_seconds after the first sound, of an hour's file
