@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from .audio import mp3_decoder, require_decoder
 from .config import FeatureConfig
 from .errors import AudioError, CvlabelError
 from .files import atomic_path, writable_folder, write_text
+from .progress import progress
 from .speech import Speech, decode_speech
 
 CACHE_VERSION = 3  # bump when the stored format or the decoding changes
@@ -111,7 +111,7 @@ class AudioCache:
             done = Parallel(n_jobs=jobs, return_as="generator_unordered")(
                 delayed(_decode_into_cache)(self, chunk) for chunk in chunks
             )
-            with tqdm(total=len(missing), desc="decoding clips", unit="clip") as bar:
+            with progress(total=len(missing), desc="decoding clips", unit="clip") as bar:
                 for count in done:
                     bar.update(count)
         errors = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import typer
 
 from .config import DemoCorpusOptions, ExportOptions, InferOptions
 from .errors import CvlabelError
+from .progress import QUIET_ENV
 
 app = typer.Typer(
     name="cvlabel",
@@ -117,6 +119,12 @@ def _main(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", metavar=FLAG, help="Log each step, not only warnings.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", metavar=FLAG, help="No progress bars (into a file or pipe they are a line every 30 s)."
+        ),
+    ] = False,
     version: Annotated[
         bool,
         typer.Option(
@@ -125,6 +133,8 @@ def _main(
     ] = False,
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="cvlabel: %(message)s")
+    if quiet:  # in the environment, so that worker processes hear it too
+        os.environ[QUIET_ENV] = "1"
 
 
 @app.command("demo-corpus")
@@ -665,13 +675,14 @@ def _say_exported(summary: dict[str, Any], out: Path, report: Path | None = None
     typer.echo(f"written to {out}{opened} (summary.json has the details)")
 
 
-VERBOSE_FLAGS = ("-v", "--verbose")
+GLOBAL_FLAGS = {"-v": "--verbose", "--verbose": "--verbose", "-q": "--quiet", "--quiet": "--quiet"}
 
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)  # the command line only: a library user keeps their own handler
     args = list(sys.argv[1:] if argv is None else argv)
-    # -v works after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type it
-    if any(arg in VERBOSE_FLAGS for arg in args[1:]):
-        args = ["--verbose", *(arg for arg in args if arg not in VERBOSE_FLAGS)]
+    # -v and -q work after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type them
+    given = [GLOBAL_FLAGS[arg] for arg in args if arg in GLOBAL_FLAGS]
+    if given:  # all of them first, where the app's options are parsed
+        args = [*dict.fromkeys(given), *(arg for arg in args if arg not in GLOBAL_FLAGS)]
     app(args=args)

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from .config import DemoCorpusOptions
 from .corpus import TSV_HEADER_V17
 from .errors import CvlabelError
 from .files import write_text
+from .progress import progress
 from .runners import resolve_jobs
 from .synthesis import Speaker, render_clip, resolve_engine
 
@@ -110,7 +110,7 @@ def make_demo_corpus(
         delayed(render_clip)(out_dir / "clips" / path, text, speaker, engine, int(seed))
         for (path, text, speaker), seed in zip(work, seeds, strict=False)
     )
-    durations = list(tqdm(rendered, total=len(work), desc="synthesizing clips", unit="clip"))
+    durations = list(progress(iterable=rendered, total=len(work), desc="synthesizing clips", unit="clip"))
     for row, duration in zip(rows, durations, strict=False):
         row["duration_s"] = duration
 

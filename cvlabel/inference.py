@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
 from .audio import MISSING_FILE, mp3_decoder, require_decoder
@@ -31,6 +30,7 @@ from .files import file_sha256, folder_lock, writable_folder
 from .labelling import eligible_rows
 from .labels import LABELS, calibrate, decide, label_names, or_null
 from .pooling import pool_by_speaker
+from .progress import progress
 from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
 from .splits import SPLITS, assign_splits
 
@@ -96,7 +96,10 @@ def infer(
         # read from the checkpoint's header (no torch here); the weights load where the shards run, in
         # every worker at once (a first call to load them in one worker kept the others waiting)
         temperature = described.temperature
-        with runner as run, tqdm(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar:
+        with (
+            runner as run,
+            progress(total=len(rows), initial=len(rows) - todo_rows, desc="predicting", unit="clip") as bar,
+        ):
             run.map(predict_shard, calls, bar.update)
 
         # --split dev|test checks the model on self-reported speakers: their own answers must not stand in

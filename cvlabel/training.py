@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from .artifacts import RunFolder, model_path, read_augmented_splits, read_reference, write_reference
 from .audio import mp3_decoder
@@ -46,6 +45,7 @@ from .metrics import (
     fit_temperature,
 )
 from .model import Committee, GenderCNN, count_parameters
+from .progress import progress
 from .runners import resolve_jobs
 from .scoring import clip_logits
 from .speech import Speech
@@ -108,7 +108,7 @@ def train(
     out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
     steps = sum(config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds))
-    with tqdm(total=steps, desc="training", unit="step") as bar:
+    with progress(total=steps, desc="training", unit="step") as bar:
         resume = _resume_key(config, data, folds)
         for fold in range(config.train.folds):
             done = _finished_member(run, fold, resume, config)

@@ -16,7 +16,7 @@ PACKAGE = Path(cvlabel.__file__).parent
 # Earlier layers first. A module may import modules of earlier layers only.
 LAYERS = [
     ["errors", "version"],
-    ["files", "mpg123", "bandmp3"],
+    ["files", "mpg123", "bandmp3", "progress"],
     ["config"],
     ["labels"],
     ["corpus", "audio"],

@@ -180,3 +180,22 @@ def test_cache_shows_and_clears(tmp_path):
     cleared = runner.invoke(app, ["cache", "--set", f"train.cache_dir={root}", "--clear"])
     assert cleared.exit_code == 0 and "cleared" in cleared.output
     assert not list(root.glob("audio-*")) and (root / "keep.txt").exists()
+
+
+def test_progress_into_a_log_is_plain_lines_and_quiet_is_none(tmp_path):
+    """tqdm redraws a bar ten times a second with carriage returns: into a file that is megabytes a
+    day. There it writes a plain line now and then; --quiet (before or after the subcommand) none."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "stderr.log"
+    corpus = ["--speakers-per-gender", "8", "--clips-per-speaker", "2", "--engine", "formant"]
+    with open(log, "w") as stderr:
+        subprocess.run([sys.executable, "-m", "cvlabel", "demo-corpus", str(tmp_path / "c1"), *corpus], stderr=stderr,
+                       check=True)  # fmt: skip
+    text = log.read_text()
+    assert "synthesizing clips" in text and "\r" not in text
+    assert len([line for line in text.splitlines() if "synthesizing clips" in line]) <= 3  # first, last, a few
+    quiet = subprocess.run([sys.executable, "-m", "cvlabel", "demo-corpus", str(tmp_path / "c2"), *corpus, "-q"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert "synthesizing clips" not in quiet.stderr
