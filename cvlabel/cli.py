@@ -485,6 +485,11 @@ def infer(
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
     )
+    if summary["clip_balanced_accuracy"] is not None:
+        typer.echo(
+            f"balanced clip accuracy on these self-reported rows: {summary['clip_balanced_accuracy']:.4f} (each "
+            "clip's own decision against its speaker's answer)"
+        )
     if summary["unheard_locales"]:
         typer.echo(
             f"the model never heard {len(summary['unheard_locales'])} of these rows' locales "

@@ -28,7 +28,8 @@ from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
 from .files import file_sha256, folder_lock, writable_folder
 from .labelling import eligible_rows
-from .labels import LABELS, calibrate, decide, label_names, or_null
+from .labels import BINARY_GENDERS, LABELS, calibrate, decide, label_names, or_null
+from .metrics import balanced_accuracy
 from .pooling import pool_by_speaker
 from .progress import progress
 from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
@@ -120,8 +121,21 @@ def infer(
                 int(k): int(v)
                 for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()
             },
+            "clip_balanced_accuracy": _clip_balanced_accuracy(final, rows)
+            if options.selection != "unlabeled"
+            else None,
             "seconds": round(time.time() - started, 1),
         }
+
+
+def _clip_balanced_accuracy(final: pd.DataFrame, rows: pd.DataFrame) -> float | None:
+    """For --split dev|test|all: the clips' own decisions (clip_p_female) against the speakers' answers."""
+    truth = final["path"].map(rows.set_index("path")["gender"])
+    scored = final["clip_p_female"].notna() & truth.isin(BINARY_GENDERS)
+    if not scored.any():
+        return None
+    decided = label_names(decide(final.loc[scored, "clip_p_female"].to_numpy(dtype=float))[0])  # labels' rule
+    return round(balanced_accuracy(truth[scored].to_numpy(), decided), 4)
 
 
 def _unheard_locales(rows: pd.DataFrame, info: dict[str, Any]) -> list[str] | None:

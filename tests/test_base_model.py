@@ -4,6 +4,7 @@ self-reported speakers (it never heard them)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -20,6 +21,7 @@ from cvlabel.checkpoint import (
 )
 from cvlabel.cli import app
 from cvlabel.errors import CvlabelError
+from cvlabel.metrics import balanced_accuracy
 from cvlabel.predict import predict_files
 from cvlabel.splits import labelled_rows
 from cvlabel.testing import infer_command, write_voice
@@ -68,6 +70,10 @@ def test_with_the_base_model_every_self_reported_speaker_is_the_reference(synthe
     assert result.exit_code == 0, result.output
     reference = pd.read_parquet(ref / "predictions.parquet")
     labelled = labelled_rows(synthetic_corpus, read_checkpoint_info("base").config.splits, "all")
+    # infer --split says how the model did on those self-reported rows, computed from them
+    truth = reference["path"].map(labelled.set_index("path")["gender"])
+    expected = balanced_accuracy(truth.to_numpy(), np.where(reference["clip_p_female"] >= 0.5, "female", "male"))
+    assert f"balanced clip accuracy on these self-reported rows: {expected:.4f}" in result.output
     assert set(reference["path"]) == set(labelled["path"])  # every self-reported row, not a test split
     assert reference["client_id"].nunique() == labelled["client_id"].nunique() >= 8
     export = ["export", "parquet", str(synthetic_corpus), "--predictions", str(pred), "--target-precision", "0.6"]
