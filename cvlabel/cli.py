@@ -481,7 +481,8 @@ def infer(
         f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
         f"{summary['labels']['female']} female, {summary['errors']} errors ({summary['missing_clips']} clips "
         "missing) "
-        f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows); "
+        f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows; "
+        f"{summary['disputed_rows']} of disputed speakers, never pseudo-labelled); "
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
     )

@@ -114,6 +114,7 @@ def infer(
             "labels": {g: int((final["label"] == g).sum()) for g in LABELS},
             "label_source": {k: int(v) for k, v in final["label_source"].value_counts().items()},
             "speakers": int(final["client_id"].nunique()),
+            "disputed_rows": int(final["speaker_disputed"].sum()),  # never pseudo-labelled (pooling.py)
             "skipped_opted_out_rows": skipped_opt_out,
             "unheard_locales": _unheard_locales(rows, described.info),
             # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way

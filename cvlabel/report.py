@@ -187,8 +187,11 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
                     f"           {gender:<6} {len(chosen):>6} rows, precision "
                     f"{(chosen['gender'] == chosen['true_gender']).mean():.4f}"
                 )
-    unlabelled = blank["gender"].isna().sum()
-    lines.append(f"  left blank: {unlabelled} rows (below threshold, or the speaker opted out)")
+    left = blank[blank["gender"].isna()]
+    why = left["blank_reason"] if "blank_reason" in left else left.get("unused_reason", pd.Series(dtype=object))
+    counts = why.fillna("no reason recorded").value_counts()
+    reasons = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+    lines.append(f"  left blank: {len(left)} rows" + (f" ({reasons})" if reasons else ""))
     return "\n".join(lines)
 
 

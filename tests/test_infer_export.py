@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import cvlabel.inference
 from cvlabel import audio
+from cvlabel.artifacts import ExportFolder
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions, load_config
 from cvlabel.corpus import normalise_gender, read_release, read_tsv
@@ -47,6 +48,8 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert final.schema.remove_metadata() == FINAL_SCHEMA
     predictions = final.to_pandas()
     assert predictions["path"].is_unique
+    # the summary line counts the rows of disputed speakers (never pseudo-labelled)
+    assert f"{int(predictions['speaker_disputed'].sum())} of disputed speakers, never pseudo-labelled" in result.output
     assert set(predictions["label"].dropna()) <= {"male", "female"}
     assert predictions["confidence"].dropna().between(0.5, 1).all()
 
@@ -496,7 +499,13 @@ def test_check_truth_says_when_nothing_matches(synthetic_corpus, trained_run, tm
     foreign = write_tsv(tmp_path / "truth.tsv", ["path", "true_gender"], [{"path": "x.mp3", "true_gender": "male"}])
     with pytest.raises(CvlabelError, match="none of its paths is a row"):
         check_truth(tmp_path / "aug", foreign)
-    assert "blank-gender rows exported" in check_truth(tmp_path / "aug", synthetic_corpus / "truth.tsv")
+    text = check_truth(tmp_path / "aug", synthetic_corpus / "truth.tsv")
+    assert "blank-gender rows exported" in text
+    # why the rest stayed blank, by the export's own reasons (a weak model at 0.99 certifies nothing)
+    rows = ExportFolder(tmp_path / "aug").read_rows()
+    left = rows[(rows["gender_raw"].str.strip() == "") & rows["gender"].isna()]
+    top = left["unused_reason"].value_counts()
+    assert f"left blank: {len(left)} rows ({top.iloc[0]} {top.index[0]}" in text
 
 
 def test_the_four_export_files_share_one_schema_with_nulls_and_counts(synthetic_corpus, trained_run, tmp_path):
