@@ -483,7 +483,8 @@ def infer(
         "missing) "
         f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows; "
         f"{summary['disputed_rows']} of disputed speakers, never pseudo-labelled); "
-        f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other); "
+        f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other) and "
+        f"{summary['blank_rows_not_read']} in TSVs not given to --tsv; "
         f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
     )
     if summary["clip_balanced_accuracy"] is not None:

@@ -116,6 +116,10 @@ def infer(
             "speakers": int(final["client_id"].nunique()),
             "disputed_rows": int(final["speaker_disputed"].sum()),  # never pseudo-labelled (pooling.py)
             "skipped_opted_out_rows": skipped_opt_out,
+            # blank rows of the TSVs not given to --tsv (invalidated, by default): why inspect counts more
+            "blank_rows_not_read": int((manifest["gender"].isna() & ~manifest["source_tsv"].isin(options.tsvs)).sum())
+            if options.selection == "unlabeled"
+            else 0,
             "unheard_locales": _unheard_locales(rows, described.info),
             # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
             "slow_decodes": {

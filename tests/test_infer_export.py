@@ -48,6 +48,10 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert final.schema.remove_metadata() == FINAL_SCHEMA
     predictions = final.to_pandas()
     assert predictions["path"].is_unique
+    # every blank row inspect counts is accounted for: predicted, opted out, or in a TSV infer did not read
+    manifest = read_release(synthetic_corpus)
+    not_read = int((manifest["gender"].isna() & ~manifest["source_tsv"].isin(["validated", "other"])).sum())
+    assert f"and {not_read} in TSVs not given to --tsv" in result.output
     # the summary line counts the rows of disputed speakers (never pseudo-labelled)
     assert f"{int(predictions['speaker_disputed'].sum())} of disputed speakers, never pseudo-labelled" in result.output
     assert set(predictions["label"].dropna()) <= {"male", "female"}
