@@ -34,7 +34,6 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heldout import COLUMNS, evaluate, locale_subset  # noqa: E402
 from holdouts import (  # noqa: E402
-    _rank,
     add_common_arguments,
     blanked_view,
     held_out_locales,
@@ -43,6 +42,7 @@ from holdouts import (  # noqa: E402
     parse_common,
     scored_speakers,
     seed_folder,
+    stable_rank,
     train_once,
 )
 
@@ -61,7 +61,7 @@ def release_speakers(truth: pd.DataFrame, speakers: set[str], seed: int, size: s
     labelled_total = 0
     halves: dict[str, list[str]] = {}
     for gender in BINARY_GENDERS:
-        ids = sorted((c for c in speakers if genders.get(c) == gender), key=lambda c: _rank(100 + seed, c))
+        ids = sorted((c for c in speakers if genders.get(c) == gender), key=lambda c: stable_rank(100 + seed, c))
         measured.update(ids[::2])
         halves[gender] = ids[1::2]
         labelled_total += len(halves[gender])

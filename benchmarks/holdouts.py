@@ -132,7 +132,7 @@ def held_out_speakers(truth: pd.DataFrame, holdout: str, seed: int) -> set[str]:
         held: set[str] = set()
         deal = seed // SPEAKER_FOLDS  # seeds 0-2 split the speakers one way, 3-5 another, ...
         for gender in BINARY_GENDERS:
-            ids = sorted(genders.index[genders == gender], key=lambda cid: _rank(deal, cid))
+            ids = sorted(genders.index[genders == gender], key=lambda cid: stable_rank(deal, cid))
             held.update(cid for index, cid in enumerate(ids) if index % SPEAKER_FOLDS == seed % SPEAKER_FOLDS)
         return held
     raise ValueError(f"unknown holdout {holdout!r}")
@@ -203,5 +203,6 @@ def _different_settings(saved: Config, wanted: Config) -> list[str]:
     return [f"{s}.{k}={a[s][k]}" for s in a for k in a[s] if a[s][k] != b.get(s, {}).get(k)]
 
 
-def _rank(seed: int, key: str) -> str:
+def stable_rank(seed: int, key: str) -> str:
+    """A sort key that deals `key`s in an order fixed by `seed` (the same on every machine and run)."""
     return hashlib.sha1(f"{seed}:{key}".encode()).hexdigest()
