@@ -92,9 +92,8 @@ def certified_thresholds(
                     break
         if passed is not None:  # what is guaranteed is the target (family-wise); the cut's own bound is not
             claim.update(passed, certified=True, lower_bound=target, cut_lower_bound=passed["lower_bound"])
-        elif (
-            accept_uncertified
-        ):  # not a test: the deepest cut whose point estimate, and every shallower one's, reach it
+        elif accept_uncertified:
+            # not a test: the deepest cut whose point estimate, and every shallower one's, reach it
             running = np.minimum.accumulate(np.array([precision for _, precision in bounds]))
             chosen = [k for k, floor in enumerate(running) if floor >= target]
             if chosen:

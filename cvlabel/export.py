@@ -69,6 +69,9 @@ from .files import atomic_folder, write_json
 from .html_report import write_export_report
 from .labelling import (
     FILLED_SOURCES,
+    INHERITED,
+    PSEUDO,
+    SELF_REPORTED,
     BlankReason,
     blank_clips_per_speaker,
     blank_row_summary,
@@ -83,7 +86,7 @@ from .splits import assign_splits
 
 log = logging.getLogger(__name__)
 
-SOURCE_ORDER = {"self_reported": 0, "speaker": 1, "pseudo": 2}
+SOURCE_ORDER = {SELF_REPORTED: 0, INHERITED: 1, PSEUDO: 2}  # who is kept first when capping or rebalancing
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
 LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
@@ -461,7 +464,7 @@ def _give_clips(corpus_dir: Path, out: Path, mode: str) -> None:
 
 
 def _pseudo_labels(rows: pd.DataFrame) -> dict[str, int]:
-    return {g: int(((rows["gender_source"] == "pseudo") & (rows["gender"] == g)).sum()) for g in BINARY_GENDERS}
+    return {g: int(((rows["gender_source"] == PSEUDO) & (rows["gender"] == g)).sum()) for g in BINARY_GENDERS}
 
 
 def _reasons(reasons: pd.Series) -> dict[str, int]:

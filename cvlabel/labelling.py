@@ -96,7 +96,8 @@ def reference_for_claims(
     """Reference rows (self-reported, with logits) pooled as blank speakers are, each speaker scored on
     as many clips as a blank speaker has (pooling.scored_as_blank), with `correct`; without the speakers
     the model's starting weights had heard (`heard`: checkpoint.heard_before), whose answers it knows."""
-    known = rows["client_id"].map(speaker_digest).isin(heard) if heard else pd.Series(False, index=rows.index)
+    heard_here = {c for c in rows["client_id"].unique() if speaker_digest(c) in heard} if heard else set()
+    known = rows["client_id"].isin(heard_here)  # one digest a speaker, not a row
     if known.any():
         log.warning(
             "%d of %d reference speakers are left out of the claims: the model's starting weights were trained "
@@ -168,8 +169,8 @@ def label_blank_rows(
     if covered is None:
         in_covered_locale = np.ones(len(blank), dtype=bool)
     else:
-        locales = rows.loc[blank, "locale"].fillna("").to_numpy()
-        in_covered_locale = np.array([covered.get(str(locale), 0) > 0 for locale in locales], dtype=bool)
+        speakers_there = rows.loc[blank, "locale"].fillna("").astype(str).map(covered).fillna(0)
+        in_covered_locale = (speakers_there > 0).to_numpy()
     take = from_speaker | (by_model & ~disputed & passes & in_covered_locale)
     rows.loc[blank[take], "gender"] = label[take]
     rows.loc[blank[take], "gender_source"] = np.where(from_speaker[take], INHERITED, PSEUDO)
@@ -198,7 +199,7 @@ def blank_row_summary(rows: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, A
     and by what, and why the others stayed blank (BlankReason.short)."""
     blank = rows[manifest.loc[rows.index, "gender"].isna()]
     reasons = blank.loc[blank["gender"].isna(), "blank_reason"].fillna(BlankReason.NO_LABEL.value)
-    left = reasons.map(lambda value: BlankReason(value).short)
+    left = reasons.map({reason.value: reason.short for reason in BlankReason})
     return {
         "rows": int(len(blank)),
         "labelled": {source: int((blank["gender_source"] == source).sum()) for source in (PSEUDO, INHERITED)},

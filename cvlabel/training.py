@@ -107,15 +107,15 @@ def train(
     members: list[GenderCNN] = []
     out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
-    steps = sum(config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds))
-    with progress(total=steps, desc="training", unit="step") as bar:
+    member_steps = [config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds)]
+    with progress(total=sum(member_steps), desc="training", unit="step") as bar:
         resume = _resume_key(config, data, folds)
         for fold in range(config.train.folds):
             done = _finished_member(run, fold, resume, config)
             if done is not None:  # a killed run's member: kept, not trained again
                 member, held_logits, rows = done
                 history.extend(rows)
-                bar.update(config.train.epochs * _steps(int((folds != fold).sum()), config))
+                bar.update(member_steps[fold])
                 log.warning("member %d of %d was trained before (%s): resuming after it", fold + 1,
                             config.train.folds, run.member(fold).name)  # fmt: skip
             else:
@@ -161,6 +161,9 @@ def train(
     for fold in range(config.train.folds):  # the run is finished: its members live in the checkpoint now
         run.member(fold).unlink(missing_ok=True)
     return metrics
+
+
+OUT_OF_FOLD = "__out_of_fold__"  # the tensor of a saved member that holds its held-out fold's logits
 
 
 def _resume_key(config: Config, data: dict[str, pd.DataFrame], folds: np.ndarray) -> str:
@@ -210,9 +213,6 @@ def _finished_member(
     member = GenderCNN(config.model, config.features.n_mels)
     member.load_state_dict(tensors)
     return member.eval(), held_logits, json.loads(metadata["history"])
-
-
-OUT_OF_FOLD = "__out_of_fold__"  # the tensor of a saved member that holds its held-out fold's logits
 
 
 @dataclass
@@ -335,7 +335,7 @@ def starting_weights(config: Config) -> StartingWeights | None:
     init_run = RunFolder(model_path(config.train.init).parent)
     if init_run.reference.is_file():  # a run's members learned from its train speakers, and chose epochs on dev
         trained_on = read_reference(init_run.reference)
-        heard |= {speaker_digest(c) for c in trained_on.loc[trained_on["split"].isin(["train", "dev"]), "client_id"]}
+        heard |= {speaker_digest(c) for c in trained_on.loc[trained_on["split"] != "test", "client_id"].unique()}
     return StartingWeights([_copy(member) for member in start.model.members], frozenset(heard))
 
 
