@@ -121,6 +121,10 @@ class AudioCache:
                 errors[str(clip)] = error.read_text()
         return errors
 
+    def failed(self, clip: str | Path) -> bool:
+        """Whether decoding the clip (as it is on disk now) failed when it was cached."""
+        return self.entry(clip).with_suffix(".err").exists()
+
     def _cached(self, clip: str | Path) -> bool:
         entry = self.entry(clip)
         return entry.with_suffix(".npy").exists() or entry.with_suffix(".err").exists()

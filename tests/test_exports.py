@@ -16,7 +16,8 @@ from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.corpus import GENDER_TABLE, normalise_gender, read_release, read_tsv
 from cvlabel.errors import CvlabelError
-from cvlabel.export import _sample_weights, export_parquet, export_tsv
+from cvlabel.export import export_parquet, export_tsv
+from cvlabel.export_layouts import cap_per_speaker, rebalance, sample_weights
 from cvlabel.inference import infer
 from cvlabel.testing import copy_corpus, rewrite_tsv
 
@@ -116,9 +117,9 @@ def test_sample_weights_cap_speakers_and_rebalance_without_dropping_rows():
             "split": ["train"] * 7 + ["train"],
         }
     )
-    capped = _sample_weights(rows, cap=2, female_share=None)
+    capped = sample_weights(rows, cap=2, female_share=None)
     assert capped[:4].sum() == pytest.approx(2) and (capped[4:7] == 1).all() and np.isnan(capped[7])
-    balanced = _sample_weights(rows, cap=2, female_share=0.5)
+    balanced = sample_weights(rows, cap=2, female_share=0.5)
     female = rows["gender"] == "female"
     assert balanced[female].sum() == pytest.approx(balanced[:7].sum() / 2)
     assert balanced[:7].sum() == pytest.approx(capped[:7].sum())  # the total weight is kept
@@ -322,12 +323,10 @@ def layout_rows(rows):
 
 
 def test_the_cap_keeps_a_speakers_own_answers_first_then_the_surest():
-    from cvlabel.export import _cap_per_speaker
-
     rows = layout_rows([("a", "male", "pseudo", 0.99), ("a", "male", "self_reported", 1.0),
                         ("a", "male", "pseudo", 0.7), ("a", "male", "speaker", 1.0),
                         ("b", "male", "pseudo", 0.6)])  # fmt: skip
-    _cap_per_speaker(rows, 2)
+    cap_per_speaker(rows, 2)
     kept = rows[rows["unused_reason"].isna()]
     assert sorted(kept.loc[kept["client_id"] == "a", "gender_source"]) == ["self_reported", "speaker"]
     assert (rows.loc[rows["unused_reason"].notna(), "unused_reason"] == "over 2 clips per speaker").all()
@@ -335,12 +334,10 @@ def test_the_cap_keeps_a_speakers_own_answers_first_then_the_surest():
 
 
 def test_rebalancing_drops_the_majoritys_least_sure_pseudo_labels_first_and_keeps_the_minority():
-    from cvlabel.export import _rebalance
-
     rows = layout_rows([("m1", "male", "self_reported", 1.0)] * 4 + [("m2", "male", "pseudo", 0.9),
                         ("m3", "male", "pseudo", 0.6), ("f1", "female", "self_reported", 1.0),
                         ("f2", "female", "pseudo", 0.55)])  # fmt: skip
-    _rebalance(rows, 0.3)  # 2 female rows: at most 4 male rows keep a 30% female share
+    rebalance(rows, 0.3)  # 2 female rows: at most 4 male rows keep a 30% female share
     kept = rows[rows["unused_reason"].isna()]
     assert (kept["gender"] == "female").sum() == 2  # every minority row kept, pseudo included
     assert (kept["gender"] == "male").sum() == 4
@@ -348,7 +345,7 @@ def test_rebalancing_drops_the_majoritys_least_sure_pseudo_labels_first_and_keep
     assert sorted(dropped["client_id"]) == ["m2", "m3"]  # pseudo-labels go before the speakers' own answers
     # a share whose arithmetic is not exact in floating point keeps its whole count (2 female: 4 male at 1/3)
     thirds = layout_rows([("m", "male", "pseudo", 0.9)] * 6 + [("f", "female", "self_reported", 1.0)] * 2)
-    _rebalance(thirds, 1 / 3)
+    rebalance(thirds, 1 / 3)
     assert (thirds["unused_reason"].isna() & (thirds["gender"] == "male")).sum() == 4
 
 
