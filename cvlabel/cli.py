@@ -6,19 +6,29 @@ imported inside its command, so `cvlabel --help` stays quick.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from .config import DemoCorpusOptions, ExportOptions, InferOptions
-from .errors import CvlabelError
+from .cli_export import export_app
+from .cli_infer import infer
+from .cli_options import (
+    EXIT_USER_ERROR,
+    FLAG,
+    ConfigOpt,
+    CorpusArg,
+    JsonOpt,
+    ModelOpt,
+    SetOpt,
+    on_sigterm,
+    reports_errors,
+)
+from .config import DemoCorpusOptions
 from .progress import QUIET_ENV
 
 app = typer.Typer(
@@ -28,82 +38,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-export_app = typer.Typer(help="Write the corpus with its pseudo-labels in another format.", no_args_is_help=True)
-app.add_typer(export_app, name="export")
-
-FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
-EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop, `timeout`, `kill`), raised where Ctrl-C would be, so that it is handled
-    as Ctrl-C is: workers stopped, finished shards and members kept for a re-run."""
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise Terminated()
-
 
 DEMO = DemoCorpusOptions()  # demo-corpus's defaults, shown in --help
-INFER = InferOptions()  # infer's defaults, shown in --help
-EXPORT = ExportOptions()  # export's defaults, shown in --help
-
-SUMMARY_KEYS = [
-    "clips",
-    "speakers",
-    "accuracy",
-    "balanced_accuracy",
-    "roc_auc",
-    "ece_before_calibration",
-    "ece",
-    "speaker_accuracy",
-    "precision_male",
-    "recall_male",
-    "precision_female",
-    "recall_female",
-]
-
-# Arguments and options that several commands share: one definition each.
-CorpusArg = Annotated[Path, typer.Argument(help="A Common Voice locale folder (clips/ and the TSVs).")]
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", help="YAML file of config overrides (see configs/default.yaml).")
-]
-SetOpt = Annotated[
-    list[str],
-    typer.Option("--set", help="Override one config value, e.g. --set splits.seed=3 (repeatable; wins over --config)."),
-]
-ModelOpt = Annotated[
-    Path,
-    typer.Option(
-        "--model",
-        help="Run folder written by 'cvlabel train' (or its model.safetensors), or 'base': the committee shipped "
-        "with cvlabel, trained on real Common Voice speakers (cvlabel/models/README.md), for a release too small "
-        "to train on.",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON instead of text.")]
-
-
-def _reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a domain error into one line on stderr and exit code 1, and Ctrl-C into exit 130."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except CvlabelError as exc:
-            typer.echo(f"cvlabel: error: {exc}", err=True)
-            raise typer.Exit(EXIT_USER_ERROR) from None
-        except Terminated:
-            typer.echo("cvlabel: terminated (SIGTERM); finished work is kept: the same command resumes", err=True)
-            raise typer.Exit(EXIT_TERMINATED) from None
-        except KeyboardInterrupt:
-            typer.echo("cvlabel: interrupted", err=True)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
-
-    return wrapper
 
 
 def _print_version(asked: bool) -> None:
@@ -138,7 +74,7 @@ def _main(
 
 
 @app.command("demo-corpus")
-@_reports_errors
+@reports_errors
 def demo_corpus(
     out_dir: Annotated[Path, typer.Argument(help="Folder to create; it must be new or empty.")],
     speakers_per_gender: Annotated[int, typer.Option(help="Speakers of each gender.")] = DEMO.speakers_per_gender,
@@ -179,7 +115,7 @@ def demo_corpus(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def inspect(corpus_dir: CorpusArg, config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B006 (Typer)
     """Summarise a release from its TSVs alone: rows per TSV and gender, unlabeled speakers, planned splits."""
     from .config import load_config
@@ -203,7 +139,7 @@ PREDICT_HELP = "\n\n".join(
 
 
 @app.command(help=PREDICT_HELP)
-@_reports_errors
+@reports_errors
 def predict(
     files: Annotated[
         list[Path],
@@ -245,7 +181,7 @@ def predict(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Two or more run folders written by 'cvlabel train'.")],
     html_file: Annotated[
@@ -260,7 +196,7 @@ def compare(
 
 
 @app.command("check-truth")
-@_reports_errors
+@reports_errors
 def check_truth(
     aug_dir: Annotated[Path, typer.Argument(help="Folder written by 'cvlabel export parquet'.")],
     truth: Annotated[
@@ -277,7 +213,7 @@ def check_truth(
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def cache(
     config: ConfigOpt = None,
     set_: SetOpt = [],  # noqa: B006 (Typer)
@@ -301,7 +237,7 @@ def cache(
 
 
 @app.command("show-config")
-@_reports_errors
+@reports_errors
 def show_config(config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B006 (Typer)
     """Print the resolved configuration (defaults, then --config, then --set) as YAML."""
     import yaml
@@ -312,7 +248,7 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = []) -> None:  # noqa: B
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def train(
     corpus_dir: CorpusArg,
     out: Annotated[Path, typer.Option("--out", help="New run folder for the model, metrics, plots and logs.")],
@@ -349,7 +285,7 @@ def train(
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test."""
     from .artifacts import RunFolder
     from .config import load_config
-    from .evaluate import format_metrics
+    from .evaluate import METRIC_KEYS, format_metrics
     from .training import train as run_train
 
     overrides = [
@@ -358,12 +294,12 @@ def train(
         *([] if init is None else [f"train.init={init}"]),
     ]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
-    typer.echo(format_metrics(metrics, SUMMARY_KEYS + ["parameters", "best_epochs", "train_seconds"]))
+    typer.echo(format_metrics(metrics, [*METRIC_KEYS, "parameters", "best_epochs", "train_seconds"]))
     typer.echo(f"run written to {out}: open {RunFolder(out).report}")
 
 
 @app.command()
-@_reports_errors
+@reports_errors
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="Run folder written by 'cvlabel train'.")],
     corpus_dir: CorpusArg,
@@ -380,313 +316,20 @@ def evaluate(
     """Measure a trained run on the self-reported rows of any corpus."""
     import json
 
-    from .evaluate import evaluate_run, format_metrics
+    from .evaluate import METRIC_KEYS, evaluate_run, format_metrics
 
     metrics = evaluate_run(run_dir, corpus_dir, split, jobs=jobs)
-    typer.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics, SUMMARY_KEYS))
+    typer.echo(json.dumps(metrics, indent=1) if as_json else format_metrics(metrics, METRIC_KEYS))
 
 
-@app.command()
-@_reports_errors
-def infer(
-    corpus_dir: CorpusArg,
-    model: ModelOpt,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            help="Folder for the prediction shards and predictions.parquet; "
-            "running the same command again resumes an interrupted run.",
-        ),
-    ],
-    unlabeled: Annotated[
-        bool,
-        typer.Option(
-            "--unlabeled",
-            metavar=FLAG,
-            help="Predict the rows whose gender is blank (never "
-            "rows of speakers who answered other or do_not_wish_to_say).",
-        ),
-    ] = False,
-    split: Annotated[
-        str | None,
-        typer.Option(
-            "--split",
-            help="Instead of --unlabeled, predict the self-reported rows of the run's dev or test split, "
-            "to check precision at any threshold; 'all': every self-reported row, the reference export "
-            "certifies on with --model base (which never heard the release).",
-        ),
-    ] = None,
-    tsv: Annotated[
-        str,
-        typer.Option("--tsv", help="Comma-separated clip TSVs to select rows from (validated, other, invalidated)."),
-    ] = ",".join(INFER.tsvs),
-    jobs: Annotated[
-        int,
-        typer.Option(
-            help="Worker processes; 0 means one per core, or in-process for fewer than "
-            "1,000 rows, where starting workers costs more than it saves."
-        ),
-    ] = INFER.jobs,
-    batch_size: Annotated[int, typer.Option(help="Clips per forward pass of the model.")] = INFER.batch_size,
-    shard_size: Annotated[int, typer.Option(help="Rows per shard file: the most a kill can lose.")] = INFER.shard_size,
-    committee_clips: Annotated[
-        int,
-        typer.Option(
-            help="Each speaker's first N clips are scored by every committee member, so that the members can "
-            "dispute the speaker; later clips by one member in turn (one CNN a clip instead of all). "
-            "A number above any speaker's clip count scores every clip by every member."
-        ),
-    ] = INFER.committee_clips,
-    max_missing_share: Annotated[
-        float,
-        typer.Option(
-            help="Stop before any work when more than this share of the selected rows' clips are not on disk "
-            "(an incomplete clips folder); below it, each missing clip is an error row."
-        ),
-    ] = INFER.max_missing_share,
-    backend: Annotated[
-        str,
-        typer.Option(
-            help="local: worker processes on this machine; dask: one Dask task per shard (needs the dask extra: pip "
-            "install 'cvlabel\\[dask]'; workers must see the corpus, the model and --out at the same paths)."
-        ),
-    ] = INFER.backend,
-    scheduler: Annotated[
-        str,
-        typer.Option(
-            help="With --backend dask: address of a running scheduler, e.g. tcp://host:8786; without it a "
-            "LocalCluster of --jobs workers starts here."
-        ),
-    ] = INFER.scheduler,
-) -> None:
-    """Predict speaker gender for the blank-gender rows, in parallel resumable shards, pooled per speaker."""
-    from .inference import infer as run_infer
-
-    if unlabeled == (split is not None):
-        raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test|all")
-    options = InferOptions(
-        selection="unlabeled" if unlabeled else str(split),
-        tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
-        jobs=jobs,
-        batch_size=batch_size,
-        shard_size=shard_size,
-        committee_clips=committee_clips,
-        max_missing_share=max_missing_share,
-        backend=backend,
-        scheduler=scheduler,
-    )
-    summary = run_infer(corpus_dir, model, out, options)
-    typer.echo(
-        f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
-        f"{summary['labels']['female']} female, {summary['errors']} errors ({summary['missing_clips']} clips "
-        "missing) "
-        f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows; "
-        f"{summary['disputed_rows']} of disputed speakers, never pseudo-labelled); "
-        f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other) and "
-        f"{summary['blank_rows_not_read']} in TSVs not given to --tsv; "
-        f"{summary['seconds']} s. Predictions: {out / 'predictions.parquet'}"
-    )
-    if summary["clip_balanced_accuracy"] is not None:
-        typer.echo(
-            f"balanced clip accuracy on these self-reported rows: {summary['clip_balanced_accuracy']:.4f} (each "
-            "clip's own decision against its speaker's answer)"
-        )
-    if summary["unheard_locales"]:
-        typer.echo(
-            f"the model never heard {len(summary['unheard_locales'])} of these rows' locales "
-            f"({', '.join(summary['unheard_locales'])}): its claims rest on this release's own self-reported "
-            "speakers (export --reference), not on what it was trained on"
-        )
-    if summary["slow_decodes"]:
-        rates = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(summary["slow_decodes"].items()))
-        typer.echo(
-            f"{sum(summary['slow_decodes'].values())} clips decoded the slow way (soundfile + soxr: no "
-            f"decimation of their rate serves the model): {rates}"
-        )
-
-
-# The options that `export parquet` and `export tsv` share: one definition each.
-PredictionsOpt = Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")]
-MinConfidenceOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--min-confidence",
-        help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
-    ),
-]
-TargetPrecisionOpt = Annotated[
-    float,
-    typer.Option(
-        "--target-precision",
-        help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
-        "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
-    ),
-]
-CertaintyOpt = Annotated[float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")]
-AcceptUncertifiedOpt = Annotated[
-    bool,
-    typer.Option(
-        "--accept-uncertified",
-        metavar=FLAG,
-        help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
-        "point estimate instead; summary.json then marks that threshold as not certified.",
-    ),
-]
-ReferenceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--reference",
-        help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
-        "reference: its train speakers predicted out of fold, and its dev and test speakers); with --model "
-        "base, a 'cvlabel infer --split all --model base' folder.",
-    ),
-]
-AllowWeakModelOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-weak-model",
-        metavar=FLAG,
-        help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
-    ),
-]
-
-
-@export_app.command("parquet")
-@_reports_errors
-def export_parquet(
-    corpus_dir: CorpusArg,
-    predictions: PredictionsOpt,
-    out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the Parquet files and summary.json.")],
-    layout: Annotated[
-        str,
-        typer.Option(
-            "--layout",
-            help="classifier: train/dev/test/unused.parquet for training a gender classifier (the run's "
-            "dev/test speakers, capped and rebalanced train); release: every row, in the release's own "
-            "train/dev/test.tsv split (other rows in validated/other/invalidated.parquet), cap and rebalance "
-            "as a sample_weight column, for ASR/TTS users of the release.",
-        ),
-    ] = EXPORT.layout,
-    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
-    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
-    certainty: CertaintyOpt = EXPORT.certainty,
-    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
-    reference: ReferenceOpt = None,
-    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
-    rebalance: Annotated[
-        bool,
-        typer.Option(
-            "--rebalance/--no-rebalance",
-            metavar=FLAG,
-            help="Bring train to --female-share, adding the minority gender's pseudo-labels first (release "
-            "layout: by sample_weight, no row dropped).",
-        ),
-    ] = EXPORT.rebalance,
-    female_share: Annotated[
-        float, typer.Option("--female-share", help="Target share of female rows in train.")
-    ] = EXPORT.female_share,
-) -> None:
-    """Write the release with self-reported and pseudo labels as Parquet: a classifier's splits, or the release's."""
-    from .artifacts import ExportFolder
-    from .export import export_parquet as run_export
-
-    options = _export_options(
-        min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model,
-        rebalance=rebalance, female_share=female_share, layout=layout,
-    )  # fmt: skip
-    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
-    _say_exported(summary, out, ExportFolder(out).report)
-
-
-@export_app.command("tsv")
-@_reports_errors
-def export_tsv(
-    corpus_dir: CorpusArg,
-    predictions: PredictionsOpt,
-    out: Annotated[
-        Path, typer.Option("--out", help="New (or empty) folder for the augmented release: its TSVs and clips.")
-    ],
-    clips: Annotated[
-        str,
-        typer.Option(
-            "--clips",
-            help="link: OUT/clips is a symlink to the release's clips folder; copy: copies every clip; none: no "
-            "clips folder (point your loader at the original one).",
-        ),
-    ] = "link",
-    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
-    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
-    certainty: CertaintyOpt = EXPORT.certainty,
-    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
-    reference: ReferenceOpt = None,
-    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
-) -> None:
-    """Write the release's own TSVs with the blank genders filled in its vocabulary, for Common Voice loaders."""
-    from .artifacts import ExportFolder
-    from .export import export_tsv as run_export
-
-    options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
-    summary = run_export(corpus_dir, predictions, out, options, reference=reference, clips=clips)
-    _say_exported(summary, out, ExportFolder(out).report)
-
-
-@export_app.command("lhotse")
-@_reports_errors
-def export_lhotse(
-    corpus_dir: CorpusArg,
-    predictions: PredictionsOpt,
-    out: Annotated[Path, typer.Option("--out", help="New (or empty) folder for the lhotse manifests.")],
-    min_confidence: MinConfidenceOpt = EXPORT.min_confidence,
-    target_precision: TargetPrecisionOpt = EXPORT.target_precision,
-    certainty: CertaintyOpt = EXPORT.certainty,
-    accept_uncertified: AcceptUncertifiedOpt = EXPORT.accept_uncertified,
-    reference: ReferenceOpt = None,
-    allow_weak_model: AllowWeakModelOpt = EXPORT.allow_weak_model,
-) -> None:
-    """Write lhotse recordings and supervisions manifests as lhotse's Common Voice recipe does, labels included
-    (needs the lhotse extra)."""
-    from .artifacts import ExportFolder
-    from .export import export_lhotse as run_export
-
-    options = _export_options(min_confidence, target_precision, certainty, accept_uncertified, allow_weak_model)
-    summary = run_export(corpus_dir, predictions, out, options, reference=reference)
-    _say_exported(summary, out, ExportFolder(out).report)
-
-
-def _export_options(
-    min_confidence: float | None,
-    target_precision: float,
-    certainty: float,
-    accept_uncertified: bool,
-    allow_weak_model: bool,
-    **layout: Any,
-) -> ExportOptions:
-    """The options every export shares (how labels are chosen), plus those of a layout (export parquet)."""
-    return ExportOptions(
-        min_confidence=min_confidence,
-        target_precision=target_precision,
-        certainty=certainty,
-        accept_uncertified=accept_uncertified,
-        allow_weak_model=allow_weak_model,
-        **layout,
-    )
-
-
-def _say_exported(summary: dict[str, Any], out: Path, report: Path | None = None) -> None:
-    """An export's last lines: its headline, and where it went."""
-    from .report import describe_export
-
-    typer.echo(describe_export(summary))
-    opened = f": open {report}" if report else ""
-    typer.echo(f"written to {out}{opened} (summary.json has the details)")
-
+app.command()(infer)  # cli_infer.py, cli_export.py: the labelling commands
+app.add_typer(export_app, name="export")
 
 GLOBAL_FLAGS = {"-v": "--verbose", "--verbose": "--verbose", "-q": "--quiet", "--quiet": "--quiet"}
 
 
 def main(argv: list[str] | None = None) -> None:
-    signal.signal(signal.SIGTERM, _on_sigterm)  # the command line only: a library user keeps their own handler
+    signal.signal(signal.SIGTERM, on_sigterm)  # the command line only: a library user keeps their own handler
     args = list(sys.argv[1:] if argv is None else argv)
     # -v and -q work after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type them
     given = [GLOBAL_FLAGS[arg] for arg in args if arg in GLOBAL_FLAGS]

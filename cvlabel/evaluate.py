@@ -40,6 +40,23 @@ def evaluate_run(run_dir: str | Path, corpus_dir: str | Path, split: str = "test
     return metrics
 
 
+# The metrics `train` and `evaluate` print, in this order.
+METRIC_KEYS = (
+    "clips",
+    "speakers",
+    "accuracy",
+    "balanced_accuracy",
+    "roc_auc",
+    "ece_before_calibration",
+    "ece",
+    "speaker_accuracy",
+    "precision_male",
+    "recall_male",
+    "precision_female",
+    "recall_female",
+)
+
+
 def format_metrics(metrics: dict[str, Any], keys: Sequence[str] | None = None) -> str:
     """Aligned `name  value` lines for the console."""
     keys = keys or [k for k, v in metrics.items() if isinstance(v, (int, float))]

@@ -221,3 +221,35 @@ def describe_export(summary: dict[str, Any]) -> str:
     if "blank_rows" in summary:  # (a summary.json of cvlabel 0.1 has no headline numbers)
         lines.append(export_headline(summary))  # the last words: what a person remembers
     return "\n".join(lines)
+
+
+def describe_infer(summary: dict[str, Any], out: str | Path) -> str:
+    """`cvlabel infer`'s closing lines: what was predicted, what stayed out and why, and where."""
+    lines = [
+        f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "
+        f"{summary['labels']['female']} female, {summary['errors']} errors ({summary['missing_clips']} clips "
+        "missing) "
+        f"({summary['label_source'].get('speaker', 0)} from the speaker's own answer on other rows; "
+        f"{summary['disputed_rows']} of disputed speakers, never pseudo-labelled); "
+        f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other) and "
+        f"{summary['blank_rows_not_read']} in TSVs not given to --tsv; "
+        f"{summary['seconds']} s. Predictions: {Path(out) / 'predictions.parquet'}"
+    ]
+    if summary["clip_balanced_accuracy"] is not None:
+        lines.append(
+            f"balanced clip accuracy on these self-reported rows: {summary['clip_balanced_accuracy']:.4f} (each "
+            "clip's own decision against its speaker's answer)"
+        )
+    if summary["unheard_locales"]:
+        lines.append(
+            f"the model never heard {len(summary['unheard_locales'])} of these rows' locales "
+            f"({', '.join(summary['unheard_locales'])}): its claims rest on this release's own self-reported "
+            "speakers (export --reference), not on what it was trained on"
+        )
+    if summary["slow_decodes"]:
+        rates = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(summary["slow_decodes"].items()))
+        lines.append(
+            f"{sum(summary['slow_decodes'].values())} clips decoded the slow way (soundfile + soxr: no "
+            f"decimation of their rate serves the model): {rates}"
+        )
+    return "\n".join(lines)

@@ -28,6 +28,8 @@ LAYERS = [
     ["evaluate", "export_layouts", "predict", "testing"],
     ["export"],
     ["report"],
+    ["cli_options"],
+    ["cli_export", "cli_infer"],
     ["cli"],
     ["__main__", "__init__"],
 ]

@@ -1,0 +1,117 @@
+"""What the `cvlabel` commands share: the exit codes, the one error handler, and the arguments and
+options several commands take (one definition each, Typer's `Annotated` form)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .config import ExportOptions
+from .errors import CvlabelError
+
+EXPORT = ExportOptions()  # export's defaults, shown in --help
+
+FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, `timeout`, `kill`), raised where Ctrl-C would be, so that it is handled
+    as Ctrl-C is: workers stopped, finished shards and members kept for a re-run."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+# Arguments and options that several commands share: one definition each.
+CorpusArg = Annotated[Path, typer.Argument(help="A Common Voice locale folder (clips/ and the TSVs).")]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="YAML file of config overrides (see configs/default.yaml).")
+]
+SetOpt = Annotated[
+    list[str],
+    typer.Option("--set", help="Override one config value, e.g. --set splits.seed=3 (repeatable; wins over --config)."),
+]
+ModelOpt = Annotated[
+    Path,
+    typer.Option(
+        "--model",
+        help="Run folder written by 'cvlabel train' (or its model.safetensors), or 'base': the committee shipped "
+        "with cvlabel, trained on real Common Voice speakers (cvlabel/models/README.md), for a release too small "
+        "to train on.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON instead of text.")]
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a domain error into one line on stderr and exit code 1, and Ctrl-C into exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CvlabelError as exc:
+            typer.echo(f"cvlabel: error: {exc}", err=True)
+            raise typer.Exit(EXIT_USER_ERROR) from None
+        except Terminated:
+            typer.echo("cvlabel: terminated (SIGTERM); finished work is kept: the same command resumes", err=True)
+            raise typer.Exit(EXIT_TERMINATED) from None
+        except KeyboardInterrupt:
+            typer.echo("cvlabel: interrupted", err=True)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+# The options that `export parquet` and `export tsv` share: one definition each.
+PredictionsOpt = Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")]
+MinConfidenceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
+    ),
+]
+TargetPrecisionOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-precision",
+        help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
+        "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
+    ),
+]
+CertaintyOpt = Annotated[float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")]
+AcceptUncertifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-uncertified",
+        metavar=FLAG,
+        help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
+        "point estimate instead; summary.json then marks that threshold as not certified.",
+    ),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference",
+        help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
+        "reference: its train speakers predicted out of fold, and its dev and test speakers); with --model "
+        "base, a 'cvlabel infer --split all --model base' folder.",
+    ),
+]
+AllowWeakModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-model",
+        metavar=FLAG,
+        help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
+    ),
+]
