@@ -245,7 +245,7 @@ def write_run_report(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     splits = metrics.get("splits", {})
     facts = [f"{split}: {part['speakers']} speakers, {part['clips']:,} clips" for split, part in splits.items()]
     body = [_paragraph(run_headline(metrics, speakers), "headline"), _list(facts), _figures(figures)]
-    write_text(run.report, _page(f"cvlabel run {run.path.name}", body))
+    write_text(run.report, _page(f"cvlabel training run: {run.path.name}", body))
 
 
 def write_export_report(
@@ -291,8 +291,8 @@ def write_export_report(
         _paragraph(export_headline(summary), "headline"),
         _table(["gender", "threshold", "certified", "lower bound", "precision", "reference speakers above"], claims),
         *([_paragraph(sentence)] if (sentence := guarantee_sentence(summary)) else []),
-        _paragraph(f"Rule: {summary['rule']}."),
-        _list(rows + [f"model {summary['model']} (sha256 {summary['model_sha256'][:12]}…)"]),
+        _paragraph(f"Rule: {_without_folders(summary['rule'], summary)}."),
+        _list(rows + [f"model {_shown(summary['model'])} (sha256 {summary['model_sha256'][:12]}…)"]),
         _figures(figures),
     ]
     if run_metrics is None:
@@ -300,8 +300,27 @@ def write_export_report(
     write_text(Path(path), _page(f"cvlabel export ({summary['layout']} layout)", body))
 
 
+def _shown(path: str | Path) -> str:
+    """A path as a page shows it: its folder and file names, not the folders of the user's machine (a page is
+    attached to an issue as it is). summary.json keeps the whole path."""
+    path = Path(path)
+    return str(Path(path.parent.name, path.name)) if path.parent.name else path.name
+
+
+def _without_folders(text: str, summary: dict[str, Any]) -> str:
+    """`text` with the summary's own paths (model, corpus, reference) shown as _shown does."""
+    for key in ("model", "corpus", "reference"):
+        if summary.get(key):
+            text = text.replace(str(summary[key]), _shown(summary[key]))
+    return text
+
+
 def compare_page(run_dirs: list[Path], table: pd.DataFrame, notes: list[str], metrics: list[dict[str, Any]]) -> str:
     """Runs side by side: the metrics table of `cvlabel compare`, then each run's figures in a column."""
+    shown = {str(run_dir): _shown(run_dir) for run_dir in run_dirs}  # the run folders as the page names them
+    table = table.rename(columns=lambda column: shown.get(column, column))
+    for long, short in shown.items():
+        notes = [note.replace(long, short) for note in notes]
     first, last = metrics[0], metrics[-1]
     words = [
         f"{Path(run_dirs[-1]).name} against {Path(run_dirs[0]).name}: balanced accuracy "
@@ -316,7 +335,7 @@ def compare_page(run_dirs: list[Path], table: pd.DataFrame, notes: list[str], me
     ]
     grid = ['<div class="grid">']
     for run_dir, figures in zip(run_dirs, columns, strict=True):
-        grid.append(f"<div><h2>{html.escape(str(run_dir))}</h2>{''.join(map(_figure, figures))}</div>")
+        grid.append(f"<div><h2>{html.escape(_shown(run_dir))}</h2>{''.join(map(_figure, figures))}</div>")
     grid.append("</div>")
     body = [_paragraph(" ".join(words), "headline"), *(_paragraph(note, "warning") for note in notes),
             table.to_html(border=0, classes="metrics"), "".join(grid)]  # fmt: skip

@@ -143,6 +143,7 @@ def label_release(
         "temperature": checkpoint.temperature,
         "corpus": plan["corpus"],
         "tsvs_sha256": plan.get("tsvs_sha256"),
+        "reference": str(reference_path) if options.min_confidence is None else None,  # what claims were chosen on
         "committee_clips": plan.get("committee_clips"),  # how infer shared the committee (clip p_female)
         "thresholds": thresholds,
         "reference_locales": locales,  # reference speakers per locale (null: a release of one locale)

@@ -138,6 +138,11 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
     if len(corpora) > 1:
         notes.append(f"warning: these runs were trained on different corpora ({', '.join(sorted(corpora))}): "
                      "their test rows differ, so the figures do not compare like for like")  # fmt: skip
+    fewest = min((m.get("speakers") or 0, str(d)) for m, d in zip(runs, run_dirs, strict=True))
+    if fewest[0] < FEW_TEST_SPEAKERS:
+        notes.append(f"warning: {fewest[1]} was tested on {fewest[0]} speakers: one speaker right or wrong moves its "
+                     f"speaker accuracy by {1 / max(fewest[0], 1):.2f}, and its clips come in a few speakers' lumps, "
+                     "so differences between these runs smaller than that say nothing")  # fmt: skip
     if html_file is not None:
         try:
             write_text(html_file, compare_page(run_dirs, shown, notes, runs))
@@ -148,6 +153,7 @@ def compare_runs(run_dirs: list[Path], html_file: Path | None = None) -> str:
 
 
 COUNT_KEYS = ("clips", "speakers", "train_clips")
+FEW_TEST_SPEAKERS = 30  # below this many test speakers, compare says its differences are noise
 
 
 def _number(value: Any, count: bool, signed: bool) -> str:

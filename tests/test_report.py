@@ -97,6 +97,8 @@ def test_a_run_writes_one_self_contained_page_whose_headline_is_its_metrics(trai
         assert on_disk.shape == pictures[title].shape and np.allclose(on_disk, pictures[title])
     # the speaker confusion matrix is in metrics.json, and counts every test speaker once
     assert np.sum(metrics["speaker_confusion"]) == metrics["speakers"]
+    assert f"<title>cvlabel training run: {run.path.name}</title>" in page  # was "cvlabel run run"
+    assert str(run.path.resolve().parent) not in page  # no folder of the user's machine
 
 
 @pytest.mark.parametrize("layout", ["classifier", "release"])
@@ -105,6 +107,9 @@ def test_an_export_page_states_the_summarys_numbers(synthetic_corpus, prediction
     page = ExportFolder(tmp_path / "aug").report.read_text()
     assert_self_contained(page, expected_figures=5)  # coverage, confidence, reliability, two confusions
     headline = re.search(r'<p class="headline">(.*?)</p>', page, re.DOTALL).group(1)
+    # a page is attached to an issue as it is: no folder of the user's machine (summary.json keeps them)
+    for key in ("model", "corpus", "reference"):
+        assert str(Path(summary[key]).parent.parent) not in page, key
     blank = summary["blank_rows"]
     labelled = sum(blank["labelled"].values())
     assert headline.startswith(f"{labelled:,} of {blank['rows']:,} blank rows labelled")
@@ -155,6 +160,9 @@ def test_compare_writes_the_runs_side_by_side(trained_run, tmp_path):
     assert_self_contained(page, expected_figures=12)  # six per run
     assert "→ 0.875" in re.search(r'<p class="headline">(.*?)</p>', page).group(1)
     assert "0.8750" in page  # the metrics table, as the text command prints it
+    speakers = metrics["speakers"]  # the tiny trained run's test speakers: too few to compare runs on
+    assert speakers < 30 and f"tested on {speakers} speakers" in result.output and "say nothing" in page
+    str(tmp_path) not in page or pytest.fail("the page shows folders of this machine")
     refused = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(tmp_path)])
     assert refused.exit_code == 1 and "is a folder" in refused.stderr and "Traceback" not in refused.output
     nowhere = runner.invoke(app, ["compare", str(trained_run), str(other), "--html", str(tmp_path / "no" / "c.html")])
