@@ -89,7 +89,9 @@ def existing_model_file(path: str | Path) -> Path:
                 f"{legacy}: a checkpoint of cvlabel 0.1, which this version does not read; "
                 "train the run again with 'cvlabel train'"
             )
-        raise CvlabelError(f"{file}: no such checkpoint (expected a run folder or its {file.name})")
+        if not Path(path).exists():
+            raise CvlabelError(f"{path}: no such run folder or model file")
+        raise CvlabelError(f"{path}: no {file.name} in this folder (not a finished 'cvlabel train' run)")
     return file
 
 

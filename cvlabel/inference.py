@@ -283,29 +283,29 @@ def _plan(corpus_dir: Path, model_file: Path, options: InferOptions, rows: pd.Da
     }
 
 
+# What a predictions folder was made with, in the words of the refusal when a re-run differs
+PLAN_WORDS = {
+    "version": "cvlabel version",
+    "model_sha256": "model",
+    "selection": "selection (--unlabeled or --split)",
+    "tsvs": "--tsv",
+    "shard_size": "--shard-size",
+    "committee_clips": "--committee-clips",
+    "rows_sha256": "set of rows (the release's TSVs changed since)",
+}
+
+
 def _prepare_out_dir(out: PredictionsFolder, plan: dict[str, Any]) -> None:
     """Check that the (locked) folder was made for the same plan; drop leftovers of a killed run."""
     try:
         previous = out.read_plan()
         if previous is not None:
-            different = [
-                k
-                for k in (
-                    "version",
-                    "model_sha256",
-                    "selection",
-                    "tsvs",
-                    "shard_size",
-                    "committee_clips",
-                    "rows_sha256",
-                )
-                if previous.get(k) != plan[k]
-            ]
+            different = [words for key, words in PLAN_WORDS.items() if previous.get(key) != plan[key]]
             # a plan with no finished shard holds nothing to lose (say, a run refused a broken model): replace it
             if different and out.parts():
                 raise CvlabelError(
-                    f"{out.path} holds predictions of another {', '.join(different)} "
-                    f"(model {previous.get('model')}, selection {previous.get('selection')}); choose a new --out folder"
+                    f"{out.path} holds predictions made with another {', '.join(different)} (model "
+                    f"{previous.get('model')}, selection {previous.get('selection')}); choose a new --out folder"
                 )
         elif out.parts():
             raise CvlabelError(f"{out.path} holds prediction shards without a plan.json; choose a new --out folder")

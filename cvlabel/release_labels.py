@@ -190,7 +190,8 @@ def _check_unchanged(corpus_dir: Path, predictions_dir: str | Path, plan: dict[s
     if changed:
         raise CvlabelError(
             f"{corpus_dir}: {', '.join(changed)} changed since 'cvlabel infer' made {predictions_dir}; "
-            "run infer again (into a new --out folder) to label the release as it is now"
+            "run 'cvlabel infer' again to label the release as it is now (into the same --out folder where the "
+            "blank rows are unchanged, else into a new one)"
         )
 
 

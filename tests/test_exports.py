@@ -283,7 +283,8 @@ def test_a_release_changed_since_infer_is_refused_in_one_line(synthetic_corpus, 
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines() == [
             f"cvlabel: error: {corpus}: other.tsv changed since 'cvlabel infer' made {tmp_path / 'pred'}; "
-            "run infer again (into a new --out folder) to label the release as it is now"
+            "run 'cvlabel infer' again to label the release as it is now (into the same --out folder where the "
+            "blank rows are unchanged, else into a new one)"
         ]
         assert not out.exists()
     # a predictions folder of an older cvlabel has no fingerprint: export says it cannot check, and goes on

@@ -59,7 +59,7 @@ def test_predict_cli_text_json_and_exit_code(trained_run, tmp_path):
     lines = [json.loads(line) for line in as_json.output.strip().splitlines()]
     assert lines[0]["error"] is None and lines[1]["error"] == "file not found"
     bad_model = runner.invoke(app, ["predict", str(clip), "--model", str(tmp_path / "no-run")])
-    assert bad_model.exit_code == 1 and "no such checkpoint" in bad_model.output
+    assert bad_model.exit_code == 1 and "no-run: no such run folder or model file" in bad_model.output
 
 
 # --- streaming PCM from stdin (`cvlabel predict -`) ---------------------------------------------

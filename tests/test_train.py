@@ -188,8 +188,11 @@ def test_corrupt_foreign_and_old_checkpoints(tmp_path):
     save_file({"weights": torch.zeros(3)}, str(tmp_path / "foreign.safetensors"))
     with pytest.raises(CvlabelError, match="not a cvlabel checkpoint"):
         load_checkpoint(tmp_path / "foreign.safetensors")
-    with pytest.raises(CvlabelError, match="no such checkpoint"):
+    with pytest.raises(CvlabelError, match="missing: no such run folder or model file"):
         load_checkpoint(tmp_path / "missing")
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(CvlabelError, match=r"unfinished: no model.safetensors in this folder \(not a finished"):
+        load_checkpoint(tmp_path / "unfinished")
     old_run = tmp_path / "old-run"
     old_run.mkdir()
     torch.save({"format": "cvlabel-checkpoint", "version": 1}, old_run / "model.pt")
@@ -349,7 +352,7 @@ def test_fine_tuning_from_a_model_of_other_settings_is_one_line_before_any_work(
     assert len(result.output.strip().splitlines()) == 1 and not out.exists() and not cache.exists()
     missing = runner.invoke(app, ["train", str(synthetic_corpus), "--out", str(out), "--init", str(tmp_path / "nope"),
                                   *as_set_options(tiny_train_config(cache))])  # fmt: skip
-    assert missing.exit_code == 1 and "no such checkpoint" in missing.output and not out.exists()
+    assert missing.exit_code == 1 and "no such run folder or model file" in missing.output and not out.exists()
     assert "--init" in runner.invoke(app, ["train", "--help"]).output
 
 
