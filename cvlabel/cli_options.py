@@ -16,6 +16,27 @@ from .errors import CvlabelError
 EXPORT = ExportOptions()  # export's defaults, shown in --help
 
 FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
+
+
+def _help_shown_as_a_flag() -> None:
+    """Typer 0.2x (its own copy of click) shows the --help it adds as `--help <bool>`; our flags set an empty
+    metavar (FLAG), so --help gets one too. A Typer without that copy is left as it is."""
+    try:
+        from typer._click.core import Command
+    except ImportError:
+        return
+    shown = Command.get_help_option
+
+    def get_help_option(self: Any, ctx: Any) -> Any:
+        option = shown(self, ctx)
+        if option is not None and option.metavar is None:
+            option.metavar = FLAG
+        return option
+
+    Command.get_help_option = get_help_option  # type: ignore[method-assign]
+
+
+_help_shown_as_a_flag()
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended

@@ -159,10 +159,12 @@ def test_verbose_after_the_subcommand(tiny_release):
     assert late.returncode == 0 and "rows by TSV and gender" in late.stdout, late.stderr
 
 
-def test_flags_are_shown_as_flags():
-    result = runner.invoke(app, ["predict", "--help"])
-    json_line = next(line for line in result.output.splitlines() if "--json" in line)
-    assert "<bool>" not in json_line  # an on/off flag, not an option that takes a value
+@pytest.mark.parametrize("command", [[], ["predict"], ["train"], ["infer"], ["export"], ["export", "parquet"]])
+def test_flags_are_shown_as_flags(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    # on/off flags (--json, and --help itself), not options that take a value
+    assert "<bool>" not in result.output and "--help" in result.output
 
 
 def test_cache_shows_and_clears(tmp_path):
