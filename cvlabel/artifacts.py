@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import Layout
 from .corpus import clips_dir
 from .errors import CvlabelError
 from .files import atomic_path, write_json, write_parquet
@@ -219,7 +221,7 @@ def read_predictions(out_dir: str | Path) -> tuple[pd.DataFrame, dict[str, Any]]
 
 # ---- the export folder ---------------------------------------------------------------------
 
-EXPORT_LAYOUTS = ("classifier", "release")  # of `export parquet`; `export tsv` writes the layout "tsv"
+EXPORT_LAYOUTS: tuple[str, ...] = typing.get_args(Layout)  # of `export parquet`; `export tsv` writes the layout "tsv"
 EXPORT_SPLITS = ("train", "dev", "test", "unused")  # the classifier layout's files
 TRAINING_SPLITS = ("train", "dev", "test")
 # The release layout's files: a row is in the file of its release split (train/dev/test.tsv), else of its TSV.

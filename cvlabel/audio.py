@@ -3,7 +3,7 @@
 MP3 (Common Voice's format, told by its bytes, not its name) goes to the fastest decoder
 available that decodes it exactly, straight to native rate / k for an integer k: with a
 `min_rate`, the largest power of two k that keeps the rate at or above it (48 kHz -> 12 kHz, 44.1
--> 11.025, 32 -> 16), else exactly the wanted rate where k divides (older models, which heard one rate):
+-> 11.025, 32 -> 8), else exactly the wanted rate where k divides (older models, which heard one rate):
 - `bandmp3`: cvlabel's own band-limited decoder (a C extension built at install when a compiler
   is there) that decodes only the subbands below the new Nyquist frequency and synthesises
   every k-th sample, for any k from 1 to 32;
@@ -232,8 +232,8 @@ def decoder_for(
 ) -> tuple[str, int]:
     """The decoder that reads `path` (an MP3 of `native_rate` Hz, None for any other format) and the
     decimation k it decodes at (native_rate / k Hz; 0 for soundfile, which gives `sample_rate`).
-    k is the largest power of two the decoder offers that keeps native_rate / k >= `min_rate` (32 kHz
-    -> 16 kHz: bandmp3's k = 3 took 1.3x as long as k = 2, see bandmp3.FAST_STEPS); without a min_rate,
+    k is the largest power of two the decoder offers that keeps native_rate / k >= `min_rate` (bandmp3's
+    other k cost more than the next power of two, see bandmp3.FAST_STEPS); without a min_rate,
     native_rate / sample_rate where that is whole. By preference bandmp3 (k up to 32), libmpg123 (k
     of 1, 2 or 4), else soundfile + soxr. `decoder` names one to use where it can decode
     the clip exactly ("auto": the first of those available)."""

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
@@ -28,7 +28,7 @@ from .cli_options import (
     on_sigterm,
     reports_errors,
 )
-from .config import DemoCorpusOptions
+from .config import DemoCorpusOptions, Engine, GenderStyle
 from .progress import QUIET_ENV
 
 app = typer.Typer(
@@ -102,8 +102,8 @@ def demo_corpus(
         speakers_per_gender=speakers_per_gender,
         clips_per_speaker=clips_per_speaker,
         locales=tuple(x.strip() for x in locales.split(",") if x.strip()),
-        engine=engine,
-        gender_style=gender_style,
+        engine=cast(Engine, engine),  # both checked by democorpus, one line each
+        gender_style=cast(GenderStyle, gender_style),
         seed=seed,
     )
     summary = make_demo_corpus(out_dir, options, jobs=jobs)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from .cli_options import FLAG, CorpusArg, ModelOpt, reports_errors
-from .config import InferOptions
+from .config import Backend, InferOptions, Selection
 from .errors import CvlabelError
 
 INFER = InferOptions()  # infer's defaults, shown in --help
@@ -94,14 +94,15 @@ def infer(
     if unlabeled == (split is not None):
         raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test|all")
     options = InferOptions(
-        selection="unlabeled" if unlabeled else str(split),
+        # checked by inference (one line for a value outside the Literal), as for a library caller
+        selection=cast(Selection, "unlabeled" if unlabeled else str(split)),
         tsvs=tuple(t.strip() for t in tsv.split(",") if t.strip()),
         jobs=jobs,
         batch_size=batch_size,
         shard_size=shard_size,
         committee_clips=committee_clips,
         max_missing_share=max_missing_share,
-        backend=backend,
+        backend=cast(Backend, backend),
         scheduler=scheduler,
     )
     summary = run_infer(corpus_dir, model, out, options)

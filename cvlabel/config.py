@@ -14,16 +14,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import ConfigError
 
 SAMPLE_RATE = 12_000  # Hz: the rate of clips that no MP3 decimation serves (see FeatureConfig.min_decode_rate)
-MP3_SUBBAND_HZ = 750.0  # Hz: the widest MP3 subband (48 kHz / 64); a band-limited decode at rate r keeps
-# whole subbands below r / 2, so at least up to r / 2 - MP3_SUBBAND_HZ
-DECODERS = ("auto", "bandmp3", "mpg123", "soundfile")  # features.decoder: see audio.py for each
+# The settings that name one of a few choices: each a Literal (the one list of its values; mypy checks callers)
+Decoder = Literal["auto", "bandmp3", "mpg123", "soundfile"]  # features.decoder: see audio.py for each
+Engine = Literal["auto", "espeak", "formant"]  # demo-corpus voices: synthesis.py
+GenderStyle = Literal["v17", "v16"]  # the gender vocabulary a demo corpus writes
+Selection = Literal["unlabeled", "dev", "test", "all"]  # infer's rows; all: every self-reported row (base model)
+Backend = Literal["local", "dask"]  # where infer's shards run: runners.py
+Layout = Literal["classifier", "release"]  # export parquet's layouts: export_layouts.py
+DECODERS: tuple[str, ...] = typing.get_args(Decoder)
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,12 @@ class FeatureConfig:
     sample_rate: float = SAMPLE_RATE  # Hz; clips that min_decode_rate does not place are decoded to this
     # rate. 12 kHz keeps all of 0-4 kHz with margin and costs a quarter of 48 kHz (checkpoints of cvlabel <= 0.2
     # say 16000 and still work)
-    min_decode_rate: float = 10_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k for the
-    # largest power of two k that keeps at least this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 16, 16 -> 16; see
+    min_decode_rate: float = 8_000.0  # Hz; an MP3 of native rate R is decoded straight to R / k for the
+    # largest power of two k that keeps at least this (48 kHz -> 12, 44.1 -> 11.025, 32 -> 8, 16 -> 8; see
     # audio.decoder_for), so no resampler runs for any rate Common Voice uses; the features below are in Hz
-    # and ms, the same at each rate. Raised where needed to keep the band up to f_max whole (decode_floor).
+    # and ms, the same at each rate. Raised where needed to keep the band up to f_max (decode_floor). 32 kHz at
+    # 8 kHz rather than 16: decode, trim and three CNNs 1.09 ms a clip against 1.74, and 99.7% of the base
+    # model's labels unchanged on realcv's 32 kHz clips (docs/experiments.md, session 12).
     # 0: every clip at sample_rate (models before cvlabel 0.3)
     window_ms: float = 30.0  # STFT window: long enough to resolve the harmonics of low voices, and a
     # whole number of samples at 12, 16 and 32000 / 3 Hz (360, 480, 320: a fast FFT; 32 ms is 341.33 at the last)
@@ -54,15 +61,16 @@ class FeatureConfig:
     # (leading silence does not count). On held-out voices (3 seeds, benchmarks/max_seconds.py) 4 s
     # kept 99.2-99.9% of the labels of 20 s and the same clip and speaker accuracy; 3 s 99.1-99.3%,
     # 2 s 97.8-98.5%. Training crops are 3 s. Decoding and the CNN stop there
-    decoder: str = "auto"  # MP3 decoder: auto (the fastest available), bandmp3, mpg123 or soundfile
+    decoder: Decoder = "auto"  # MP3 decoder: auto (the fastest available), bandmp3, mpg123 or soundfile
 
     @property
     def decode_floor(self) -> float:
-        """The lowest rate an MP3 is decoded to (0: min_decode_rate is off): a band-limited decode at
-        rate r keeps the whole MP3 subbands below r / 2, so at least up to r / 2 - MP3_SUBBAND_HZ."""
+        """The lowest rate an MP3 is decoded to (0: min_decode_rate is off): at least min_decode_rate,
+        and twice f_max, so the band up to f_max is decoded. (A band-limited decode at rate r = native /
+        k, k dividing 32, keeps the 32 / k lowest MP3 subbands, exactly the band below r / 2.)"""
         if not self.min_decode_rate:
             return 0.0
-        return max(self.min_decode_rate, 2 * (self.f_max + MP3_SUBBAND_HZ))
+        return max(self.min_decode_rate, 2 * self.f_max)
 
     def at_rate(self, rate: float) -> FeatureConfig:
         """These features for samples at `rate` Hz (a clip's decoded rate): the same analysis in ms and Hz."""
@@ -168,8 +176,8 @@ class DemoCorpusOptions:
     speakers_per_gender: int = 16  # at least 8, so every split holds several of each
     clips_per_speaker: int = 12  # clips each speaker records
     locales: tuple[str, ...] = ("en", "de", "fr", "es")  # speakers are spread over these
-    engine: str = "auto"  # auto | espeak | formant
-    gender_style: str = "v17"  # v17 (male_masculine, ...) or v16 (male, female, other)
+    engine: Engine = "auto"  # auto | espeak | formant
+    gender_style: GenderStyle = "v17"  # v17 (male_masculine, ...) or v16 (male, female, other)
     blank_speaker_share: float = 0.25  # speakers who never state a gender (their rows are all blank)
     blank_row_share: float = 0.05  # extra rows blanked among speakers who do state it
     seed: int = 0  # the whole corpus is a function of the options
@@ -178,7 +186,8 @@ class DemoCorpusOptions:
 # Options of `cvlabel infer` (set on its command line, not in the YAML config).
 @dataclass(frozen=True)
 class InferOptions:
-    selection: str = "unlabeled"  # unlabeled (blank gender), or the self-reported rows of the run's dev/test split
+    # unlabeled (blank gender); dev or test: the self-reported rows of that split of the run; all: every split's
+    selection: Selection = "unlabeled"
     tsvs: tuple[str, ...] = ("validated", "other")  # clip TSVs whose rows are selected
     jobs: int = 0  # worker processes; 0 means one per core (in-process below 1,000 rows)
     batch_size: int = 32  # clips per forward pass
@@ -187,7 +196,7 @@ class InferOptions:
     # are not on disk (an incomplete clips/ folder); below it, the missing ones are error rows
     committee_clips: int = 8  # each speaker's first this many clips are scored by every committee member (so
     # they can dispute the speaker); later clips by one member in turn, so a large speaker costs one CNN a clip
-    backend: str = "local"  # local: joblib processes on this machine; dask: one Dask task per shard
+    backend: Backend = "local"  # local: joblib processes on this machine; dask: one Dask task per shard
     scheduler: str = ""  # with backend dask: tcp://host:port of a running scheduler; blank starts a LocalCluster
 
 
@@ -204,7 +213,7 @@ class ExportOptions:
     rebalance: bool = True  # bring train to female_share, adding minority pseudo-labels first (in the release
     # layout: as sample weights, no row moved)
     female_share: float = 0.5  # target share of female rows in train
-    layout: str = "classifier"  # classifier: train/dev/test/unused for a gender classifier; release: every row
+    layout: Layout = "classifier"  # classifier: train/dev/test/unused for a gender classifier; release: every row
     # in the release's own train/dev/test split (the rest by TSV), for ASR/TTS users of the release
 
 
@@ -377,6 +386,10 @@ def _build(cls: type, tree: dict[str, Any], prefix: str) -> Any:
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        if value not in typing.get_args(kind):
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(typing.get_args(kind))}, got {value!r}")
+        return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")

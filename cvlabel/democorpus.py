@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import typing
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 
-from .config import DemoCorpusOptions
+from .config import DemoCorpusOptions, GenderStyle
 from .corpus import TSV_HEADER_V17
 from .errors import CvlabelError
 from .files import write_text
@@ -89,7 +90,7 @@ def make_demo_corpus(
     unknown = [loc for loc in options.locales if loc not in SENTENCES]
     if unknown or not options.locales:
         raise CvlabelError(f"unknown locale {unknown[0] if unknown else ''!r}; choose from {', '.join(SENTENCES)}")
-    if options.gender_style not in ("v16", "v17"):
+    if options.gender_style not in typing.get_args(GenderStyle):
         raise CvlabelError(f"gender_style must be v16 or v17, got {options.gender_style!r}")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise CvlabelError(f"{out_dir} exists and is not empty; choose a new folder")

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import time
+import typing
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import pandas as pd
 from .artifacts import FINAL_SCHEMA, PLAN_VERSION, PREDICTION_SCHEMA, PredictionsFolder, write_frame
 from .audio import MISSING_FILE, mp3_decoder, require_decoder
 from .checkpoint import existing_model_file, read_checkpoint_info, run_config
-from .config import InferOptions
+from .config import Backend, InferOptions, Selection
 from .corpus import CLIP_TSVS, clips_dir, read_release, release_fingerprint
 from .errors import AudioError, CvlabelError
 from .files import file_sha256, folder_lock, writable_folder
@@ -40,8 +41,8 @@ from .splits import SPLITS, assign_splits
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("unlabeled", "dev", "test", "all")  # all: every self-reported row (a base model's reference)
-BACKENDS = ("local", "dask")
+SELECTIONS: tuple[str, ...] = typing.get_args(Selection)  # all: every self-reported row (a base model's reference)
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
 def infer(

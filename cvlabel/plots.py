@@ -53,7 +53,7 @@ def reliability_figure(tables: dict[str, pd.DataFrame], title: str, unit: str) -
     figure, axes = plt.subplots(figsize=(5.5, 4.5))
     axes.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", label="perfect calibration")
     for name, table in tables.items():
-        counts = sorted({int(c) for c in table["count"]})
+        counts = sorted({int(c) for c in table["count"]}) or [0]  # no bins: no reference speakers
         held = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         axes.plot(table["confidence"], table["accuracy"], marker="o", clip_on=False,
                   label=f"{name} ({len(table)} bins of {held} {unit})")  # fmt: skip

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import numpy as np
 import soundfile
 import soxr
 
+from .config import Engine
 from .errors import CvlabelError
 
 CLIP_RATE = 48_000  # Hz: Common Voice's usual MP3 rate
 SYNTH_RATE = 16_000  # Hz: the formant synthesizer's working rate
-ENGINES = ("auto", "espeak", "formant")
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 # Vowel formants F1-F3 in Hz of an adult male vocal tract (Peterson & Barney style averages);
 # other speakers scale them by their `formant_scale`.

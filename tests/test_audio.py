@@ -1,5 +1,6 @@
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,23 +118,23 @@ def test_each_mp3_goes_to_the_fastest_decoder_that_decodes_it_exactly(tmp_path, 
 
 
 # Every rate an MP3 can have, and the decimation each fast decoder takes at the default floor
-# (10 kHz): the largest power of two that keeps the floor (bandmp3 up to 16, libmpg123 up to 4);
-# 8 kHz is below the floor.
+# (8 kHz, twice f_max): the largest power of two that keeps the floor (bandmp3 up to 16, libmpg123
+# up to 4); 8 kHz itself is decoded whole.
 NATIVE_STEPS = {
     48_000: (4, 4),
     44_100: (4, 4),
-    32_000: (2, 2),
+    32_000: (4, 4),
     24_000: (2, 2),
     22_050: (2, 2),
-    16_000: (1, 1),
+    16_000: (2, 2),
     12_000: (1, 1),
     11_025: (1, 1),
-    8_000: (0, 0),
+    8_000: (1, 1),
 }
 
 
 @pytest.mark.parametrize("rate", NATIVE_STEPS)
-def test_with_a_floor_every_mp3_rate_but_8k_is_decimated_by_a_fast_decoder(rate):
+def test_with_a_floor_every_mp3_rate_is_decimated_by_a_fast_decoder(rate):
     floor = FeatureConfig().decode_floor
     band_step, mpg123_step = NATIVE_STEPS[rate]
     if bandmp3.available():
@@ -145,7 +146,7 @@ def test_with_a_floor_every_mp3_rate_but_8k_is_decimated_by_a_fast_decoder(rate)
             ("mpg123", mpg123_step) if mpg123_step else ("soundfile", 0)
         )
     if band_step:
-        assert rate / band_step >= 10_000 and rate / band_step / 2 - 750 >= FeatureConfig().f_max
+        assert rate / band_step >= 8_000 and rate / band_step / 2 >= FeatureConfig().f_max
 
 
 # The MPEG-1 and MPEG-2 rates LAME encodes (MPEG-2.5's 8-12 kHz are below or at the floor)
@@ -167,8 +168,13 @@ def test_each_rate_decodes_at_native_over_k_as_soundfile_does(tmp_path, rate, de
     assert abs(fast.shape[0] - reference.shape[0]) <= 1
     length = min(fast.shape[0], reference.shape[0])
     at_rate = config.at_rate(fast_rate)
-    difference = (log_mel(fast[:length], at_rate) - log_mel(reference[:length], at_rate))[:, 2:-2]
-    assert float(difference.abs().mean()) < 0.01  # natural-log units, the same decode; measured <= 0.005
+    # soxr's anti-alias filter rolls off over the last ~9% below the new Nyquist frequency; where that is
+    # f_max (32 and 16 kHz to 8 kHz) the band decode keeps the top mel band whole, so it is not compared
+    # (+0.018 nats there against a 12 kHz decode on real 32 kHz clips, the other bands within 0.001)
+    bands = slice(None, -1) if fast_rate / 2 <= config.f_max else slice(None)
+    gain_free = replace(config, normalize_gain=False).at_rate(fast_rate)
+    difference = (log_mel(fast[:length], gain_free) - log_mel(reference[:length], gain_free))[bands, 2:-2]
+    assert float(difference.abs().mean()) < 0.01  # natural-log units, the same decode; measured <= 0.0065
     at_12k = log_mel(load_audio(path, decoder="soundfile"), config)
     frames = min(at_12k.shape[1], log_mel(fast, at_rate).shape[1])
     across = (log_mel(fast, at_rate)[:, 2 : frames - 2] - at_12k[:, 2 : frames - 2]).abs().mean()
@@ -177,10 +183,10 @@ def test_each_rate_decodes_at_native_over_k_as_soundfile_does(tmp_path, rate, de
     assert float(across) < 0.15
 
 
-def test_a_32k_clip_is_decoded_at_half_its_rate_and_its_features_follow(tmp_path):
+def test_a_32k_clip_is_decoded_at_a_quarter_of_its_rate_and_its_features_follow(tmp_path):
     path = write_voice(tmp_path / "v.mp3", 150, seconds=1.0, sample_rate=32_000, silence_s=0.2)
     speech = decode_speech(path, FeatureConfig())
-    assert speech.rate == (16_000 if audio.mp3_decoder() != "soundfile" else SAMPLE_RATE)
+    assert speech.rate == (8_000 if audio.mp3_decoder() != "soundfile" else SAMPLE_RATE)
     at_rate = FeatureConfig().at_rate(speech.rate)
     assert log_mel(speech.samples, at_rate).shape == (64, frame_count(speech.samples.shape[0], at_rate))
     assert abs(frame_count(speech.samples.shape[0], at_rate) - speech.samples.shape[0] / speech.rate * 50) <= 1

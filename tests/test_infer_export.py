@@ -112,7 +112,7 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert result.exit_code == 0 and "balanced_accuracy" in result.output and "train_clips" in result.output
     clips_line = next(line for line in result.output.splitlines() if line.startswith("clips "))
     assert clips_line.split()[1:] == [str(first["clips"]), str(second["clips"]), "+0"]  # counts as integers, a delta
-    assert "change (run2)" in result.output and "warning" not in result.output  # the same corpus
+    assert "change (run2)" in result.output and "trained on different corpora" not in result.output  # the same corpus
     alone = runner.invoke(app, ["compare", str(trained_run)])
     assert alone.exit_code == 1 and "two or more run folders" in alone.output
 
@@ -258,7 +258,7 @@ def test_later_clips_are_scored_by_one_member_with_the_committees_own_logits(syn
     # the same logits as the whole committee's, only fewer of them computed
     np.testing.assert_allclose(some[np.isfinite(some)], everyone[np.isfinite(some)], atol=1e-5)
     np.testing.assert_allclose(shared["logit"][~first], later[np.isfinite(later)], atol=1e-9)
-    with pytest.raises(CvlabelError, match="another committee_clips"):
+    with pytest.raises(CvlabelError, match="another --committee-clips"):
         infer(synthetic_corpus, trained_run, tmp_path / "shared", InferOptions(jobs=1, committee_clips=2))
 
 

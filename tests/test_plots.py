@@ -58,6 +58,8 @@ def test_a_reliability_diagram_ends_at_one_and_prints_no_count_on_its_points():
     assert axes.get_xlim()[1] == 1.0
     assert not axes.texts  # counts on crowded points overprinted ("2424242428"): the legend says it once
     assert "5 bins of 24 speakers" in axes.get_legend().get_texts()[1].get_text()
+    empty = reliability_figure({"pooled speakers": table.iloc[:0]}, "t", "speakers")  # no reference speakers
+    assert "0 bins" in empty.axes[0].get_legend().get_texts()[1].get_text()
 
 
 def test_a_histogram_of_speakers_has_whole_numbers_on_its_count_axis():
