@@ -7,22 +7,56 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_options import (
-    EXPORT,
-    FLAG,
-    AcceptUncertifiedOpt,
-    AllowWeakModelOpt,
-    CertaintyOpt,
-    CorpusArg,
-    MinConfidenceOpt,
-    PredictionsOpt,
-    ReferenceOpt,
-    TargetPrecisionOpt,
-    reports_errors,
-)
+from .cli_options import FLAG, CorpusArg, reports_errors
 from .config import ExportOptions
 
 export_app = typer.Typer(help="Write the corpus with its pseudo-labels in another format.", no_args_is_help=True)
+EXPORT = ExportOptions()  # export's defaults, shown in --help
+
+# The options every export command shares: one definition each.
+PredictionsOpt = Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")]
+MinConfidenceOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--min-confidence",
+        help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
+    ),
+]
+TargetPrecisionOpt = Annotated[
+    float,
+    typer.Option(
+        "--target-precision",
+        help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
+        "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
+    ),
+]
+CertaintyOpt = Annotated[float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")]
+AcceptUncertifiedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-uncertified",
+        metavar=FLAG,
+        help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
+        "point estimate instead; summary.json then marks that threshold as not certified.",
+    ),
+]
+ReferenceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--reference",
+        help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
+        "reference: its train speakers predicted out of fold, and its dev and test speakers); with --model "
+        "base, a 'cvlabel infer --split all --model base' folder.",
+    ),
+]
+AllowWeakModelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-weak-model",
+        metavar=FLAG,
+        help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
+    ),
+]
 
 
 @export_app.command("parquet")

@@ -89,7 +89,6 @@ def infer(
 ) -> None:
     """Predict speaker gender for the blank-gender rows, in parallel resumable shards, pooled per speaker."""
     from .inference import infer as run_infer
-    from .report import describe_infer
 
     if unlabeled == (split is not None):
         raise CvlabelError("choose what to predict: --unlabeled, or --split dev|test|all")
@@ -106,4 +105,8 @@ def infer(
         scheduler=scheduler,
     )
     summary = run_infer(corpus_dir, model, out, options)
+    # imported after the run: report loads html_report and matplotlib, which the parent of the workers does
+    # without (loaded first, 3 of 13 SIGTERM tests ended with loky warning of a leaked semaphore; 0 of 7 after)
+    from .report import describe_infer
+
     typer.echo(describe_infer(summary, out))

@@ -10,10 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .config import ExportOptions
 from .errors import CvlabelError
-
-EXPORT = ExportOptions()  # export's defaults, shown in --help
 
 FLAG = ""  # the metavar of on/off options: shown as flags, not as options taking a <bool> value
 
@@ -37,6 +34,7 @@ def _help_shown_as_a_flag() -> None:
 
 
 _help_shown_as_a_flag()
+
 EXIT_USER_ERROR = 1
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
@@ -90,49 +88,3 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
-
-
-# The options that `export parquet` and `export tsv` share: one definition each.
-PredictionsOpt = Annotated[Path, typer.Option("--predictions", help="Folder written by 'cvlabel infer --unlabeled'.")]
-MinConfidenceOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--min-confidence",
-        help="One confidence threshold for both genders, in (0.5, 1]; replaces --target-precision.",
-    ),
-]
-TargetPrecisionOpt = Annotated[
-    float,
-    typer.Option(
-        "--target-precision",
-        help="Per gender, the lowest confidence whose precision on the reference speakers (self-reported "
-        "speakers predicted by models that never heard them) reaches this as a one-sided lower bound.",
-    ),
-]
-CertaintyOpt = Annotated[float, typer.Option("--certainty", help="Confidence level of that lower bound, in (0.5, 1).")]
-AcceptUncertifiedOpt = Annotated[
-    bool,
-    typer.Option(
-        "--accept-uncertified",
-        metavar=FLAG,
-        help="Where too few reference speakers stand behind a gender to certify --target-precision, use the "
-        "point estimate instead; summary.json then marks that threshold as not certified.",
-    ),
-]
-ReferenceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--reference",
-        help="A 'cvlabel infer --split test' folder to choose thresholds on (default: the model run's "
-        "reference: its train speakers predicted out of fold, and its dev and test speakers); with --model "
-        "base, a 'cvlabel infer --split all --model base' folder.",
-    ),
-]
-AllowWeakModelOpt = Annotated[
-    bool,
-    typer.Option(
-        "--allow-weak-model",
-        metavar=FLAG,
-        help="Pseudo-label even with a model near chance on its dev speakers (refused otherwise).",
-    ),
-]

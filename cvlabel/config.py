@@ -28,7 +28,6 @@ GenderStyle = Literal["v17", "v16"]  # the gender vocabulary a demo corpus write
 Selection = Literal["unlabeled", "dev", "test", "all"]  # infer's rows; all: every self-reported row (base model)
 Backend = Literal["local", "dask"]  # where infer's shards run: runners.py
 Layout = Literal["classifier", "release"]  # export parquet's layouts: export_layouts.py
-DECODERS: tuple[str, ...] = typing.get_args(Decoder)
 
 
 @dataclass(frozen=True)
@@ -303,10 +302,6 @@ def check_config(config: Config) -> None:
         raise ConfigError(
             f"config key 'features.hop_ms' ({features.hop_ms}) must not exceed "
             f"'features.window_ms' ({features.window_ms})"
-        )
-    if features.decoder not in DECODERS:
-        raise ConfigError(
-            f"config key 'features.decoder' must be one of {', '.join(DECODERS)}, got {features.decoder!r}"
         )
     if augment.noise_snr_min_db > augment.noise_snr_max_db:
         raise ConfigError("config key 'augment.noise_snr_min_db' must not exceed 'augment.noise_snr_max_db'")

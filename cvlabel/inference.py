@@ -122,7 +122,7 @@ def infer(
             if options.selection == "unlabeled"
             else 0,
             "unheard_locales": _unheard_locales(rows, described.info),
-            # rows no decimation served (an 8 kHz MP3, a WAV): resampled by soundfile + soxr, the slow way
+            # rows no MP3 decimation served (a WAV, a FLAC): resampled by soundfile + soxr, the slow way
             "slow_decodes": {
                 int(k): int(v)
                 for k, v in final.loc[final["decoder"] == "soundfile", "native_hz"].value_counts().items()

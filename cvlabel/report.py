@@ -255,7 +255,7 @@ def describe_infer(summary: dict[str, Any], out: str | Path) -> str:
     if summary["slow_decodes"]:
         rates = ", ".join(f"{count} at {rate} Hz" for rate, count in sorted(summary["slow_decodes"].items()))
         lines.append(
-            f"{sum(summary['slow_decodes'].values())} clips decoded the slow way (soundfile + soxr: no "
+            f"{sum(summary['slow_decodes'].values())} clips decoded the slow way (soundfile + soxr: not MP3, or no "
             f"decimation of their rate serves the model): {rates}"
         )
     return "\n".join(lines)
