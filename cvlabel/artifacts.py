@@ -76,6 +76,10 @@ class RunFolder:
         """A finished committee member of an unfinished run: what a killed `train` resumes from."""
         return self.path / f"member-{index}.safetensors"
 
+    def member_progress(self, index: int) -> Path:
+        """A committee member's last finished epoch, while it trains: what a killed `train` resumes inside it."""
+        return self.path / f"member-{index}.epoch.safetensors"
+
     # what an unfinished run leaves (a finished one is refused by its checkpoint): may be overwritten
     OWN = (
         "member-*.safetensors",

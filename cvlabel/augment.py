@@ -33,59 +33,81 @@ def random_crop(samples: np.ndarray, length: int, rng: np.random.Generator) -> n
     return samples[start : start + length]
 
 
-def add_noise(samples: np.ndarray, snr_db: float, rng: np.random.Generator, brown: bool = False) -> np.ndarray:
-    """Add white (or brown: -6 dB/octave, like hum and rumble) noise at `snr_db` below the signal."""
-    noise = np.asarray(rng.standard_normal(int(samples.shape[0])), dtype=np.float64)
-    if brown:
-        noise = np.cumsum(noise)
-        noise -= np.linspace(noise[0], noise[-1], noise.shape[0])  # no drift
-    signal_power = float(np.mean(samples.astype(np.float64) ** 2)) + 1e-12
-    noise *= np.sqrt(signal_power / (np.mean(noise**2) + 1e-12) / 10 ** (snr_db / 10))
-    return (samples + noise).astype(np.float32)
-
-
 def telephone(samples: np.ndarray, sample_rate: float) -> np.ndarray:
-    """Band-limit to 300-3400 Hz and pass through 8-bit mu-law, as on a narrowband phone call."""
-    spectrum = np.fft.rfft(samples)
-    freqs = np.fft.rfftfreq(samples.shape[0], 1 / sample_rate)
+    """Band-limit (n,) samples to 300-3400 Hz and pass them through 8-bit mu-law, as on a narrowband phone call."""
+    return telephone_batch(torch.from_numpy(np.asarray(samples, dtype=np.float32))[None], sample_rate)[0].numpy()
+
+
+def telephone_batch(waves: torch.Tensor, sample_rate: float) -> torch.Tensor:
+    """telephone() on each row of (batch, n) float32 waves at once (one FFT of the batch)."""
+    spectrum = torch.fft.rfft(waves, dim=-1)
+    freqs = torch.fft.rfftfreq(waves.shape[-1], 1 / sample_rate)
     low, high = TELEPHONE_BAND_HZ
-    spectrum[(freqs < low) | (freqs > high)] = 0
-    band = np.fft.irfft(spectrum, samples.shape[0])
-    peak = np.abs(band).max() + 1e-9
-    mu = MU_LAW_LEVELS - 1
-    coded = np.sign(band / peak) * np.log1p(mu * np.abs(band / peak)) / np.log1p(mu)
-    quantised = np.round((coded + 1) / 2 * mu) / mu * 2 - 1
-    decoded = np.sign(quantised) * ((1 + mu) ** np.abs(quantised) - 1) / mu
-    return (decoded * peak).astype(np.float32)
+    spectrum[..., (freqs < low) | (freqs > high)] = 0
+    band = torch.fft.irfft(spectrum, waves.shape[-1], dim=-1)
+    peak = band.abs().amax(dim=-1, keepdim=True) + 1e-9
+    unit = band / peak
+    # mu-law: code (sign(u) log(1 + mu |u|) / log(1 + mu)), quantise to MU_LAW_LEVELS levels of [-1, 1],
+    # decode; in place (no temporary per operation): a third of the time of the plain expression
+    mu, log_levels = MU_LAW_LEVELS - 1, float(np.log(MU_LAW_LEVELS))
+    level = unit.abs().mul_(mu).log1p_().mul_(mu / (2 * log_levels)).copysign_(unit).add_(mu / 2).round_()
+    coded = level.mul_(2 / mu).sub_(1)
+    return coded.abs().mul_(log_levels).expm1_().div_(mu).copysign_(coded).mul_(peak)
 
 
-def augment_waveform(
-    samples: np.ndarray, config: AugmentConfig, sample_rate: float, rng: np.random.Generator
-) -> np.ndarray:
-    """Random gain, then maybe noise, then maybe a telephone channel (which also sees the noise)."""
-    out = samples * np.float32(10 ** (float(rng.uniform(-config.gain_db, config.gain_db)) / 20))
-    if rng.random() < config.noise_prob:
-        snr = float(rng.uniform(config.noise_snr_min_db, config.noise_snr_max_db))
-        out = add_noise(out, snr, rng, brown=bool(rng.random() < 0.3))
-    if rng.random() < config.telephone_prob:
-        out = telephone(out, sample_rate)
-    return np.clip(out, -1.0, 1.0).astype(np.float32)
+BROWN_NOISE_SHARE = 0.3  # of the noisy crops: brown noise (-6 dB/octave, like hum and rumble), the rest white
+
+
+def augment_batch(
+    waves: torch.Tensor, config: AugmentConfig, sample_rate: float, generator: torch.Generator
+) -> torch.Tensor:
+    """(batch, n) float32 crops, each augmented on its own draws: a random gain, then maybe noise at a
+    random SNR (white, or brown: BROWN_NOISE_SHARE), then maybe a telephone channel (which also hears the
+    noise); clipped to [-1, 1]. All draws come from `generator`; the whole batch is computed at once."""
+    batch, length = waves.shape
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(batch, generator=generator)
+
+    out = waves * (10 ** (uniform(-config.gain_db, config.gain_db) / 20))[:, None]
+    noisy = torch.rand(batch, generator=generator) < config.noise_prob
+    snr_db = uniform(config.noise_snr_min_db, config.noise_snr_max_db)
+    brown = torch.rand(batch, generator=generator) < BROWN_NOISE_SHARE
+    phone = torch.rand(batch, generator=generator) < config.telephone_prob
+    rows = torch.nonzero(noisy).flatten()
+    if rows.numel():
+        noise = torch.randn(rows.numel(), length, generator=generator)
+        walks = brown[rows]
+        if walks.any():  # a random walk, summed in float64 (float32 sums of 10^5 steps drift), its trend removed
+            drift = noise[walks].double().cumsum(dim=-1)
+            ends = torch.linspace(0, 1, length, dtype=torch.float64)[None, :]
+            noise[walks] = (drift - (drift[:, :1] + (drift[:, -1:] - drift[:, :1]) * ends)).float()
+        signal_power = out[rows].square().mean(dim=-1, keepdim=True) + 1e-12
+        noise_power = noise.square().mean(dim=-1, keepdim=True) + 1e-12
+        scale = torch.sqrt(signal_power / noise_power / 10 ** (snr_db[rows, None] / 10))
+        out[rows] = out[rows] + noise * scale
+    rows = torch.nonzero(phone).flatten()
+    if rows.numel():
+        out[rows] = telephone_batch(out[rows], sample_rate)
+    return out.clamp(-1.0, 1.0)
 
 
 def spec_augment(features: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
-    """SpecAugment masks on (batch, n_mels, frames): masked cells get 0, each clip's mean log-mel."""
-    out = features.clone()
-    batch, bands, frames = out.shape
-    for index in range(batch):
-        for _ in range(config.freq_masks):
-            width = int(torch.randint(0, config.freq_mask_bands + 1, (1,), generator=generator))
-            start = int(torch.randint(0, max(1, bands - width), (1,), generator=generator))
-            out[index, start : start + width, :] = 0
-        for _ in range(config.time_masks):
-            width = int(torch.randint(0, config.time_mask_frames + 1, (1,), generator=generator))
-            start = int(torch.randint(0, max(1, frames - width), (1,), generator=generator))
-            out[index, :, start : start + width] = 0
-    return out
+    """SpecAugment masks on (batch, n_mels, frames): masked cells get 0, each clip's mean log-mel.
+    Each clip gets freq_masks bands of 0 to freq_mask_bands mels and time_masks spans of 0 to
+    time_mask_frames frames, each at a uniform start (the whole batch's masks drawn at once)."""
+    batch, bands, frames = features.shape
+
+    def masked(count: int, widest: int, size: int) -> torch.Tensor:  # (batch, size): inside any of `count` masks
+        width = torch.randint(0, widest + 1, (batch, count), generator=generator)
+        start = (torch.rand(batch, count, generator=generator) * (size - width).clamp(min=1)).long()
+        cells = torch.arange(size)[None, None, :]
+        inside = (cells >= start[..., None]) & (cells < (start + width)[..., None])
+        return inside.any(dim=1)
+
+    keep = ~masked(config.freq_masks, config.freq_mask_bands, bands)[:, :, None]
+    keep = keep & ~masked(config.time_masks, config.time_mask_frames, frames)[:, None, :]
+    return features * keep
 
 
 def random_pitch_factors(batch: int, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

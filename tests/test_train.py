@@ -397,6 +397,45 @@ def test_a_killed_training_resumes_after_its_last_finished_member(synthetic_corp
         assert {int(r["member"]) for r in csv.DictReader(handle)} == {0, 1, 2}  # its log rows kept too
 
 
+def test_a_training_killed_inside_a_member_resumes_after_its_last_epoch_and_ends_as_if_never_killed(
+    synthetic_corpus, tmp_path, monkeypatch, caplog
+):
+    """SIGKILL (or Ctrl-C) during member 2's second epoch: the same command trains member 2's epochs 2
+    and 3 only (epoch 1 was saved), and the committee equals that of a run never killed, weight for weight."""
+    import cvlabel.training as training
+
+    sets = ("train.epochs=3", "train.folds=2", "train.patience=5")
+    config = tiny_config(tmp_path / "cache", *sets)
+    train(synthetic_corpus, tmp_path / "whole", config)
+
+    real_save, epochs_run = training._save_progress, []
+
+    def killed_after_member_2_epoch_1(path, key, epoch, *args, **kwargs):
+        real_save(path, key, epoch, *args, **kwargs)
+        epochs_run.append((path.name, epoch))
+        if path.name == "member-1.epoch.safetensors" and epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_progress", killed_after_member_2_epoch_1)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_corpus, run, config)
+    assert (run / "member-0.safetensors").is_file() and (run / "member-1.epoch.safetensors").is_file()
+    with pytest.raises(CvlabelError, match="unfinished training with other settings"):
+        train(synthetic_corpus, run, tiny_config(tmp_path / "cache", *sets, "train.learning_rate=0.01"))
+
+    epochs_run.clear()
+    train(synthetic_corpus, run, config)  # the same command again
+    assert epochs_run == [("member-1.epoch.safetensors", 2), ("member-1.epoch.safetensors", 3)]
+    assert "member 2: 1 epochs were trained before" in caplog.text
+    assert not list(run.glob("member-*")) and (run / "model.safetensors").is_file()
+    whole, resumed = load_checkpoint(tmp_path / "whole").model, load_checkpoint(run).model
+    for name, tensor in whole.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[name]), name
+    logs = [pd.read_csv(folder / "train_log.csv").drop(columns="seconds") for folder in (tmp_path / "whole", run)]
+    pd.testing.assert_frame_equal(*logs)
+
+
 def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, monkeypatch):
     """A release's size does not set the training's cost: an epoch is at most train.epoch_clips clips."""
     import cvlabel.training as training
