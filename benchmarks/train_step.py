@@ -11,6 +11,7 @@ with a dev set of two clips so that the epochs' dev scoring is negligible, and p
 an older checkout (`PYTHONPATH=OLD_CHECKOUT python benchmarks/train_step.py ...`): two runs, one
 after the other, give the speed-up of a change.
 
+--serial prepares each batch in the loop instead (the thread's share of the speed-up).
 --parts then times the parts of a step one after another (reading the decode cache, augmented
 log-mels, SpecAugment, the network) on random batches, in milliseconds a clip.
 """
@@ -50,6 +51,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=1000, help="clips decoded and trained on")
     parser.add_argument("--epochs", type=int, default=2, help="epochs of the member timed")
     parser.add_argument("--parts", action="store_true", help="also time the parts of a step")
+    parser.add_argument(
+        "--serial", action="store_true", help="prepare each batch in the loop, not in a thread (at the same threads)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
 
@@ -63,6 +67,8 @@ def main() -> None:
     threads = training.model_threads(config.train.threads) if hasattr(training, "model_threads") else os.cpu_count()
     torch.set_num_threads(threads or 1)  # as train sets them
 
+    if args.serial:
+        training.prefetched = lambda items, prepare: ((item, prepare(item)) for item in items)
     trainer = training._MemberTrainer(0, rows, dev, cache, config, _Quiet())
     started = time.perf_counter()
     trainer.fit([], args.out / "train_log.csv")

@@ -127,6 +127,18 @@ def assign_folds(rows: pd.DataFrame, folds: int, seed: int) -> np.ndarray:
     return rows["client_id"].map(fold_of).to_numpy(dtype=int)
 
 
+def spread_over_speakers(rows: pd.DataFrame, clips: int, seed: int) -> pd.DataFrame:
+    """At most `clips` of the rows (0: all): every speaker's first clip, then every one's second, and so on,
+    the speakers of a round in a seeded order (not the TSV's, which may hold one locale after another): as
+    many speakers as possible, none with more clips than another but for one. Kept in the rows' order."""
+    if clips <= 0 or len(rows) <= clips:
+        return rows
+    turn = rows.groupby("client_id", sort=False).cumcount().to_numpy()
+    speaker_order = rows["client_id"].map(lambda cid: _rank(seed, cid)).to_numpy()
+    chosen = np.sort(np.lexsort((speaker_order, turn))[:clips])
+    return rows.iloc[chosen].reset_index(drop=True)
+
+
 def _allocate(ids: list[str], fixed: dict[str, str], config: SplitConfig) -> dict[str, str]:
     """Place one gender's speakers (in hashed order) so dev and test reach their shares."""
     n = len(ids)

@@ -52,7 +52,7 @@ from .progress import progress
 from .runners import resolve_jobs
 from .scoring import clip_logits
 from .speech import Speech
-from .splits import SPLITS, assign_folds, labelled_rows
+from .splits import SPLITS, assign_folds, labelled_rows, spread_over_speakers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -111,6 +111,7 @@ def train(
     members: list[GenderCNN] = []
     out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
+    early_stopping = spread_over_speakers(data["dev"], config.train.dev_clips, config.train.seed)
     member_steps = [config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds)]
     with progress(total=sum(member_steps), desc="training", unit="step") as bar:
         resume = _resume_key(config, data, folds)
@@ -125,7 +126,7 @@ def train(
             else:
                 train_rows = data["train"][folds != fold].reset_index(drop=True)
                 trainer = _MemberTrainer(
-                    fold, train_rows, data["dev"], cache, config, bar, start, run.member_progress(fold), resume
+                    fold, train_rows, early_stopping, cache, config, bar, start, run.member_progress(fold), resume
                 )
                 before = len(history)
                 member = trainer.fit(history, run.train_log)

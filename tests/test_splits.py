@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from cvlabel.errors import ConfigError
-from cvlabel.splits import SplitConfig, assign_splits, speaker_genders
+from cvlabel.splits import SplitConfig, assign_splits, speaker_genders, spread_over_speakers
 
 
 def manifest_of(speakers: dict[str, tuple[str | None, int]], cv_split: dict[str, str] | None = None) -> pd.DataFrame:
@@ -117,3 +117,17 @@ def test_only_configured_source_tsvs():
 def test_bad_fractions(dev, test):
     with pytest.raises(ConfigError):
         assign_splits(manifest_of(population(3, 3)), SplitConfig(dev_fraction=dev, test_fraction=test))
+
+
+def test_spread_over_speakers_takes_a_clip_of_each_speaker_before_a_second_of_any():
+    rows = pd.DataFrame({"client_id": list("aaaaabcc"), "clip": [f"c{i}" for i in range(8)]})
+    picked = spread_over_speakers(rows, 4, seed=0)
+    assert len(picked) == 4 and set(picked["client_id"]) == {"a", "b", "c"}
+    assert picked["client_id"].value_counts().max() == 2  # one speaker's second clip, no one's third
+    assert picked["clip"].tolist() == sorted(picked["clip"], key=lambda c: int(c[1:]))  # in the rows' order
+    assert {"c0", "c5", "c6"} <= set(picked["clip"])  # first clips first
+    many = pd.DataFrame({"client_id": [f"s{i // 2}" for i in range(200)], "clip": range(200)})
+    few = spread_over_speakers(many, 10, seed=0)
+    assert few["client_id"].nunique() == 10 and few["client_id"].tolist() != [f"s{i}" for i in range(10)]  # seeded
+    assert not spread_over_speakers(many, 10, seed=1)["client_id"].equals(few["client_id"])
+    assert spread_over_speakers(rows, 0, seed=0) is rows and spread_over_speakers(rows, 8, seed=0) is rows

@@ -456,6 +456,22 @@ def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, mo
     assert sum(batches) > 4 * 8  # 0: every train clip, every epoch
 
 
+def test_the_early_stopping_check_scores_at_most_train_dev_clips_and_the_metrics_every_dev_clip(
+    synthetic_corpus, tmp_path, monkeypatch
+):
+    import cvlabel.training as training
+
+    checked = []
+    real = training._MemberTrainer._dev_row
+    monkeypatch.setattr(
+        training._MemberTrainer, "_dev_row", lambda self, *a: checked.append(len(self.dev_rows)) or real(self, *a)
+    )
+    sets = ("train.epochs=2", "train.folds=2", "train.dev_clips=3")
+    metrics = train(synthetic_corpus, tmp_path / "run", tiny_config(tmp_path / "cache", *sets))
+    assert checked == [3] * 4  # 2 members x 2 epochs, 3 dev clips each
+    assert metrics["dev"]["clips"] == metrics["splits"]["dev"]["clips"] > 3
+
+
 def test_a_checkpoint_gets_the_files_ordinary_mode(tmp_path):
     import os
     import stat
