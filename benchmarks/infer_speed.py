@@ -60,7 +60,7 @@ from cvlabel import bandmp3, mpg123
 from cvlabel.artifacts import RunFolder
 from cvlabel.audio import mp3_rate
 from cvlabel.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from cvlabel.config import Config, DemoCorpusOptions, FeatureConfig, InferOptions
+from cvlabel.config import Config, Decoder, DemoCorpusOptions, FeatureConfig, InferOptions
 from cvlabel.corpus import read_release
 from cvlabel.democorpus import make_demo_corpus
 from cvlabel.features import log_mel
@@ -116,7 +116,7 @@ def decoder_costs(clips: list[Path], checkpoint: Checkpoint, caps: list[float], 
         features["libmpg123"] = replace(base, decoder="mpg123", max_seconds=20.0)
     if bandmp3.available():
         features["bandmp3"] = replace(base, decoder="bandmp3", max_seconds=20.0)
-    fastest = "bandmp3" if bandmp3.available() else "mpg123" if mpg123.available() else "soundfile"
+    fastest: Decoder = "bandmp3" if bandmp3.available() else "mpg123" if mpg123.available() else "soundfile"
     for cap in caps:
         features[f"{fastest}, {cap:g} s past the first sound"] = replace(base, decoder=fastest, max_seconds=cap)
     candidates: dict[str, Any] = {"soundfile, whole clip at its rate (the floor)": None, **features}

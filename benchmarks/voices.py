@@ -36,6 +36,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,7 @@ def score(rows: pd.DataFrame, logits: np.ndarray, tele_logits: np.ndarray) -> di
     """Clip accuracy by kind, on the telephone channel, and speaker accuracy (mean logit)."""
     label = rows["true_gender"].map({g: i for i, g in enumerate(LABELS)}).to_numpy()
     right = decide_logits(logits) == label
-    result = {
+    result: dict[str, Any] = {
         kind: float(right[(rows["kind"] == name).to_numpy()].mean()) if (rows["kind"] == name).any() else None
         for kind, name in (("overlap", "diphone-overlap"), ("ordinary", "diphone"), ("formant", "formant"))
     }
@@ -130,7 +131,10 @@ def run_fold(
     held_rows.assign(logit=logits, telephone_logit=tele_logits)[
         ["path", "speaker", "kind", "true_gender", "logit", "telephone_logit"]
     ].to_csv(run / "heldout_logits.tsv", sep="\t", index=False)
-    result = {"held_out": sorted(set(held_rows["speaker"])), "cnn": score(held_rows, logits, tele_logits)}
+    result: dict[str, Any] = {
+        "held_out": sorted(set(held_rows["speaker"])),
+        "cnn": score(held_rows, logits, tele_logits),
+    }
     result["cnn"]["in_domain"] = read_metrics(run)["balanced_accuracy"]
 
     pitch_file = out.parent / f"pitch-fold{fold}.json"  # the threshold does not depend on the variant

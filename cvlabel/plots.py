@@ -8,6 +8,7 @@ draws them; `write_png` puts the bytes in a file atomically.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib
@@ -71,7 +72,7 @@ def reliability_figure(tables: dict[str, pd.DataFrame], title: str, unit: str) -
 
 
 def coverage_precision_png(
-    curves: dict[str, pd.DataFrame], thresholds: dict[str, float | None], target: float | None, title: str
+    curves: dict[str, pd.DataFrame], thresholds: Mapping[str, float | None], target: float | None, title: str
 ) -> bytes:
     return _png(coverage_precision_figure(curves, thresholds, target, title))
 
@@ -89,7 +90,7 @@ THRESHOLD_MARKS = {"male": ("o", 11, (8, -16)), "female": ("D", 6, (-8, 10))}
 
 
 def coverage_precision_figure(
-    curves: dict[str, pd.DataFrame], thresholds: dict[str, float | None], target: float | None, title: str
+    curves: dict[str, pd.DataFrame], thresholds: Mapping[str, float | None], target: float | None, title: str
 ) -> plt.Figure:
     """Per gender, precision (point estimate, and its one-sided lower bound dashed) against the
     coverage of the gender's reference clips (certify.precision_curves); the chosen threshold as a
@@ -124,12 +125,14 @@ def coverage_precision_figure(
     return figure
 
 
-def confidence_histogram_png(groups: dict[str, np.ndarray], thresholds: dict[str, float | None], title: str) -> bytes:
+def confidence_histogram_png(
+    groups: dict[str, np.ndarray], thresholds: Mapping[str, float | None], title: str
+) -> bytes:
     return _png(confidence_histogram_figure(groups, thresholds, title))
 
 
 def confidence_histogram_figure(
-    groups: dict[str, np.ndarray], thresholds: dict[str, float | None], title: str
+    groups: dict[str, np.ndarray], thresholds: Mapping[str, float | None], title: str
 ) -> plt.Figure:
     """Stacked histogram of per-speaker confidence, one colour per group, thresholds as vertical lines."""
     figure, axes = plt.subplots(figsize=(6, 4))

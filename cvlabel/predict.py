@@ -111,7 +111,7 @@ def predict_files(paths: Iterable[str | Path], model_dir: str | Path) -> list[di
 
 
 def predict_stream(
-    source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path, sample_rate: int
+    source: BinaryIO | Iterable[np.ndarray], model_dir: str | Path, sample_rate: float
 ) -> Iterator[dict[str, Any]]:
     """A running estimate of a stream's speaker gender, one dict per STREAM_HOP_S of audio, then a final one.
 
@@ -141,7 +141,7 @@ def predict_stream(
     return _stream_updates(resample_blocks(blocks, sample_rate, model.features.sample_rate), model)
 
 
-def pcm_blocks(stream: BinaryIO, sample_rate: int, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
+def pcm_blocks(stream: BinaryIO, sample_rate: float, block_s: float = STREAM_BLOCK_S) -> Iterator[np.ndarray]:
     """float32 blocks of about block_s seconds of raw 16-bit signed little-endian mono PCM.
 
     A byte left over by a short read is kept for the next one; a last odd byte (a torn sample)

@@ -2,6 +2,7 @@ import logging
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -312,6 +313,7 @@ def test_every_feature_setting_is_in_the_cache_key_or_read_only_after_the_cache(
     for field in dataclasses.fields(FeatureConfig):
         name, value = field.name, getattr(base, field.name)
         assert name in AUDIO_FIELDS or name in FEATURE_ONLY_FIELDS or name in decode_floor_inputs, name
+        changed: Any  # a value of the field's own type
         if isinstance(value, bool):
             changed = not value
         elif isinstance(value, (int, float)):

@@ -67,7 +67,7 @@ def test_a_killed_worker_loses_nothing(synthetic_corpus, trained_run, tmp_path, 
     ):
         client.wait_for_workers(2)
         pids = client.run(os.getpid)  # worker address -> process id
-        killed = {}
+        killed: dict[str, int] = {}
 
         def kill_a_busy_worker():
             deadline = time.time() + 60
@@ -133,7 +133,7 @@ def test_a_shard_that_keeps_failing_is_one_clear_error_after_its_retries():
         processes=False,  # in-process: no network
         dashboard_address=None,
     ) as local:
-        done = []
+        done: list[object] = []
         with (
             runners.dask_runner(local.scheduler_address, 1) as run,
             pytest.raises(CvlabelError, match=r"after 3 tries \(OSError: no space left on device\)"),

@@ -9,7 +9,7 @@ from cvlabel.errors import AudioError
 from cvlabel.features import _reflect_pad, log_mel
 from cvlabel.speech import speech_bounds, speech_only, speech_onset, trim_silence
 
-RATE = FeatureConfig().sample_rate
+RATE = int(FeatureConfig().sample_rate)  # samples a second (a whole number at the default rate)
 
 
 def tone(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:

@@ -42,7 +42,7 @@ def test_the_two_genders_threshold_labels_and_marks_never_cover_each_other():
     legend = boxes(figure, [axes.get_legend()])[0]
     assert legend.y1 <= axes.get_window_extent().y0
     # the target line is drawn under the curves
-    target = [line for line in axes.lines if line.get_label().startswith("target")][0]
+    target = [line for line in axes.lines if str(line.get_label()).startswith("target")][0]
     assert all(target.get_zorder() < line.get_zorder() for line in axes.lines if line is not target)
     assert coverage_precision_png(curves, thresholds, 0.95, "t")[:4] == b"\x89PNG"
 
@@ -57,9 +57,11 @@ def test_a_reliability_diagram_ends_at_one_and_prints_no_count_on_its_points():
     assert low >= 0 and high == 1.0
     assert axes.get_xlim()[1] == 1.0
     assert not axes.texts  # counts on crowded points overprinted ("2424242428"): the legend says it once
-    assert "5 bins of 24 speakers" in axes.get_legend().get_texts()[1].get_text()
+    legend = axes.get_legend()
+    assert legend is not None and "5 bins of 24 speakers" in legend.get_texts()[1].get_text()
     empty = reliability_figure({"pooled speakers": table.iloc[:0]}, "t", "speakers")  # no reference speakers
-    assert "0 bins" in empty.axes[0].get_legend().get_texts()[1].get_text()
+    empty_legend = empty.axes[0].get_legend()
+    assert empty_legend is not None and "0 bins" in empty_legend.get_texts()[1].get_text()
 
 
 def test_a_histogram_of_speakers_has_whole_numbers_on_its_count_axis():

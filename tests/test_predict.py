@@ -3,6 +3,7 @@ import itertools
 import json
 import re
 import tracemalloc
+from typing import BinaryIO, cast
 
 import numpy as np
 import pytest
@@ -67,11 +68,15 @@ def test_predict_cli_text_json_and_exit_code(trained_run, tmp_path):
 RATE = FeatureConfig().sample_rate  # Hz: the test models' rate (so the stream is not resampled)
 
 
-def voice(seconds: float, pitch_hz: float = 210, sample_rate: int = RATE, silence_s: float = 0.0) -> np.ndarray:
+def voice(seconds: float, pitch_hz: float = 210, sample_rate: float = RATE, silence_s: float = 0.0) -> np.ndarray:
     """Synthetic voice (after `silence_s` of silence), float32 at `sample_rate`."""
     rng = np.random.default_rng(0)
     voiced = synthesize_formant_voice(
-        "a e i o u " * max(1, int(seconds * 3)), pitch_hz, 1.0 if pitch_hz < 160 else 1.17, rng, sample_rate=sample_rate
+        "a e i o u " * max(1, int(seconds * 3)),
+        pitch_hz,
+        1.0 if pitch_hz < 160 else 1.17,
+        rng,
+        sample_rate=int(sample_rate),
     )
     samples = np.concatenate([np.zeros(int(silence_s * sample_rate), np.float32), voiced])
     return samples[: int(seconds * sample_rate)]
@@ -81,7 +86,7 @@ def pcm(samples: np.ndarray) -> bytes:
     return (samples * 32767).astype("<i2").tobytes()
 
 
-def as_wav(path, samples: np.ndarray, sample_rate: int = RATE):
+def as_wav(path, samples: np.ndarray, sample_rate: float = RATE):
     """The same 16-bit samples a PCM stream carries, as a WAV file for predict_files."""
     soundfile.write(path, (samples * 32767).astype("<i2"), sample_rate, subtype="PCM_16")
     return path
@@ -125,7 +130,10 @@ def test_full_windows_of_trimmed_speech_are_pooled_by_mean_logit(trained_run, sp
 
     growing = [window_logit(0, end) for end in (1, 2, 3)]  # each alone, until the window first fills
     full = [window_logit(0, 4), window_logit(1, 5), window_logit(1.5, 5.5)]  # the last: the tail's window
-    expected = [verdict(model, logit)["p_female"] for logit in growing + [full[0], np.mean(full[:2]), np.mean(full)]]
+    expected = [
+        verdict(model, logit)["p_female"]
+        for logit in growing + [full[0], float(np.mean(full[:2])), float(np.mean(full))]
+    ]
     assert len(set(expected)) == 6  # the figures tell the windows apart
     assert [u["p_female"] for u in updates] == pytest.approx(expected, abs=1e-4)
 
@@ -233,7 +241,7 @@ class TrickleReader(io.RawIOBase):
 def test_pcm_blocks_keeps_torn_samples_and_drops_an_odd_last_byte():
     samples = np.array([0, 1, -1, 32767, -32768, 1234], dtype="<i2")
     expected = samples.astype(np.float32) / 32768
-    decoded = np.concatenate(list(pcm_blocks(TrickleReader(samples.tobytes() + b"\x7f"), RATE)))
+    decoded = np.concatenate(list(pcm_blocks(cast(BinaryIO, TrickleReader(samples.tobytes() + b"\x7f")), RATE)))
     np.testing.assert_array_equal(decoded, expected)
     blocks = list(pcm_blocks(io.BytesIO(samples.tobytes() + b"\x7f"), sample_rate=8_000, block_s=0.0005))
     assert [b.shape[0] for b in blocks] == [4, 2]  # 0.5 ms at 8 kHz is 4 samples; the odd byte dropped

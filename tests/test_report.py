@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import matplotlib.image
 import numpy as np
@@ -59,7 +60,14 @@ def predictions(synthetic_corpus, trained_run, tmp_path_factory):
 
 # The tiny model is near chance: export must be told to use it. Its few reference speakers cannot
 # certify much, so the point estimate stands in (marked not certified), as on a small release.
-WEAK = {"allow_weak_model": True, "accept_uncertified": True, "target_precision": 0.6}
+def headline_of(page: str) -> str:
+    """The text of a page's headline paragraph (it may span lines)."""
+    found = re.search(r'<p class="headline">(.*?)</p>', page, re.DOTALL)
+    assert found, "the page has no headline"
+    return found.group(1)
+
+
+WEAK: dict[str, Any] = {"allow_weak_model": True, "accept_uncertified": True, "target_precision": 0.6}
 
 
 def test_equal_count_bins_hold_as_many_items_each_and_say_how_many():
@@ -82,7 +90,7 @@ def test_a_run_writes_one_self_contained_page_whose_headline_is_its_metrics(trai
     page = run.report.read_text()
     pictures = dict(assert_self_contained(page, expected_figures=6))
     metrics = json.loads(run.metrics.read_text())
-    headline = re.search(r'<p class="headline">(.*?)</p>', page).group(1)
+    headline = headline_of(page)
     assert f"On {metrics['clips']:,} test clips of {metrics['speakers']} speakers" in headline
     assert f"accuracy {metrics['accuracy']:.3f} (balanced {metrics['balanced_accuracy']:.3f})" in headline
     assert f"T = {metrics['temperature']:.2f}" in headline
@@ -106,7 +114,7 @@ def test_an_export_page_states_the_summarys_numbers(synthetic_corpus, prediction
     summary = export_parquet(synthetic_corpus, predictions, tmp_path / "aug", ExportOptions(layout=layout, **WEAK))
     page = ExportFolder(tmp_path / "aug").report.read_text()
     assert_self_contained(page, expected_figures=5)  # coverage, confidence, reliability, two confusions
-    headline = re.search(r'<p class="headline">(.*?)</p>', page, re.DOTALL).group(1)
+    headline = headline_of(page)
     # a page is attached to an issue as it is: no folder of the user's machine (summary.json keeps them)
     for key in ("model", "corpus", "reference"):
         assert str(Path(summary[key]).parent.parent) not in page, key
@@ -158,7 +166,7 @@ def test_compare_writes_the_runs_side_by_side(trained_run, tmp_path):
     assert result.exit_code == 0, result.output
     page = page_file.read_text()
     assert_self_contained(page, expected_figures=12)  # six per run
-    assert "→ 0.875" in re.search(r'<p class="headline">(.*?)</p>', page).group(1)
+    assert "→ 0.875" in headline_of(page)
     assert "0.8750" in page  # the metrics table, as the text command prints it
     speakers = metrics["speakers"]  # the tiny trained run's test speakers: too few to compare runs on
     assert speakers < 30 and f"tested on {speakers} speakers" in result.output and "say nothing" in page
@@ -191,7 +199,7 @@ def test_an_export_page_renders_in_a_browser_with_its_figures(synthetic_corpus, 
     export_parquet(synthetic_corpus, predictions, tmp_path / "aug", ExportOptions(**WEAK))
     pixels = screenshot(ExportFolder(tmp_path / "aug").report, tmp_path / "shot.png", tmp_path)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
-    white = (pixels > 0.97).all(axis=-1)
+    white = np.asarray((pixels > 0.97).all(axis=-1))
     assert 0.02 < (~white).mean() < 0.9, "the page is blank (or all ink)"
     # the figures were decoded and drawn: matplotlib's blue (male) lines, and dark text above them
     blue = (np.abs(pixels - np.array([0x1F, 0x77, 0xB4]) / 255).max(axis=-1) < 0.08).sum()

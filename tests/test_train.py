@@ -440,11 +440,14 @@ def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, mo
     """A release's size does not set the training's cost: an epoch is at most train.epoch_clips clips."""
     import cvlabel.training as training
 
-    batches = []
+    batches: list[int] = []
     real = training.training_features
-    monkeypatch.setattr(
-        training, "training_features", lambda speech, *a: batches.append(len(speech)) or real(speech, *a)
-    )
+
+    def counting(speech, *args):
+        batches.append(len(speech))
+        return real(speech, *args)
+
+    monkeypatch.setattr(training, "training_features", counting)
     sets = ("train.epochs=2", "train.batch_size=4", "train.folds=2", "train.patience=5")
     train(synthetic_corpus, tmp_path / "run", tiny_config(tmp_path / "cache", *sets, "train.epoch_clips=8"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -461,11 +464,14 @@ def test_the_early_stopping_check_scores_at_most_train_dev_clips_and_the_metrics
 ):
     import cvlabel.training as training
 
-    checked = []
+    checked: list[int] = []
     real = training._MemberTrainer._dev_row
-    monkeypatch.setattr(
-        training._MemberTrainer, "_dev_row", lambda self, *a: checked.append(len(self.dev_rows)) or real(self, *a)
-    )
+
+    def counting(self, *args):
+        checked.append(len(self.dev_rows))
+        return real(self, *args)
+
+    monkeypatch.setattr(training._MemberTrainer, "_dev_row", counting)
     sets = ("train.epochs=2", "train.folds=2", "train.dev_clips=3")
     metrics = train(synthetic_corpus, tmp_path / "run", tiny_config(tmp_path / "cache", *sets))
     assert checked == [3] * 4  # 2 members x 2 epochs, 3 dev clips each
