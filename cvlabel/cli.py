@@ -295,6 +295,11 @@ def train(
     ]
     metrics = run_train(corpus_dir, out, load_config(config, overrides), augmented=augmented)
     typer.echo(format_metrics(metrics, [*METRIC_KEYS, "parameters", "best_epochs", "train_seconds"]))
+    seen = metrics["clips_seen"]
+    typer.echo(
+        f"each epoch drew {seen['epoch_clips']:,} of a member's {seen['member_train_clips']:,} train clips "
+        f"(train.epoch_clips); {seen['crops']:,} crops in all"
+    )
     typer.echo(f"run written to {out}: open {RunFolder(out).report}")
 
 

@@ -311,6 +311,13 @@ def check_config(config: Config) -> None:
         )
     if augment.noise_snr_min_db > augment.noise_snr_max_db:
         raise ConfigError("config key 'augment.noise_snr_min_db' must not exceed 'augment.noise_snr_max_db'")
+    train = config.train
+    if 0 < train.epoch_clips < train.batch_size:
+        raise ConfigError(
+            f"config key 'train.epoch_clips' ({train.epoch_clips}) is less than one batch ('train.batch_size' "
+            f"{train.batch_size}): an epoch would be one short step; give at least {train.batch_size}, or 0 for "
+            "every train clip"
+        )
 
 
 def save_config(config: Config, path: str | Path) -> None:

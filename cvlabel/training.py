@@ -140,6 +140,7 @@ def train(
     metrics["best_epochs"] = [
         max((h for h in history if h["member"] == k), key=_score)["epoch"] for k in range(config.train.folds)
     ]
+    metrics["clips_seen"] = clips_seen(history, [int((folds != k).sum()) for k in range(config.train.folds)], config)
     metrics.update({"decode_errors": len(errors), "train_seconds": round(time.time() - started, 1)})
     dev_balanced_accuracy = metrics["dev"]["balanced_accuracy"]
     if not dev_balanced_accuracy >= MIN_DEV_BALANCED_ACCURACY:
@@ -583,6 +584,17 @@ def _self_reported(rows: pd.DataFrame) -> np.ndarray:
     if "self_reported" not in rows:
         return np.ones(len(rows), dtype=bool)
     return rows["self_reported"].to_numpy(dtype=bool)
+
+
+def clips_seen(history: list[dict[str, Any]], member_rows: list[int], config: Config) -> dict[str, int]:
+    """What the budget let the committee see: crops drawn in all (every epoch each member ran), the most an
+    epoch drew, and the train clips a member had to draw from (the most of any member)."""
+    epochs = [sum(1 for h in history if h["member"] == k and h["epoch"] >= 1) for k in range(len(member_rows))]
+    return {
+        "crops": sum(_epoch_clips(rows, config) * ran for rows, ran in zip(member_rows, epochs, strict=True)),
+        "epoch_clips": max(_epoch_clips(rows, config) for rows in member_rows),
+        "member_train_clips": max(member_rows),
+    }
 
 
 def _epoch_clips(rows: int, config: Config) -> int:

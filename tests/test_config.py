@@ -84,11 +84,18 @@ def test_shipped_configs_load(path):
         ("features.f_max=9000", "features.f_max"),
         ("features.hop_ms=64", "features.hop_ms"),
         ("features.decoder=ffmpeg", "features.decoder"),
+        ("train.epoch_clips=10", "train.epoch_clips"),  # less than a batch (32)
+        ("train.dev_clips=-1", "train.dev_clips"),
     ],
 )
 def test_values_out_of_range_are_one_line_naming_the_key(override, key):
     with pytest.raises(ConfigError, match=f"'{key}'"):
         load_config(None, [override])
+
+
+def test_a_budget_of_a_batch_or_none_is_fine():
+    assert load_config(None, ["train.epoch_clips=32"]).train.epoch_clips == 32
+    assert load_config(None, ["train.epoch_clips=0", "train.batch_size=64"]).train.epoch_clips == 0
 
 
 def test_every_range_rule_names_a_real_key():

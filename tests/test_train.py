@@ -44,6 +44,10 @@ def test_train_cli_writes_every_artifact(synthetic_corpus, tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     # every summary line the command prints has a value (each member's best epoch, not None)
     assert "best_epochs" in result.output
+    seen = metrics["clips_seen"]
+    assert f"each epoch drew {seen['epoch_clips']:,} of a member's {seen['member_train_clips']:,} train clips" in (
+        result.output
+    )
     assert not [line for line in result.output.splitlines() if line.rstrip().endswith(" None")]
     for key in (
         "accuracy",
@@ -454,6 +458,8 @@ def test_an_epoch_draws_at_most_train_epoch_clips(synthetic_corpus, tmp_path, mo
     per_member = metrics["splits"]["train"]["clips"] / 2
     assert per_member > 8  # each member has more train clips than an epoch may draw...
     assert batches == [4, 4] * 4  # ...and draws 8 an epoch: 2 members x 2 epochs x 2 batches of 4
+    seen = metrics["clips_seen"]  # what train says it saw: 2 members x 2 epochs x 8
+    assert (seen["crops"], seen["epoch_clips"]) == (32, 8) and seen["member_train_clips"] >= per_member
     batches.clear()
     train(synthetic_corpus, tmp_path / "all", tiny_config(tmp_path / "cache", *sets, "train.epoch_clips=0"))
     assert sum(batches) > 4 * 8  # 0: every train clip, every epoch
