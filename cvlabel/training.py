@@ -490,7 +490,7 @@ def training_features(
 
     Clips are cropped and augmented at their own rates, in groups of one rate (in order of first
     appearance, so a batch of one rate draws as it always did); every group's log-mels are cut to
-    the fewest frames of any (3 s: 151 frames at 12, 16 and 11.025 kHz alike)."""
+    the fewest frames of any (2 s: 101 frames at 12, 16 and 11.025 kHz alike)."""
     groups: dict[float, list[int]] = {}
     for index, clip in enumerate(speech):
         groups.setdefault(clip.rate, []).append(index)
