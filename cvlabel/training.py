@@ -205,9 +205,21 @@ def _finished_member(
 ) -> tuple[GenderCNN, np.ndarray, list[dict[str, Any]]] | None:
     """The member a killed run finished for this fold, or None; a CvlabelError when it was trained on
     other settings or rows (a changed config or release is refused, not mixed in)."""
+    saved = _read_resume_file(run.member(fold), key)
+    if saved is None:
+        return None
+    tensors, metadata = saved
+    held_logits = tensors.pop(OUT_OF_FOLD).numpy()
+    member = GenderCNN(config.model, config.features.n_mels)
+    member.load_state_dict(tensors)
+    return member.eval(), held_logits, json.loads(metadata["history"])
+
+
+def _read_resume_file(path: Path, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """The tensors and metadata of a finished member or epoch a killed run saved, or None when there is none;
+    a CvlabelError when it was saved under other settings or rows (a changed config or release is refused)."""
     from safetensors import safe_open
 
-    path = run.member(fold)
     if not path.is_file():
         return None
     with safe_open(str(path), framework="pt") as handle:
@@ -215,13 +227,10 @@ def _finished_member(
         tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
     if metadata.get("resume_key") != key:
         raise CvlabelError(
-            f"{run.path} holds members of an unfinished training with other settings or another release "
+            f"{path.parent} holds members of an unfinished training with other settings or another release "
             f"({path.name}); run the same command as before to resume it, or choose a new --out folder"
         )
-    held_logits = tensors.pop(OUT_OF_FOLD).numpy()
-    member = GenderCNN(config.model, config.features.n_mels)
-    member.load_state_dict(tensors)
-    return member.eval(), held_logits, json.loads(metadata["history"])
+    return tensors, metadata
 
 
 def _save_progress(
@@ -274,18 +283,10 @@ def _load_progress(
     """Put a member back as _save_progress left it (model, optimizer, schedule, random states, in place)
     and return (finished epochs, best so far, whether it stopped early, its train_log rows); None when
     nothing was saved. A CvlabelError for progress of other settings or rows."""
-    from safetensors import safe_open
-
-    if path is None or not path.is_file():
+    saved = _read_resume_file(path, key) if path is not None else None
+    if saved is None:
         return None
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata() or {}
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
-    if metadata.get("resume_key") != key:
-        raise CvlabelError(
-            f"{path.parent} holds an unfinished training with other settings or another release ({path.name}); "
-            "run the same command as before to resume it, or choose a new --out folder"
-        )
+    tensors, metadata = saved
 
     def part(prefix: str) -> dict[str, torch.Tensor]:
         return {name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)}
