@@ -216,8 +216,11 @@ def main() -> None:
         result["held_out_locales"] = held_out_locales(truth, holdout, seed)
         result["claims"] = summary["claims"]
         labelled = [g for g, claim in summary["claims"].items() if claim["threshold"] is not None]
-        result["claimed_lower_bound"] = min((summary["claims"][g]["lower_bound"] for g in labelled), default=None)
-        result["claimed_precision"] = min((summary["claims"][g]["precision"] for g in labelled), default=None)
+        claimed = [summary["claims"][g] for g in labelled]
+        result["claimed_lower_bound"] = min(
+            (c["lower_bound"] for c in claimed if c["lower_bound"] is not None), default=None
+        )
+        result["claimed_precision"] = min((c["precision"] for c in claimed if c["precision"] is not None), default=None)
         result["holds"] = all(
             result["by_gender"][g] is None or result["by_gender"][g] >= summary["claims"][g]["lower_bound"]
             for g in labelled

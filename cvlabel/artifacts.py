@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import shutil
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from .corpus import clips_dir
 from .errors import CvlabelError
 from .files import atomic_path, write_json, write_parquet
 from .labels import BINARY_GENDERS, calibrate, label_index
+from .summaries import ExportSummary
 
 # ---- the run folder ------------------------------------------------------------------------
 
@@ -255,10 +257,11 @@ class ExportFolder:
     def split(self, name: str) -> Path:
         return self.path / f"{name}.parquet"
 
-    def read_summary(self) -> dict[str, Any]:
+    def read_summary(self) -> ExportSummary:
+        """summary.json as written (one of an older cvlabel may lack keys: summaries.py)."""
         if not self.summary.is_file():
             raise CvlabelError(f"{self.path}: not a 'cvlabel export parquet' folder (no summary.json)")
-        result: dict[str, Any] = json.loads(self.summary.read_text())
+        result: ExportSummary = json.loads(self.summary.read_text())
         return result
 
     def read_rows(self, splits: tuple[str, ...] | None = None, columns: list[str] | None = None) -> pd.DataFrame:
@@ -304,7 +307,7 @@ def export_table(rows: pd.DataFrame) -> pa.Table:
     return table.cast(pa.schema(typed, metadata=table.schema.metadata))
 
 
-def write_export_split(table: pa.Table, path: Path, metadata: dict[str, Any]) -> None:
+def write_export_split(table: pa.Table, path: Path, metadata: Mapping[str, Any]) -> None:
     """One split file, with the export's metadata (model, thresholds, options) in the Parquet footer."""
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"cvlabel": json.dumps(metadata).encode()})
     write_parquet(table, path)

@@ -20,13 +20,14 @@ one whose bound passes (cvlabel <= 0.3) was no such test: benchmarks/certify_sim
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 from scipy.stats import beta
 
 from .labels import BINARY_GENDERS
+from .summaries import Claim, Claims
 
 # A committee this close to chance on its dev speakers is guessing: training says so loudly, and
 # export refuses to pseudo-label with it unless told to (--allow-weak-model).
@@ -38,6 +39,16 @@ CONFIDENCE_GRID = tuple(float(1.0 - x) for x in np.geomspace(1e-5, 0.5, 96))
 # The targets an uncertifiable export tries below the one asked for, to name the highest this reference can
 # certify (found by trying these, so a target then chosen from them was chosen after looking: say so)
 TARGET_LADDER = (0.99, 0.98, 0.97, 0.95, 0.9, 0.8)
+
+
+class Cut(TypedDict):
+    """A threshold the fixed sequence passed, and what the reference speakers above it give."""
+
+    threshold: float
+    lower_bound: float  # the cut's own Clopper-Pearson bound (chosen by the data: not what is guaranteed)
+    precision: float  # point estimate, clip-weighted
+    speakers: int
+    clips: int
 
 
 def precision_bounds(correct: np.ndarray, clips: np.ndarray, certainty: float) -> tuple[float, float]:
@@ -55,7 +66,7 @@ def precision_bounds(correct: np.ndarray, clips: np.ndarray, certainty: float) -
 
 def certified_thresholds(
     speakers: pd.DataFrame, target: float, certainty: float, accept_uncertified: bool = False
-) -> dict[str, dict[str, Any]]:
+) -> Claims:
     """Per gender, the lowest speaker confidence whose selection reaches `target` as a lower bound.
 
     speakers: reference speakers with `predicted` (0/1), `confidence`, `clips`, `correct` (bool)
@@ -69,11 +80,11 @@ def certified_thresholds(
     With accept_uncertified and no certifiable cut, the threshold is the deepest cut whose point
     estimate and every shallower cut's reach the target (certified False).
     """
-    claims = {}
+    claims: Claims = {}
     for gender, curve in precision_curves(speakers, certainty).items():
         bounds = list(zip(curve["lower_bound"], curve["precision"], strict=True))
         whole = curve.iloc[-1] if len(curve) else {"speakers": 0, "clips": 0}  # the last cut keeps every speaker
-        claim: dict[str, Any] = {
+        claim: Claim = {
             "threshold": None, "certified": False, "lower_bound": None, "precision": None, "speakers": 0,
             "clips": 0, "reference_speakers": int(whole["speakers"]), "reference_clips": int(whole["clips"]),
             "best_lower_bound": float(curve["lower_bound"].max()) if len(curve) else 0.0,
@@ -91,16 +102,20 @@ def certified_thresholds(
                     }
                     break
         if passed is not None:  # what is guaranteed is the target (family-wise); the cut's own bound is not
-            claim.update(passed, certified=True, lower_bound=target, cut_lower_bound=passed["lower_bound"])
+            claim.update({
+                "threshold": passed["threshold"], "precision": passed["precision"], "speakers": passed["speakers"],
+                "clips": passed["clips"], "certified": True, "lower_bound": target,
+                "cut_lower_bound": passed["lower_bound"],
+            })  # fmt: skip
         elif accept_uncertified:
             # not a test: the deepest cut whose point estimate, and every shallower one's, reach it
             running = np.minimum.accumulate(np.array([precision for _, precision in bounds]))
             chosen = [k for k, floor in enumerate(running) if floor >= target]
             if chosen:
                 cut = curve.iloc[chosen[-1]]
-                claim.update(threshold=float(cut["threshold"]), lower_bound=float(cut["lower_bound"]),
-                             precision=float(cut["precision"]), speakers=int(cut["speakers"]),
-                             clips=int(cut["clips"]))  # fmt: skip
+                claim.update({"threshold": float(cut["threshold"]), "lower_bound": float(cut["lower_bound"]),
+                              "precision": float(cut["precision"]), "speakers": int(cut["speakers"]),
+                              "clips": int(cut["clips"])})  # fmt: skip
         claims[gender] = claim
     return claims
 
@@ -111,7 +126,7 @@ def fixed_sequence(
     certainty: float,
     grid: tuple[float, ...] = CONFIDENCE_GRID,
     start: str = "peak",
-) -> dict[str, Any] | None:
+) -> Cut | None:
     """The loosest `grid` threshold the fixed sequence certifies on `pool` (speakers of one predicted
     gender: confidence, clips, correct), with its lower_bound, precision, speakers and clips; None
     when the first threshold tested fails (see the module docstring).
@@ -144,7 +159,7 @@ def fixed_sequence(
         first = int(testable[np.argmax(forecast[testable])])  # ties: the strictest
     elif start == "expected":
         first = int(next((i for i in testable if forecast[i] >= target), first))
-    passed = None
+    passed: Cut | None = None
     for i in range(first, len(grid)):
         if flawless[i] < target:  # a prolific speaker can make a looser threshold untestable again: skipped
             continue
@@ -197,10 +212,10 @@ def _pool(speakers: pd.DataFrame, gender: str) -> pd.DataFrame:
     return speakers[(speakers["predicted"] == index) & ~speakers["disputed"].astype(bool)]
 
 
-def claims_at(speakers: pd.DataFrame, thresholds: dict[str, float], certainty: float) -> dict[str, dict[str, Any]]:
+def claims_at(speakers: pd.DataFrame, thresholds: dict[str, float], certainty: float) -> Claims:
     """What the reference says of thresholds the user chose (--min-confidence): the fields of
     certified_thresholds; `certified` is False, as no target was asked for."""
-    claims = {}
+    claims: Claims = {}
     for gender in BINARY_GENDERS:
         pool = _pool(speakers, gender)
         chosen = pool[pool["confidence"] >= thresholds[gender]]

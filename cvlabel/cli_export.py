@@ -9,6 +9,7 @@ import typer
 
 from .cli_options import FLAG, CorpusArg, reports_errors
 from .config import ExportOptions
+from .summaries import ExportSummary
 
 export_app = typer.Typer(help="Write the corpus with its pseudo-labels in another format.", no_args_is_help=True)
 EXPORT = ExportOptions()  # export's defaults, shown in --help
@@ -180,7 +181,7 @@ def _export_options(
     )
 
 
-def _say_exported(summary: dict[str, Any], out: Path, report: Path | None = None) -> None:
+def _say_exported(summary: ExportSummary, out: Path, report: Path | None = None) -> None:
     """An export's last lines: its headline, and where it went."""
     from .report import describe_export
 

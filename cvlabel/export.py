@@ -44,13 +44,14 @@ from .files import atomic_folder, write_json
 from .labelling import FILLED_SOURCES
 from .labels import BINARY_GENDERS
 from .release_labels import LabelledRelease, label_release, reason_counts, release_genders, write_report
+from .summaries import ExportSummary, FormatCounts
 
 CLIPS_MODES = ("link", "copy", "none")  # how `export tsv` gives its release the clips
 LHOTSE_INSTALL = "pip install 'cvlabel[lhotse]'"  # lhotse is an optional extra, imported by `export lhotse` only
 
 # A writer: (the labelled release, the new folder, the options, the format's own settings) -> the rows it
 # exported and the keys its summary.json adds to what every export states.
-Writer = Callable[[LabelledRelease, Path, ExportOptions, Mapping[str, Any]], tuple[pd.DataFrame, dict[str, Any]]]
+Writer = Callable[[LabelledRelease, Path, ExportOptions, Mapping[str, Any]], tuple[pd.DataFrame, FormatCounts]]
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def write_export(
     options: ExportOptions = ExportOptions(),
     reference: str | Path | None = None,
     **settings: Any,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Write OUT_DIR in the format `name` (FORMATS), with summary.json and report.html; return the summary."""
     if name not in FORMATS:
         raise CvlabelError(f"no export format {name!r}: one of {', '.join(FORMATS)}")
@@ -96,7 +97,7 @@ def write_export(
     with atomic_folder(out_dir, f"cvlabel export {name}") as tmp:
         labelled = label_release(corpus_dir, predictions_dir, options, reference, layout=chosen.layout(options))
         rows, own = chosen.write(labelled, tmp, options, settings)
-        summary = labelled.summary(rows, **own)
+        summary = labelled.summary(rows, own)
         write_json(ExportFolder(tmp).summary, summary)
         write_report(ExportFolder(tmp), labelled, summary)
     return summary
@@ -108,7 +109,7 @@ def export_parquet(
     aug_dir: str | Path,
     options: ExportOptions = ExportOptions(),
     reference: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Write AUG_DIR's Parquet files in options.layout, and summary.json; return the summary."""
     return write_export("parquet", corpus_dir, predictions_dir, aug_dir, options, reference)
 
@@ -120,7 +121,7 @@ def export_tsv(
     options: ExportOptions = ExportOptions(),
     reference: str | Path | None = None,
     clips: str = "link",
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Write OUT_DIR as an augmented copy of the release: its own TSVs with the accepted labels filled
     into blank genders (artifacts.write_augmented_tsv), `clips` linked (or copied, or left out)."""
     return write_export("tsv", corpus_dir, predictions_dir, out_dir, options, reference, clips=clips)
@@ -132,7 +133,7 @@ def export_lhotse(
     out_dir: str | Path,
     options: ExportOptions = ExportOptions(),
     reference: str | Path | None = None,
-) -> dict[str, Any]:
+) -> ExportSummary:
     """Write OUT_DIR as lhotse manifests the way lhotse's Common Voice recipe writes them, with the
     accepted labels (see write_lhotse)."""
     return write_export("lhotse", corpus_dir, predictions_dir, out_dir, options, reference)
@@ -141,7 +142,7 @@ def export_lhotse(
 @export_format("parquet", layout=lambda options: options.layout)
 def write_parquet(
     labelled: LabelledRelease, folder: Path, options: ExportOptions, settings: Mapping[str, Any]
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, FormatCounts]:
     """The Parquet files of options.layout (export_layouts.py), one schema for every file, so
     `AUG/*.parquet` reads as one table in polars, DuckDB, datasets."""
     # the release layout keeps every row, also of TSVs infer did not read (their blank rows say so)
@@ -164,7 +165,7 @@ def _check_clips_mode(settings: Mapping[str, Any]) -> None:
 @export_format("tsv", check=_check_clips_mode)
 def write_tsv(
     labelled: LabelledRelease, folder: Path, options: ExportOptions, settings: Mapping[str, Any]
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, FormatCounts]:
     """The release's TSVs with the blank genders filled (and provenance columns), its clips given as
     settings["clips"] says; other TSVs of the folder are not copied."""
     rows, corpus_dir, clips = labelled.rows, labelled.corpus_dir, settings.get("clips", "link")
@@ -214,7 +215,7 @@ def _check_lhotse(settings: Mapping[str, Any]) -> None:
 @export_format("lhotse", check=_check_lhotse)
 def write_lhotse(
     labelled: LabelledRelease, folder: Path, options: ExportOptions, settings: Mapping[str, Any]
-) -> tuple[pd.DataFrame, dict[str, Any]]:
+) -> tuple[pd.DataFrame, FormatCounts]:
     """Per locale and file of the release layout (its train/dev/test split, the other rows by TSV),
     recordings and supervisions (speaker = client_id, recording_id and id = the clip's stem, gender in
     the release's vocabulary, age/accents/variant and the label's provenance and probabilities in

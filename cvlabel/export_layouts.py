@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,11 +26,12 @@ from .labelling import INHERITED, PSEUDO, SELF_REPORTED, BlankReason
 from .labels import BINARY_GENDERS
 from .release_labels import LabelledRelease, reason_counts
 from .splits import assign_splits
+from .summaries import FormatCounts
 
 log = logging.getLogger(__name__)
 
 SOURCE_ORDER = {SELF_REPORTED: 0, INHERITED: 1, PSEUDO: 2}  # who is kept first when capping or rebalancing
-Layout = tuple[pd.DataFrame, tuple[str, ...], dict[str, Any]]  # the rows with `split`, the files, summary counts
+Layout = tuple[pd.DataFrame, tuple[str, ...], FormatCounts]  # the rows with `split`, the files, summary counts
 
 
 def classifier_layout(rows: pd.DataFrame, labelled: LabelledRelease, options: ExportOptions) -> Layout:
@@ -65,7 +65,7 @@ def classifier_layout(rows: pd.DataFrame, labelled: LabelledRelease, options: Ex
             "%d rows of invalidated.tsv (clips Common Voice's voters rejected) are in train.parquet, since infer read "
             "--tsv invalidated; --layout release keeps them apart, in invalidated.parquet", invalidated,
         )  # fmt: skip
-    counts = {
+    counts: FormatCounts = {
         "train_before_cap_and_rebalance": before,
         "train_after": _counts(rows[rows["split"] == "train"]),
         "invalidated_rows_in_train": invalidated,

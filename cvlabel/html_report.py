@@ -30,6 +30,7 @@ from .labels import BINARY_GENDERS, calibrate, decide, label_index
 from .metrics import clip_correctness, equal_count_reliability
 from .plots import confidence_histogram_png, confusion_png, coverage_precision_png, reliability_png, write_png
 from .pooling import reference_speakers
+from .summaries import Claim, Claims, ExportSummary
 
 DEFAULTS = ExportOptions()  # the thresholds a run's page previews are export's defaults
 
@@ -44,7 +45,7 @@ class Figure:
 # ---- words ---------------------------------------------------------------------------------
 
 
-def export_headline(summary: dict[str, Any]) -> str:
+def export_headline(summary: ExportSummary) -> str:
     """An export in one sentence: rows labelled, what is certified on how many reference speakers,
     and why the rest stayed blank (summary.json's `blank_rows` and `claims`)."""
     blank = summary["blank_rows"]
@@ -63,7 +64,7 @@ def export_headline(summary: dict[str, Any]) -> str:
     return "; ".join(words) + "."
 
 
-def guarantee_sentence(summary: dict[str, Any]) -> str | None:
+def guarantee_sentence(summary: ExportSummary) -> str | None:
     """What a certified claim covers, in one sentence: the method, the population, the clips per
     speaker (summary.json's options, claims and scored_as_blank); None when nothing is certified."""
     certified = [gender for gender, claim in summary["claims"].items() if claim.get("certified")]
@@ -84,7 +85,7 @@ def guarantee_sentence(summary: dict[str, Any]) -> str | None:
     )
 
 
-def claim_words(gender: str, claim: dict[str, Any], summary: dict[str, Any]) -> str:
+def claim_words(gender: str, claim: Claim, summary: ExportSummary) -> str:
     """One gender's claim in words (the headline's part, and the export command's line for it)."""
     options = summary["options"]
     behind = f"{claim['reference_speakers']} reference speakers"
@@ -155,7 +156,7 @@ def _confusion_figures(metrics: dict[str, Any]) -> list[Figure]:
     return found
 
 
-def _coverage_figure(speakers: pd.DataFrame, claims: dict[str, dict[str, Any]], target: float | None,
+def _coverage_figure(speakers: pd.DataFrame, claims: Claims, target: float | None,
                      certainty: float) -> Figure:  # fmt: skip
     curves = precision_curves(speakers, certainty)
     thresholds = {gender: claim["threshold"] for gender, claim in claims.items()}
@@ -250,7 +251,7 @@ def write_run_report(run_dir: str | Path, metrics: dict[str, Any]) -> None:
 
 def write_export_report(
     path: str | Path,
-    summary: dict[str, Any],
+    summary: ExportSummary,
     speakers: pd.DataFrame,
     predictions: pd.DataFrame,
     run_metrics: dict[str, Any] | None,
@@ -307,11 +308,11 @@ def _shown(path: str | Path) -> str:
     return str(Path(path.parent.name, path.name)) if path.parent.name else path.name
 
 
-def _without_folders(text: str, summary: dict[str, Any]) -> str:
+def _without_folders(text: str, summary: ExportSummary) -> str:
     """`text` with the summary's own paths (model, corpus, reference) shown as _shown does."""
-    for key in ("model", "corpus", "reference"):
-        if summary.get(key):
-            text = text.replace(str(summary[key]), _shown(summary[key]))
+    for path in (summary.get("model"), summary.get("corpus"), summary.get("reference")):
+        if path:
+            text = text.replace(path, _shown(path))
     return text
 
 

@@ -35,6 +35,7 @@ from .pooling import pool_by_speaker
 from .progress import progress
 from .runners import LocalRunner, dask_runner, exit_with_parent, keep_freed_memory, resolve_jobs
 from .splits import SPLITS, assign_splits
+from .summaries import InferSummary
 
 # No torch at the top of this module: with worker processes, the parent only reads TSVs, hands
 # out shards and pools the results, and importing torch there would cost ~0.3 GB and ~3 s.
@@ -47,7 +48,7 @@ BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 def infer(
     corpus_dir: str | Path, model_dir: str | Path, out_dir: str | Path, options: InferOptions = InferOptions()
-) -> dict[str, Any]:
+) -> InferSummary:
     """Predict the selected rows into out_dir (resuming a previous run) and pool per speaker."""
     started = time.time()
     corpus_dir, out = Path(corpus_dir), PredictionsFolder(out_dir)

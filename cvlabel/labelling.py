@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from enum import Enum
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +30,7 @@ from .config import ExportOptions
 from .labels import BINARY_GENDERS, or_null
 from .pooling import reference_speakers
 from .splits import speaker_genders
+from .summaries import BlankRows, Claims
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def reference_for_claims(
     return reference_speakers(rows[~known], temperature, blank_clips)
 
 
-def choose_claims(options: ExportOptions, speakers: pd.DataFrame) -> dict[str, dict[str, Any]]:
+def choose_claims(options: ExportOptions, speakers: pd.DataFrame) -> Claims:
     """Per gender: the threshold and what the reference speakers certify of it (the user's
     --min-confidence, or certify's threshold for --target-precision)."""
     if options.min_confidence is not None:
@@ -194,7 +194,7 @@ def label_blank_rows(
     )
 
 
-def blank_row_summary(rows: pd.DataFrame, manifest: pd.DataFrame) -> dict[str, Any]:
+def blank_row_summary(rows: pd.DataFrame, manifest: pd.DataFrame) -> BlankRows:
     """The export's headline numbers: the blank rows (of the TSVs infer read), how many were labelled
     and by what, and why the others stayed blank (BlankReason.short)."""
     blank = rows[manifest.loc[rows.index, "gender"].isna()]

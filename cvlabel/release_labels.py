@@ -44,6 +44,7 @@ from .labelling import (
 )
 from .labels import BINARY_GENDERS
 from .pooling import reference_speakers as pooled_reference
+from .summaries import BlankRows, Claims, ExportMetadata, ExportSummary, FormatCounts
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,14 @@ class LabelledRelease:
     rows: pd.DataFrame  # the manifest's rows with gender filled where accepted, and the label columns
     plan: dict[str, Any]  # the predictions folder's plan.json
     config: Config  # the model run's config
-    claims: dict[str, dict[str, Any]]  # per gender: the threshold and what the reference certifies of it
-    metadata: dict[str, Any]  # the run's provenance: model hash, temperature, thresholds, options
+    claims: Claims  # per gender: the threshold and what the reference certifies of it
+    metadata: ExportMetadata  # the run's provenance: model hash, temperature, thresholds, options
     rule: str  # how the thresholds were chosen, in words
     reference_speakers: pd.DataFrame  # the pooled reference speakers the thresholds were chosen on
     predictions: pd.DataFrame  # the predictions folder's predictions.parquet
-    blank_rows: dict[str, Any]  # the blank rows of the TSVs infer read: how many, labelled how, left blank why
+    blank_rows: BlankRows  # the blank rows of the TSVs infer read: how many, labelled how, left blank why
 
-    def summary(self, exported: pd.DataFrame, **own: Any) -> dict[str, Any]:
+    def summary(self, exported: pd.DataFrame, own: FormatCounts) -> ExportSummary:
         """summary.json of an export of the rows `exported`: what every export states (provenance, claims,
         the rule, the labels given, the blank rows) and the export's `own` keys."""
         return {
@@ -136,7 +137,7 @@ def label_release(
     certifying = options.min_confidence is None and not options.accept_uncertified
     rows = manifest.copy()
     label_blank_rows(rows, manifest, predictions, thresholds, plan["tsvs"], locales if certifying else None)
-    metadata = {
+    metadata: ExportMetadata = {
         "layout": layout,
         "model_sha256": plan["model_sha256"],
         "model": plan["model"],
@@ -165,7 +166,7 @@ def label_release(
     )
 
 
-def write_report(folder: ExportFolder, labelled: LabelledRelease, summary: dict[str, Any]) -> None:
+def write_report(folder: ExportFolder, labelled: LabelledRelease, summary: ExportSummary) -> None:
     """The export's report.html (every format writes one): headline, claims, figures."""
     run_metrics = _run_metrics(labelled.plan["model"])
     write_export_report(folder.report, summary, labelled.reference_speakers, labelled.predictions, run_metrics)

@@ -17,6 +17,7 @@ from .files import write_text
 from .html_report import claim_words, compare_page, export_headline, guarantee_sentence
 from .labels import BINARY_GENDERS
 from .splits import SPLITS, assign_splits
+from .summaries import ExportSummary, InferSummary
 
 GENDER_ORDER = ["male", "female", "other", "declined", "blank"]
 
@@ -201,7 +202,7 @@ def check_truth(aug_dir: str | Path, truth_tsv: str | Path) -> str:
     return "\n".join(lines)
 
 
-def describe_export(summary: dict[str, Any]) -> str:
+def describe_export(summary: ExportSummary) -> str:
     """What an export promises and what it left blank, in words: its command's last lines."""
     # each gender's claim in the headline's words (html_report owns them), then what the export wrote
     lines = [claim_words(gender, claim, summary) for gender, claim in summary["claims"].items()]
@@ -229,7 +230,7 @@ def describe_export(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def describe_infer(summary: dict[str, Any], out: str | Path) -> str:
+def describe_infer(summary: InferSummary, out: str | Path) -> str:
     """`cvlabel infer`'s closing lines: what was predicted, what stayed out and why, and where."""
     lines = [
         f"{summary['rows']} rows of {summary['speakers']} speakers: {summary['labels']['male']} male, "

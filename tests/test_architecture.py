@@ -17,7 +17,7 @@ PACKAGE = Path(cvlabel.__file__).parent
 LAYERS = [
     ["errors", "version"],
     ["files", "mpg123", "bandmp3", "progress"],
-    ["config"],
+    ["config", "summaries"],
     ["labels"],
     ["corpus", "audio"],
     ["splits", "speech"],

@@ -116,8 +116,8 @@ def test_an_export_page_states_the_summarys_numbers(synthetic_corpus, prediction
     assert_self_contained(page, expected_figures=5)  # coverage, confidence, reliability, two confusions
     headline = headline_of(page)
     # a page is attached to an issue as it is: no folder of the user's machine (summary.json keeps them)
-    for key in ("model", "corpus", "reference"):
-        assert str(Path(summary[key]).parent.parent) not in page, key
+    for path in (summary["model"], summary["corpus"], summary["reference"]):
+        assert path is not None and str(Path(path).parent.parent) not in page, path
     blank = summary["blank_rows"]
     labelled = sum(blank["labelled"].values())
     assert headline.startswith(f"{labelled:,} of {blank['rows']:,} blank rows labelled")
@@ -210,8 +210,11 @@ def test_an_export_page_renders_in_a_browser_with_its_figures(synthetic_corpus, 
 def test_an_uncertifiable_gender_names_in_the_headline_the_target_it_can_certify():
     claim = {"threshold": None, "reference_speakers": 154, "best_lower_bound": 0.908,
              "certifiable": {"target": 0.8, "threshold": 0.5, "coverage": 1.0}}  # fmt: skip
-    summary = {"blank_rows": {"rows": 10, "labelled": {"pseudo": 0, "speaker": 0}, "left_blank": {}},
-               "claims": {"female": claim}, "options": {"target_precision": 0.95}}  # fmt: skip
+    summary: Any = {
+        "blank_rows": {"rows": 10, "labelled": {"pseudo": 0, "speaker": 0}, "left_blank": {}},
+        "claims": {"female": claim},
+        "options": {"target_precision": 0.95},
+    }  # the keys the headline reads
     headline = export_headline(summary)
     assert "no female pseudo-labels: precision 0.95 cannot be certified on 154 reference speakers" in headline
     assert "it certifies 0.8, keeping 100% of these speakers' clips: --target-precision 0.8" in headline
