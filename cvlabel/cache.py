@@ -126,9 +126,14 @@ class AudioCache:
                 errors[str(clip)] = error.read_text()
         return errors
 
-    def failed(self, clip: str | Path) -> bool:
-        """Whether decoding the clip (as it is on disk now) failed when it was cached."""
-        return self.entry(clip).with_suffix(".err").exists()
+    def failed_among(self, clips: Sequence[str | Path]) -> set[str]:
+        """The clips (as given) whose decoding failed when they were cached. The cache's failures are listed
+        once, and the clips named only if there is any: naming an entry (a path resolved, a stat, a hash)
+        cost export 30 s of every 100,000 rows, in a cache that usually holds no failure at all."""
+        failures = {path.stem for path in self.folder.glob("*/*.err")}
+        if not failures:
+            return set()
+        return {str(clip) for clip in clips if self.entry(clip).name in failures}
 
     def _cached(self, clip: str | Path) -> bool:
         entry = self.entry(clip)

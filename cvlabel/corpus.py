@@ -90,6 +90,7 @@ TSV_HEADER_V17 = [
     "segment",
 ]
 MANIFEST_COLUMNS = ("path", "client_id", "source_tsv", "cv_split", "gender", "gender_raw", "duration_s")
+TSV_CHUNK_ROWS = 100_000  # rows of a TSV parsed at once (read_tsv)
 FIELD_COUNT_BLOCK_BYTES = 2**20  # bytes of a TSV whose tabs and newlines are counted at once (16 MiB: ~1.5x slower)
 
 # A row's `path` must name a file inside clips/: no absolute path, drive letter or `..` part.
@@ -113,18 +114,22 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
     if tsv_path.stat().st_size == 0:
         return _no_rows(tsv_path)
     check_field_counts(tsv_path)
+    settings = dict(
+        sep="\t",
+        lineterminator="\n",
+        quoting=csv.QUOTE_NONE,
+        dtype=str,
+        keep_default_na=False,
+        na_filter=False,
+        encoding="utf-8",
+        encoding_errors="replace",  # a stray non-UTF-8 byte in a sentence must not stop a run
+    )
     try:
-        frame = pd.read_csv(
-            tsv_path,
-            sep="\t",
-            lineterminator="\n",
-            quoting=csv.QUOTE_NONE,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8",
-            encoding_errors="replace",  # a stray non-UTF-8 byte in a sentence must not stop a run
-        )
+        # parsed a block of rows at a time: the parser's buffers are several times the text it holds
+        shared: dict[str, str] = {}
+        chunks = pd.read_csv(tsv_path, chunksize=TSV_CHUNK_ROWS, **settings)
+        parts = [_shared_strings(chunk, shared) for chunk in chunks]
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.read_csv(tsv_path, nrows=0, **settings)
     except pd.errors.EmptyDataError:  # blank lines alone
         return _no_rows(tsv_path)
     except pd.errors.ParserError as exc:
@@ -134,6 +139,21 @@ def read_tsv(tsv_path: str | Path) -> pd.DataFrame:
         frame = frame.rename(columns={last: last[:-1]})
         frame[last[:-1]] = frame[last[:-1]].str.removesuffix("\r")
     return frame.astype(object)
+
+
+def _shared_strings(chunk: pd.DataFrame, shared: dict[str, str]) -> pd.DataFrame:
+    """The chunk's columns as object arrays in which equal strings are one object: a release repeats its
+    speakers, ages, locales and blanks on every row, and a string object a cell cost a million-row
+    release ~1 GB. Columns mostly of distinct values (paths, sentences) are left as they are read."""
+    columns = {}
+    for name in chunk.columns:
+        codes, uniques = pd.factorize(chunk[name])
+        values = np.asarray(uniques, dtype=object)
+        if len(values) <= len(chunk) // 2:  # worth sharing across the chunks too
+            values = np.array([shared.setdefault(value, value) for value in values], dtype=object)
+        # dtype object said outright: pandas 3 would store an array of strings as its own string type
+        columns[name] = pd.Series(values[codes] if len(values) else [], index=chunk.index, dtype=object)
+    return pd.DataFrame(columns)
 
 
 def _no_rows(tsv_path: Path) -> pd.DataFrame:

@@ -109,20 +109,23 @@ def _unusable_clips(rows: pd.DataFrame, corpus_dir: Path, config: Config) -> pd.
     disk, or recorded as undecodable in the decode cache by training."""
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
     folder = clips_dir(corpus_dir)
-    reasons = []
-    for path, labelled in zip(rows["path"], rows["gender"].isin(BINARY_GENDERS), strict=True):
-        reason = None
-        if labelled:
-            clip = folder / path
-            try:
-                size = clip.stat().st_size
-            except OSError:
-                size = -1
-            if size <= 0:
-                reason = "clip missing" if size < 0 else "clip is empty (0 bytes)"
-            elif cache.failed(clip):
-                reason = "clip could not be decoded"
-        reasons.append(reason)
+    labelled = rows["gender"].isin(BINARY_GENDERS).to_numpy()
+    clips = [folder / path for path in rows["path"]]
+    reasons: list[str | None] = [None] * len(rows)
+    on_disk = []
+    for index in np.flatnonzero(labelled):
+        try:
+            size = clips[index].stat().st_size
+        except OSError:
+            size = -1
+        if size <= 0:
+            reasons[index] = "clip missing" if size < 0 else "clip is empty (0 bytes)"
+        else:
+            on_disk.append(index)
+    failed = cache.failed_among([clips[index] for index in on_disk])
+    for index in on_disk:
+        if str(clips[index]) in failed:
+            reasons[index] = "clip could not be decoded"
     return pd.Series(reasons, index=rows.index, dtype=object)
 
 

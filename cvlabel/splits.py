@@ -85,7 +85,7 @@ def assign_splits(manifest: pd.DataFrame, config: SplitConfig = SplitConfig()) -
         result.loc[capped, "split"] = ""
         report.capped_clips = len(capped)
 
-    used = result[result["split"] != ""]
+    used = result.loc[result["split"] != "", ["split", "gender", "client_id"]]
     for split in SPLITS:
         part = used[used["split"] == split]
         report.speakers[split] = {g: int(part.loc[part["gender"] == g, "client_id"].nunique()) for g in BINARY_GENDERS}

@@ -323,6 +323,10 @@ class _MemberTrainer:
     progress: Path | None = None  # where each finished epoch is saved, so a killed run resumes after it
     resume_key: str = ""  # _resume_key: saved progress of other settings or rows is refused
 
+    def __post_init__(self) -> None:
+        # the dev clips are scored after every epoch: their cache entries are named once, here
+        self.dev_load = self.cache.loader(self.dev_rows["clip"].tolist())
+
     def fit(self, history: list[dict[str, Any]], log_path: Path) -> GenderCNN:
         config, train_rows = self.config, self.train_rows
         seed = config.train.seed * 1000 + self.member  # each member its own weights, crops and draws
@@ -408,7 +412,8 @@ class _MemberTrainer:
     def _dev_row(self, model: GenderCNN, epoch: int, losses: list[float], learning_rate: float) -> dict[str, Any]:
         """One train_log row: the model measured on the dev speakers (it is left in eval mode)."""
         dev_labels = self.dev_rows["label"].to_numpy()
-        dev_logits = _logits(model, self.dev_rows, self.cache, self.config)[:, 0]
+        batch = self.config.train.batch_size
+        dev_logits = clip_logits(model, self.config.features, self.dev_load, len(self.dev_rows), batch)[:, 0]
         dev_predicted = decide_logits(dev_logits)
         return {
             "member": self.member,

@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from cvlabel import audio
 from cvlabel.artifacts import ExportFolder
 from cvlabel.audio import SAMPLE_RATE, load_audio
+from cvlabel.cache import AudioCache, cache_root
+from cvlabel.checkpoint import run_config
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, FeatureConfig, InferOptions, load_config
 from cvlabel.corpus import read_release, read_tsv
@@ -237,16 +239,21 @@ def test_unreadable_self_reported_clips_never_land_in_a_training_split(synthetic
     corpus = copy_corpus(synthetic_corpus, tmp_path / "corpus")
     manifest = read_release(corpus)
     stated = manifest[manifest["gender"].isin(["male", "female"]) & (manifest["source_tsv"] == "validated")]
-    emptied, removed = stated["path"].iloc[0], stated["path"].iloc[1]
+    emptied, removed, broken = stated["path"].iloc[0], stated["path"].iloc[1], stated["path"].iloc[2]
     (corpus / "clips" / emptied).write_bytes(b"")
     (corpus / "clips" / removed).unlink()
+    (corpus / "clips" / broken).write_bytes(b"not an mp3 " * 100)
+    config = run_config(trained_run)  # training records a clip it could not decode in its cache: so does this
+    cache = AudioCache(cache_root(config.train.cache_dir), config.features)
+    assert set(cache.fill([corpus / "clips" / broken])) == {str(corpus / "clips" / broken)}
     infer(corpus, trained_run, tmp_path / "pred", InferOptions(jobs=1))
     export_parquet(corpus, tmp_path / "pred", tmp_path / "aug", ExportOptions(allow_weak_model=True))
     used = pd.concat([pd.read_parquet(tmp_path / "aug" / f"{s}.parquet") for s in ("train", "dev", "test")])
-    assert not {emptied, removed} & set(used["path"])
+    assert not {emptied, removed, broken} & set(used["path"])
     unused = pd.read_parquet(tmp_path / "aug" / "unused.parquet").set_index("path")
     assert unused.loc[emptied, "unused_reason"] == "clip is empty (0 bytes)"
     assert unused.loc[removed, "unused_reason"] == "clip missing"
+    assert unused.loc[broken, "unused_reason"] == "clip could not be decoded"
 
 
 def test_commands_never_write_into_another_commands_folder(synthetic_corpus, trained_run, tmp_path):
