@@ -40,10 +40,10 @@ def speaker_genders(manifest: pd.DataFrame) -> tuple[pd.Series, list[str]]:
     Blank rows say nothing; a speaker whose non-blank rows hold more than one value (say
     `male` and `declined`) is a conflict. Returns (client_id -> gender, sorted conflicting ids).
     """
-    stated = manifest.loc[manifest["gender"].notna(), ["client_id", "gender"]]
-    values = stated.groupby("client_id")["gender"].agg(lambda g: tuple(sorted(set(g))))
-    conflicting = sorted(values.index[values.map(len) > 1])
-    agreed = values[values.map(len) == 1].map(lambda g: g[0])
+    stated = manifest.loc[manifest["gender"].notna(), ["client_id", "gender"]].drop_duplicates()
+    answers = stated["client_id"].value_counts()  # distinct answers a speaker (no function a speaker: 10^6 rows)
+    conflicting = sorted(answers.index[answers > 1])
+    agreed = stated[stated["client_id"].map(answers) == 1].set_index("client_id")["gender"].sort_index()
     return agreed, conflicting
 
 

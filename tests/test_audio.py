@@ -322,3 +322,29 @@ def test_every_feature_setting_is_in_the_cache_key_or_read_only_after_the_cache(
             changed = "soundfile" if audio.mp3_decoder() != "soundfile" else "mpg123"  # not what auto resolves to
         moved = AudioCache(tmp_path, dataclasses.replace(base, **{name: changed})).folder != folder
         assert moved == (name not in FEATURE_ONLY_FIELDS), name
+
+
+def test_cache_entries_are_named_by_the_clips_resolved_path_size_and_mtime(tmp_path, monkeypatch):
+    """entries() resolves a folder once and lstats each clip: it must name what resolving each clip names."""
+    import hashlib
+
+    def by_definition(cache: AudioCache, clip: Path) -> Path:
+        resolved = clip.resolve()
+        stamp = f"{resolved.stat().st_size}:{resolved.stat().st_mtime_ns}" if resolved.exists() else "missing"
+        digest = hashlib.sha1(f"{resolved}:{stamp}".encode()).hexdigest()
+        return cache.folder / digest[:2] / digest
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.mp3").write_bytes(b"a" * 10)
+    (real / "b.mp3").write_bytes(b"b" * 20)
+    (tmp_path / "linked").symlink_to(real)  # a clips folder that is a symlink
+    (real / "c.mp3").symlink_to(real / "b.mp3")  # a clip that is one
+    monkeypatch.chdir(tmp_path)
+    clips = [real / "a.mp3", tmp_path / "linked" / "a.mp3", real / "c.mp3", real / "gone.mp3",
+             Path("real/b.mp3"), real / "sub" / ".." / "b.mp3", Path("linked/c.mp3")]  # fmt: skip
+    cache = AudioCache(tmp_path / "cache", FeatureConfig())
+    named = cache.entries(clips)
+    assert named == [by_definition(cache, clip) for clip in clips]
+    assert named[0] == named[1] and named[2] == named[4] == named[5] == named[6] != named[0]
+    assert named[3] != named[0] and cache.entry(clips[3]) == named[3]
