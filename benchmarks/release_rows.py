@@ -94,23 +94,15 @@ def stage_commands(release: Path, model: Path, work: Path) -> dict[str, tuple[li
         "export tsv": ["tsv"],
         "export lhotse": ["lhotse"],
     }
+
+    def infer(out: Path, *backend: str) -> tuple[list[str], Path]:
+        return ["infer", str(release), "--unlabeled", "--model", str(model), "--out", str(out), "--jobs", "2",
+                *backend], out  # fmt: skip
+
     stages: dict[str, tuple[list[str], Path | None]] = {
         "inspect": (["inspect", str(release)], None),
-        "infer (local)": (["infer", str(release), "--unlabeled", "--model", str(model), "--out", str(pred)], pred),
-        "infer (dask)": (
-            [
-                "infer",
-                str(release),
-                "--unlabeled",
-                "--model",
-                str(model),
-                "--out",
-                str(work / "pred-dask"),
-                "--backend",
-                "dask",
-            ],
-            work / "pred-dask",
-        ),  # fmt: skip
+        "infer (local)": infer(pred),
+        "infer (dask)": infer(work / "pred-dask", "--backend", "dask"),
     }
     for index, (stage, verb) in enumerate(exports.items()):
         out = work / f"export{index}"
@@ -124,13 +116,9 @@ def stage_commands(release: Path, model: Path, work: Path) -> dict[str, tuple[li
 def run_stage(arguments: list[str], out: Path | None) -> dict[str, float]:
     if out is not None and out.exists():
         shutil.rmtree(out)
-    watched = run_and_watch([sys.executable, "-m", "cvlabel", "-q", *arguments, *_jobs(arguments)])
+    watched = run_and_watch([sys.executable, "-m", "cvlabel", "-q", *arguments])
     watched["disk_mb"] = disk_mb(out) if out is not None else 0.0
     return watched
-
-
-def _jobs(arguments: list[str]) -> list[str]:
-    return ["--jobs", "2"] if arguments[0] == "infer" else []
 
 
 def lost_rows(release: Path, work: Path) -> dict[str, Any]:
