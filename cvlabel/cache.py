@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -83,23 +83,8 @@ class AudioCache:
 
     def entries(self, clips: Sequence[str | Path]) -> list[Path]:
         """The cache files of clips (without suffix), the one place that names them: a hash of the clip's
-        resolved path, size and mtime. A folder is resolved once and each clip in it then costs one lstat
-        (resolving every clip's path took ~8 system calls and most of a 10^6-row export's time); a clip
-        that is a symlink, or is not there, is resolved on its own."""
-        folders: dict[Path, Path] = {}
-        named = []
-        for clip in map(Path, clips):
-            if clip.parent not in folders:
-                folders[clip.parent] = clip.parent.resolve()
-            resolved = folders[clip.parent] / clip.name
-            stat = _stat(resolved, os.lstat)
-            if clip.name in ("", ".", "..") or stat is None or S_ISLNK(stat.st_mode):
-                resolved = clip.resolve()  # followed to the end; a missing clip named as resolve names it
-                stat = _stat(resolved, os.stat)
-            stamp = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
-            digest = hashlib.sha1(f"{resolved}:{stamp}".encode()).hexdigest()
-            named.append(self.folder / digest[:2] / digest)
-        return named
+        resolved path, size and mtime (`_entry_names`)."""
+        return [self.folder / name[:2] / name for name in _entry_names(clips)]
 
     def load(self, clip: str | Path) -> Speech:
         """The cached speech of a clip (float32 samples and their rate); AudioError if it failed to decode."""
@@ -148,7 +133,25 @@ class AudioCache:
         failures = {path.stem for path in self.folder.glob("*/*.err")}
         if not failures:
             return set()
-        return {str(clip) for clip, entry in zip(clips, self.entries(clips), strict=True) if entry.name in failures}
+        named = _entry_names(clips)  # names, not paths: a Path a clip held a 10^6-row export's peak memory
+        return {str(clip) for clip, name in zip(clips, named, strict=True) if name in failures}
+
+
+def _entry_names(clips: Iterable[str | Path]) -> Iterator[str]:
+    """Each clip's cache entry name: the hash of its resolved path, size and mtime. A folder is resolved once
+    and each clip in it then costs one lstat (resolving every clip's path took ~8 system calls and most of a
+    10^6-row export's time); a clip that is a symlink, or is not there, is resolved on its own."""
+    folders: dict[Path, Path] = {}
+    for clip in map(Path, clips):
+        if clip.parent not in folders:
+            folders[clip.parent] = clip.parent.resolve()
+        resolved = folders[clip.parent] / clip.name
+        stat = _stat(resolved, os.lstat)
+        if clip.name in ("", ".", "..") or stat is None or S_ISLNK(stat.st_mode):
+            resolved = clip.resolve()  # followed to the end; a missing clip named as resolve names it
+            stat = _stat(resolved, os.stat)
+        stamp = f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
+        yield hashlib.sha1(f"{resolved}:{stamp}".encode()).hexdigest()
 
 
 def _stat(path: Path, how: Callable[[Path], os.stat_result]) -> os.stat_result | None:

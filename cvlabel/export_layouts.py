@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,12 +26,14 @@ from .corpus import SPLIT_TSVS, clips_dir
 from .labelling import INHERITED, PSEUDO, SELF_REPORTED, BlankReason
 from .labels import BINARY_GENDERS
 from .release_labels import LabelledRelease, reason_counts
-from .splits import assign_splits
+from .splits import SPLIT_COLUMNS, assign_splits
 from .summaries import FormatCounts
 
 log = logging.getLogger(__name__)
 
 SOURCE_ORDER = {SELF_REPORTED: 0, INHERITED: 1, PSEUDO: 2}  # who is kept first when capping or rebalancing
+# what capping and rebalancing rank rows by: a copy of these, not of whole rows (10^6 rows)
+RANKED_COLUMNS = ["client_id", "gender", "gender_source", "gender_confidence", "path"]
 Layout = tuple[pd.DataFrame, tuple[str, ...], FormatCounts]  # the rows with `split`, the files, summary counts
 
 
@@ -38,7 +41,7 @@ def classifier_layout(rows: pd.DataFrame, labelled: LabelledRelease, options: Ex
     """Place the rows in train/dev/test/unused for training a classifier; the summary's counts."""
     config, manifest = labelled.config, labelled.manifest
     # the speakers' placement decides the export's splits; the training cap is applied below
-    with_splits, _ = assign_splits(manifest, replace(config.splits, max_clips_per_speaker=0))
+    with_splits, _ = assign_splits(manifest[list(SPLIT_COLUMNS)], replace(config.splits, max_clips_per_speaker=0))
     speaker_split = with_splits[with_splits["split"] != ""].groupby("client_id")["split"].first()
     rows["split"] = rows["client_id"].map(speaker_split).fillna("train")
 
@@ -108,23 +111,25 @@ def _unusable_clips(rows: pd.DataFrame, corpus_dir: Path, config: Config) -> pd.
     """Why each labelled row's clip cannot be trained on (None where it can): missing or empty on
     disk, or recorded as undecodable in the decode cache by training."""
     cache = AudioCache(cache_root(config.train.cache_dir), config.features)
-    folder = clips_dir(corpus_dir)
-    labelled = rows["gender"].isin(BINARY_GENDERS).to_numpy()
-    clips = [folder / path for path in rows["path"]]
+    folder = str(clips_dir(corpus_dir))
+    labelled = np.flatnonzero(rows["gender"].isin(BINARY_GENDERS).to_numpy())
+    paths = rows["path"].to_numpy()
     reasons: list[str | None] = [None] * len(rows)
-    on_disk = []
-    for index in np.flatnonzero(labelled):
+    on_disk, clips = [], []  # a clip's path only for the labelled rows on disk: 10^6 Paths cost ~0.5 GB
+    for index in labelled:
+        clip = os.path.join(folder, paths[index])
         try:
-            size = clips[index].stat().st_size
+            size = os.stat(clip).st_size
         except OSError:
             size = -1
         if size <= 0:
             reasons[index] = "clip missing" if size < 0 else "clip is empty (0 bytes)"
         else:
             on_disk.append(index)
-    failed = cache.failed_among([clips[index] for index in on_disk])
-    for index in on_disk:
-        if str(clips[index]) in failed:
+            clips.append(clip)
+    failed = cache.failed_among(clips)
+    for index, clip in zip(on_disk, clips, strict=True):
+        if clip in failed:
             reasons[index] = "clip could not be decoded"
     return pd.Series(reasons, index=rows.index, dtype=object)
 
@@ -133,7 +138,7 @@ def cap_per_speaker(rows: pd.DataFrame, cap: int) -> None:
     """Mark train rows over `cap` per speaker unused: self-reported kept first, then by confidence."""
     if cap <= 0:
         return
-    train = rows[(rows["split"] == "train") & rows["unused_reason"].isna()]
+    train = rows.loc[(rows["split"] == "train") & rows["unused_reason"].isna(), RANKED_COLUMNS]
     order = train.assign(_source=train["gender_source"].map(SOURCE_ORDER), _conf=-train["gender_confidence"])
     order = order.sort_values(["client_id", "_source", "_conf", "path"])
     over = order.groupby("client_id").cumcount() >= cap
@@ -145,7 +150,7 @@ def rebalance(rows: pd.DataFrame, female_share: float) -> None:
 
     Pseudo-labels of the minority gender are all kept: they are what enlarges it.
     """
-    train = rows[(rows["split"] == "train") & rows["unused_reason"].isna()]
+    train = rows.loc[(rows["split"] == "train") & rows["unused_reason"].isna(), RANKED_COLUMNS]
     counts = train["gender"].value_counts()
     female, male = int(counts.get("female", 0)), int(counts.get("male", 0))
     if female + male == 0:

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")
 EVAL_SPLITS = SPLITS + ("all",)
+SPLIT_COLUMNS = ("path", "client_id", "gender", "source_tsv", "cv_split")  # all that assign_splits reads
 
 
 @dataclass
