@@ -20,6 +20,7 @@ one whose bound passes (cvlabel <= 0.3) was no such test: benchmarks/certify_sim
 
 from __future__ import annotations
 
+import math
 from typing import TypedDict
 
 import numpy as np
@@ -39,6 +40,12 @@ CONFIDENCE_GRID = tuple(float(1.0 - x) for x in np.geomspace(1e-5, 0.5, 96))
 # The targets an uncertifiable export tries below the one asked for, to name the highest this reference can
 # certify (found by trying these, so a target then chosen from them was chosen after looking: say so)
 TARGET_LADDER = (0.99, 0.98, 0.97, 0.95, 0.9, 0.8)
+
+
+def bound_text(bound: float | None) -> str:
+    """A lower bound in words: 3 decimals rounded down, so a best bound of 0.9497 that fails a 0.95 target
+    never reads 0.950 (the epsilon keeps a bound of exactly 0.95, stored as 0.94999..., at 0.950)."""
+    return "none" if bound is None else f"{math.floor(bound * 1000 + 1e-9) / 1000:.3f}"
 
 
 class Cut(TypedDict):

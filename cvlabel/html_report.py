@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .artifacts import RunFolder, read_reference
-from .certify import MIN_DEV_BALANCED_ACCURACY, TARGET_LADDER, certified_thresholds, precision_curves
+from .certify import MIN_DEV_BALANCED_ACCURACY, TARGET_LADDER, bound_text, certified_thresholds, precision_curves
 from .config import ExportOptions
 from .files import write_text
 from .labels import BINARY_GENDERS, calibrate, decide, label_index
@@ -96,16 +96,16 @@ def claim_words(gender: str, claim: Claim, summary: ExportSummary) -> str:
                 f"clips: --target-precision {reachable['target']}, found by trying {ladder}, so chosen after "
                 "looking") if reachable else ""  # fmt: skip
         return (f"no {gender} pseudo-labels: precision {options['target_precision']} cannot be certified on {behind} "
-                f"(best lower bound {claim['best_lower_bound']:.3f}{hint})")  # fmt: skip
+                f"(best lower bound {bound_text(claim['best_lower_bound'])}{hint})")  # fmt: skip
     if claim["speakers"] == 0:
         return f"{gender} threshold {claim['threshold']:.3f}: no reference speaker reaches it, nothing is claimed"
     above = f"the {claim['speakers']} of {behind} above its threshold {claim['threshold']:.3f}"
     if claim["certified"]:
-        return (f"{gender}: certified precision ≥ {claim['lower_bound']:.3f} (point estimate "
+        return (f"{gender}: certified precision ≥ {bound_text(claim['lower_bound'])} (point estimate "
                 f"{claim['precision']:.3f}) on {above}")  # fmt: skip
     why = "chosen by hand" if options.get("min_confidence") is not None else "the target was not reachable"
     return (f"{gender}: precision {claim['precision']:.3f} (point estimate; NOT certified, {why}; lower bound "
-            f"{claim['lower_bound']:.3f}) on {above}")  # fmt: skip
+            f"{bound_text(claim['lower_bound'])}) on {above}")  # fmt: skip
 
 
 def run_headline(metrics: dict[str, Any], speakers: pd.DataFrame) -> str:
@@ -121,12 +121,12 @@ def run_headline(metrics: dict[str, Any], speakers: pd.DataFrame) -> str:
     parts = []
     for gender, claim in claims.items():
         if claim["threshold"] is None:
-            parts.append(f"no {gender} labels (best lower bound {claim['best_lower_bound']:.3f} on "
+            parts.append(f"no {gender} labels (best lower bound {bound_text(claim['best_lower_bound'])} on "
                          f"{claim['reference_speakers']} speakers)")  # fmt: skip
         else:
             parts.append(
                 f"{gender} above {claim['threshold']:.3f} ({claim['speakers']} of {claim['reference_speakers']} "
-                f"reference speakers, lower bound {claim['lower_bound']:.3f})"
+                f"reference speakers, lower bound {bound_text(claim['lower_bound'])})"
             )
     words.append(
         f"Its {len(speakers):,} reference speakers (predicted by models that never heard them) would certify, at "

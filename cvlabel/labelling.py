@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import MISSING_FILE
-from .certify import certified_thresholds, claims_at
+from .certify import bound_text, certified_thresholds, claims_at
 from .checkpoint import speaker_digest
 from .config import ExportOptions
 from .labels import BINARY_GENDERS, or_null
@@ -118,9 +118,10 @@ def choose_claims(options: ExportOptions, speakers: pd.DataFrame) -> Claims:
     for gender, claim in claims.items():
         if claim["threshold"] is None:
             log.warning(
-                "cannot certify precision %.3f for %s on %d reference speakers (best lower bound %.3f): "
+                "cannot certify precision %.3f for %s on %d reference speakers (best lower bound %s): "
                 "no %s pseudo-labels; lower --target-precision, or pass --accept-uncertified",
-                options.target_precision, gender, claim["reference_speakers"], claim["best_lower_bound"], gender,
+                options.target_precision, gender, claim["reference_speakers"],
+                bound_text(claim["best_lower_bound"]), gender,
             )  # fmt: skip
     return claims
 

@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cvlabel.artifacts import ExportFolder, RunFolder
+from cvlabel.certify import bound_text
 from cvlabel.cli import app
 from cvlabel.config import ExportOptions, InferOptions
 from cvlabel.export import export_parquet
@@ -220,3 +221,15 @@ def test_an_uncertifiable_gender_names_in_the_headline_the_target_it_can_certify
     assert "it certifies 0.8, keeping 100% of these speakers' clips: --target-precision 0.8" in headline
     del claim["certifiable"]  # a reference that certifies nothing on the ladder: no hint
     assert "--target-precision" not in export_headline(summary)
+
+
+def test_a_bound_just_below_the_target_never_reads_as_the_target():
+    # 0.94966 failed a 0.95 target; printed to 3 decimals it used to read "best lower bound 0.950"
+    claim = {"threshold": None, "reference_speakers": 247, "best_lower_bound": 0.9496606616695799}
+    summary: Any = {
+        "blank_rows": {"rows": 10, "labelled": {"pseudo": 0, "speaker": 0}, "left_blank": {}},
+        "claims": {"female": claim},
+        "options": {"target_precision": 0.95},
+    }
+    assert "(best lower bound 0.949)" in export_headline(summary)
+    assert [bound_text(b) for b in (0.95, 0.99, 0.9999, 1.0, 0.0)] == ["0.950", "0.990", "0.999", "1.000", "0.000"]
