@@ -1,0 +1,267 @@
+"""How far a pretrained speaker encoder gets on realcv's held-out speakers: an experiment, not a feature.
+
+Question (issue 23): is the 0.97 balanced clip accuracy on held-out real speakers out of reach of a
+CNN trained on ~460 speakers because of the data (a few hundred vocal tracts; answers that do not
+match the voice) or because of the recipe? A speaker encoder trained on thousands of speakers is the
+strongest representation a PyPI package ships: Resemblyzer's GE2E d-vector (3-layer LSTM, 256-d,
+trained on LibriSpeech and VoxCeleb 1/2; its weights ship in the wheel). A logistic regression on its
+clip embeddings, trained on the same speakers as heldout.py's committee and scored on the same
+blanked speakers (holdouts.py), is a probe of what a much better-read voice gives.
+
+    pip install --no-deps --target /tmp/resemblyzer resemblyzer==0.1.4   # its weights, not its code
+    python benchmarks/heldout.py --corpus ../shared/corpora/realcv --out outputs/heldout --seeds 0,1,2
+    python benchmarks/embedding_probe.py --corpus ../shared/corpora/realcv \\
+        --encoder /tmp/resemblyzer/resemblyzer/pretrained.pt --out outputs/probe --runs outputs/heldout \\
+        [--partials-per-second 0.625] [--holdouts speakers,locale]
+    python benchmarks/embedding_probe.py --corpus ../shared/corpora/realcv --encoder ... --speed 300
+
+Only the weights file is used: the network (nn.LSTM 40 -> 256 x 3, a linear layer, ReLU, L2 norm) and
+its input (40 Slaney mel bands of the 16 kHz power spectrum, 25 ms window, 10 ms hop, 1.6 s partials
+at 1.3 a second, their mean) are rebuilt here as Resemblyzer defines them; its librosa/webrtcvad
+preprocessing is replaced by cvlabel's silence trim and the same -30 dBFS volume rule. Clips are
+decoded with soundfile and resampled to 16 kHz with soxr. With --runs (heldout.py's --out), each seed's committee
+is scored on the same clips beside the probe, and so is the sum of the two logits. Prints a table per
+holdout; writes OUT/probe.json. The 300 blank speakers are never scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile
+import soxr
+import torch
+import torchaudio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from holdouts import held_out_speakers, scored_speakers, seed_folder  # noqa: E402
+
+from cvlabel.cache import AudioCache, cache_root
+from cvlabel.checkpoint import load_checkpoint
+from cvlabel.config import FeatureConfig
+from cvlabel.corpus import read_tsv
+from cvlabel.labels import label_index
+from cvlabel.metrics import classification_metrics
+from cvlabel.scoring import clip_logits
+from cvlabel.speech import trim_silence
+
+RATE = 16_000  # Hz, the encoder's input rate
+PARTIAL_FRAMES = 160  # 10 ms frames a partial utterance (1.6 s)
+TARGET_DBFS = -30.0  # quiet clips are raised to this level, loud ones left alone (Resemblyzer's rule)
+COLUMNS = ["clips", "speakers", "balanced_accuracy", "roc_auc", "recall_female", "speaker_accuracy"]
+
+
+class SpeakerEncoder(torch.nn.Module):
+    """Resemblyzer's VoiceEncoder network: mel frames (batch, frames, 40) -> L2-normed 256-d embeddings."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
+        self.linear = torch.nn.Linear(256, 256)
+
+    def forward(self, mels: torch.Tensor) -> torch.Tensor:
+        _, (hidden, _) = self.lstm(mels)
+        raw = torch.relu(self.linear(hidden[-1]))
+        return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True).clamp_min(1e-9)
+
+
+MEL = torchaudio.transforms.MelSpectrogram(
+    sample_rate=RATE, n_fft=400, hop_length=160, n_mels=40, norm="slaney", mel_scale="slaney", pad_mode="constant"
+)
+
+
+def partial_mels(samples: np.ndarray, per_second: float) -> torch.Tensor:
+    """(partials, 160, 40) mel power frames of a 16 kHz clip, `per_second` partials a second (Resemblyzer's
+    default 1.3; 0.625, the least, is one every 1.6 s), cut as Resemblyzer's compute_partial_slices cuts
+    them (the last partial kept if it is at least 75% covered, or if it is the only one)."""
+    hop = RATE // 100
+    step = int(round(RATE / per_second / hop))
+    frames = int(np.ceil((len(samples) + 1) / hop))
+    starts = list(range(0, max(1, frames - PARTIAL_FRAMES + step + 1), step))
+    if len(starts) > 1 and (len(samples) - starts[-1] * hop) / (PARTIAL_FRAMES * hop) < 0.75:
+        starts.pop()
+    needed = (starts[-1] + PARTIAL_FRAMES) * hop
+    padded = np.pad(samples, (0, max(0, needed - len(samples))))
+    mel = MEL(torch.from_numpy(padded.astype(np.float32))).T  # (frames, 40)
+    return torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
+
+
+def clip_embedding(encoder: SpeakerEncoder, path: Path, features: FeatureConfig, per_second: float) -> np.ndarray:
+    """The mean of a clip's partial embeddings, L2-normed (Resemblyzer's embed_utterance)."""
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    samples = soxr.resample(samples.mean(axis=1), rate, RATE)
+    trimmed = trim_silence(samples, features)
+    samples = trimmed if trimmed.size else samples  # a clip heard as all silence is embedded whole
+    level = 10 * np.log10(np.mean(samples**2) + 1e-12)
+    if level < TARGET_DBFS:
+        samples = samples * 10 ** ((TARGET_DBFS - level) / 20)
+    with torch.no_grad():
+        partials = encoder(partial_mels(samples, per_second)).mean(dim=0)
+    return (partials / torch.linalg.vector_norm(partials)).numpy()
+
+
+def embed_corpus(corpus: Path, truth: pd.DataFrame, weights: Path, out: Path, per_second: float) -> np.ndarray:
+    """Every truth row's clip embedding (cached in OUT/embeddings-RATE.npy); prints the time a clip took."""
+    cached = out / f"embeddings-{per_second}.npy"
+    if cached.is_file():
+        return np.load(cached)
+    encoder = load_encoder(weights)
+    torch.set_num_threads(1)
+    features = FeatureConfig(sample_rate=RATE)
+    start = time.perf_counter()
+    embeddings = np.stack([clip_embedding(encoder, corpus / "clips" / p, features, per_second) for p in truth["path"]])
+    seconds = time.perf_counter() - start
+    print(f"embedded {len(truth)} clips in {seconds:.0f} s: {1000 * seconds / len(truth):.1f} ms a clip, one thread")
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(cached, embeddings)
+    return embeddings
+
+
+def load_encoder(weights: Path) -> SpeakerEncoder:
+    encoder = SpeakerEncoder()
+    encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model_state"], strict=False)
+    return encoder.eval()
+
+
+def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int) -> None:
+    """Milliseconds a clip on one thread, for `clips` random clips: decode to 16 kHz and trim; the mel
+    partials; the encoder a clip at a time and 64 partials at a time, at 1.3 and 0.625 partials a second."""
+    torch.set_num_threads(1)
+    encoder, features = load_encoder(weights), FeatureConfig(sample_rate=RATE)
+    paths = [corpus / "clips" / p for p in truth["path"].sample(clips, random_state=0)]
+    start = time.perf_counter()
+    speech = []
+    for path in paths:
+        samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        samples = soxr.resample(samples.mean(axis=1), rate, RATE)
+        trimmed = trim_silence(samples, features)
+        speech.append(trimmed if trimmed.size else samples)
+    rows = {"decode, 16 kHz, trim": {"ms a clip": 1000 * (time.perf_counter() - start) / clips}}
+    for per_second in (1.3, 0.625):
+        start = time.perf_counter()
+        mels = [partial_mels(samples, per_second) for samples in speech]
+        rows[f"mel partials ({per_second}/s)"] = {"ms a clip": 1000 * (time.perf_counter() - start) / clips}
+        with torch.no_grad():
+            start = time.perf_counter()
+            for mel in mels:
+                encoder(mel)
+            rows[f"encoder, a clip at a time ({per_second}/s)"] = {
+                "ms a clip": 1000 * (time.perf_counter() - start) / clips
+            }
+            start = time.perf_counter()
+            stacked = torch.cat(mels)
+            for first in range(0, len(stacked), 64):
+                encoder(stacked[first : first + 64])
+            rows[f"encoder, 64 partials a batch ({per_second}/s)"] = {
+                "ms a clip": 1000 * (time.perf_counter() - start) / clips
+            }
+        rows[f"encoder, 64 partials a batch ({per_second}/s)"]["partials a clip"] = len(stacked) / clips
+    print(f"{clips} clips, mean {np.mean([len(s) for s in speech]) / RATE:.2f} s of speech, one thread")
+    print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.2f}"))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
+    """L2-regularised logistic regression, classes weighted to equal mass (as balanced accuracy counts)."""
+    xs, ys = torch.from_numpy(x).double(), torch.from_numpy(y).double()
+    weight = torch.where(ys == 1, 0.5 / ys.mean(), 0.5 / (1 - ys.mean()))
+    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimizer.zero_grad()
+        value = (weight * torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, ys, reduction="none")).mean()
+        value = value + l2 * (w @ w)
+        value.backward()
+        return value
+
+    optimizer.step(loss)
+    return w.detach().numpy(), float(b.detach())
+
+
+def committee_logits(run: Path, clips: list[str]) -> np.ndarray:
+    """The run's committee on `clips`: its calibrated logit (mean over members / temperature); NaN
+    where a clip does not decode (the same clips heldout.py leaves out)."""
+    checkpoint = load_checkpoint(run)
+    features = checkpoint.config.features
+    cache = AudioCache(cache_root(checkpoint.config.train.cache_dir), features)
+    errors = cache.fill(clips, jobs=2)
+    usable = [c for c in clips if c not in errors]
+    audio = [cache.load(c) for c in usable]
+    logits = clip_logits(checkpoint.model, features, audio.__getitem__, len(audio)).mean(axis=1)
+    by_clip = dict(zip(usable, logits / checkpoint.temperature, strict=True))
+    return np.array([by_clip.get(c, np.nan) for c in clips])
+
+
+def probe(
+    corpus: Path, truth: pd.DataFrame, embeddings: np.ndarray, holdout: str, seed: int, l2: float, runs: Path | None
+) -> dict[str, dict[str, float]]:
+    """Train on the self-reported male/female speakers the seed keeps, score its blanked speakers: the
+    d-vector probe, and with `runs` (heldout.py's --out) the seed's committee and the sum of the two
+    logits (a product of experts: fixed beforehand, nothing fitted on the blanked speakers)."""
+    known = scored_speakers(truth)
+    held = held_out_speakers(truth, holdout, seed)
+    rows = truth["client_id"].isin(known.index).to_numpy()
+    test = rows & truth["client_id"].isin(held).to_numpy()
+    train = rows & ~test
+    labels = label_index(truth["true_gender"].where(rows, "male"))
+    w, b = fit_logistic(embeddings[train], labels[train], l2)
+    scores = {"d-vector probe": embeddings[test] @ w + b}
+    run = seed_folder(runs, holdout, seed) / "run" if runs else None
+    if run is not None and run.is_dir():
+        cnn = committee_logits(run, [str(corpus / "clips" / p) for p in truth.loc[test, "path"]])
+        decoded = ~np.isnan(cnn)
+        test = np.flatnonzero(test)[decoded]
+        scores = {
+            "committee": cnn[decoded],
+            "d-vector probe": scores["d-vector probe"][decoded],
+            "sum of the two": cnn[decoded] + scores["d-vector probe"][decoded],
+        }
+    speakers = truth["client_id"].to_numpy()[test]
+    return {
+        name: {
+            c: float(v) for c, v in classification_metrics(labels[test], logits, 1.0, speakers).items() if c in COLUMNS
+        }
+        for name, logits in scores.items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(
+        "--corpus", type=Path, required=True, help="realcv: a Common-Voice-shaped folder with truth.tsv"
+    )
+    parser.add_argument("--encoder", type=Path, required=True, help="Resemblyzer's pretrained.pt")
+    parser.add_argument("--out", type=Path, default=Path("outputs/probe"))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--l2", type=float, default=1e-3, help="the logistic regression's weight penalty")
+    parser.add_argument("--runs", type=Path, help="heldout.py's --out: its committees are scored beside the probe")
+    parser.add_argument("--holdouts", default="speakers,locale")
+    parser.add_argument("--partials-per-second", type=float, default=1.3, help="1.3 as Resemblyzer; at least 0.625")
+    parser.add_argument("--speed", type=int, default=0, help="time the encoder on this many clips, then stop")
+    args = parser.parse_args()
+    truth = read_tsv(args.corpus / "truth.tsv")
+    if args.speed:
+        return speed(args.corpus, truth, args.encoder, args.speed)
+    embeddings = embed_corpus(args.corpus, truth, args.encoder, args.out, args.partials_per_second)
+    report: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+    for holdout in args.holdouts.split(","):
+        seeds = [int(s) for s in args.seeds.split(",")]
+        report[holdout] = {s: probe(args.corpus, truth, embeddings, holdout, s, args.l2, args.runs) for s in seeds}
+        rows = {(name, seed): scores for seed, by_name in report[holdout].items() for name, scores in by_name.items()}
+        table = pd.DataFrame(rows).T
+        for name in table.index.get_level_values(0).unique():
+            table.loc[(name, "mean"), :] = table.loc[name].mean()
+        print(f"holdout {holdout}: logistic regression on d-vectors (l2 {args.l2})")
+        print(table.sort_index()[COLUMNS].to_string(float_format=lambda v: f"{v:.4f}"))
+    (args.out / "probe.json").write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
