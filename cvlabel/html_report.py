@@ -163,7 +163,7 @@ def _coverage_figure(speakers: pd.DataFrame, claims: Claims, target: float | Non
     chosen = "The dot is the threshold chosen by hand."
     if target is not None:
         chosen = (
-            f"The black line is the target {target}; the dot is the chosen threshold, the deepest cut whose lower "
+            f"The grey line is the target {target}; the dot is the chosen threshold, the deepest cut whose lower "
             "bound reaches it (or, not certified, whose point estimate does)."
         )
     return Figure(

@@ -57,7 +57,7 @@ def reliability_figure(tables: dict[str, pd.DataFrame], title: str, unit: str) -
         counts = sorted({int(c) for c in table["count"]}) or [0]  # no bins: no reference speakers
         held = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
         axes.plot(table["confidence"], table["accuracy"], marker="o", clip_on=False,
-                  label=f"{name} ({len(table)} bins of {held} {unit})")  # fmt: skip
+                  label=f"{name} ({len(table)} bin{'s' * (len(table) != 1)} of {held} {unit})")  # fmt: skip
     # zoomed to where the bins are (a good model's bins crowd near 1), in steps of 0.05, never below 0.5;
     # the axes end at 1 (a share cannot pass it), the points on the edge drawn whole (clip_on above)
     points = [v for table in tables.values() for v in (*table["confidence"], *table["accuracy"])]

@@ -62,6 +62,8 @@ def test_a_reliability_diagram_ends_at_one_and_prints_no_count_on_its_points():
     empty = reliability_figure({"pooled speakers": table.iloc[:0]}, "t", "speakers")  # no reference speakers
     empty_legend = empty.axes[0].get_legend()
     assert empty_legend is not None and "0 bins" in empty_legend.get_texts()[1].get_text()
+    one = reliability_figure({"pooled speakers": table.iloc[:1]}, "t", "speakers").axes[0].get_legend()
+    assert one is not None and "(1 bin of 24 speakers)" in one.get_texts()[1].get_text()
 
 
 def test_a_histogram_of_speakers_has_whole_numbers_on_its_count_axis():
