@@ -123,6 +123,7 @@ def infer(
             if options.selection == "unlabeled"
             else 0,
             "unheard_locales": _unheard_locales(rows, described.info),
+            "decoders": {str(k): int(v) for k, v in final["decoder"].value_counts().sort_index().items()},
             # rows no MP3 decimation served (a WAV, a FLAC): resampled by soundfile + soxr, the slow way
             "slow_decodes": {
                 int(k): int(v)

@@ -230,6 +230,13 @@ def describe_export(summary: ExportSummary) -> str:
     return "\n".join(lines)
 
 
+def _decoded_by(decoders: dict[str, int]) -> str:
+    """Which decoders read the clips (a run that was resumed counts the clips of every shard)."""
+    if not decoders:
+        return "no clip decoded"
+    return "decoded by " + ", ".join(f"{name} ({count:,} clips)" for name, count in decoders.items())
+
+
 def describe_infer(summary: InferSummary, out: str | Path) -> str:
     """`cvlabel infer`'s closing lines: what was predicted, what stayed out and why, and where."""
     lines = [
@@ -240,7 +247,7 @@ def describe_infer(summary: InferSummary, out: str | Path) -> str:
         f"{summary['disputed_rows']} of disputed speakers, never pseudo-labelled); "
         f"{summary['skipped_opted_out_rows']} blank rows skipped (speaker opted out or answered other) and "
         f"{summary['blank_rows_not_read']} in TSVs not given to --tsv; "
-        f"{summary['seconds']} s. Predictions: {Path(out) / 'predictions.parquet'}"
+        f"{summary['seconds']} s; {_decoded_by(summary['decoders'])}. Predictions: {Path(out) / 'predictions.parquet'}"
     ]
     if summary["clip_balanced_accuracy"] is not None:
         lines.append(

@@ -52,6 +52,7 @@ class InferSummary(TypedDict):
     skipped_opted_out_rows: int
     blank_rows_not_read: int  # blank rows of TSVs not given to --tsv
     unheard_locales: list[str] | None  # locales of these rows the model never heard (None: it lists none)
+    decoders: dict[str, int]  # clips each decoder read (bandmp3, mpg123, soundfile), as the rows name it
     slow_decodes: dict[int, int]  # native rate -> clips decoded by soundfile + soxr
     clip_balanced_accuracy: float | None  # --split dev|test|all only
     seconds: float

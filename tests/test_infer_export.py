@@ -54,6 +54,11 @@ def test_full_chain_through_the_cli(synthetic_corpus, trained_run, tmp_path):
     assert f"and {not_read} in TSVs not given to --tsv" in result.output
     # the summary line counts the rows of disputed speakers (never pseudo-labelled)
     assert f"{int(predictions['speaker_disputed'].sum())} of disputed speakers, never pseudo-labelled" in result.output
+    # and names the decoders that read the clips, with counts that add up to the decoded rows
+    decoded = predictions["decoder"].value_counts()
+    assert decoded.sum() == predictions["decoder"].notna().sum() > 0
+    words = ", ".join(f"{name} ({count:,} clips)" for name, count in decoded.sort_index().items())
+    assert f"; decoded by {words}. Predictions:" in result.output
     assert set(predictions["label"].dropna()) <= {"male", "female"}
     assert predictions["confidence"].dropna().between(0.5, 1).all()
 
