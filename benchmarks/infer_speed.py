@@ -271,21 +271,27 @@ def rate_throughput(
 
 
 def run_and_watch(command: list[str]) -> dict[str, float]:
-    """Run a command; sample the RSS of it and its descendants every 0.2 s."""
+    """Run a command; sample the RSS of it and its descendants every 0.2 s. A failure ends the benchmark
+    with the end of what the command wrote to stderr."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak_main = peak_worker = peak_tree = peak_pss = 0.0
-    while process.poll() is None:
-        tree = _descendants(process.pid)
-        sizes = {pid: _memory_mb(pid, "VmRSS:", "status") for pid in tree}
-        peak_main = max(peak_main, sizes.get(process.pid, 0))
-        peak_worker = max([peak_worker] + [v for k, v in sizes.items() if k != process.pid])
-        peak_tree = max(peak_tree, sum(sizes.values()))
-        # RSS counts the shared torch libraries once per process; PSS splits them among the sharers
-        peak_pss = max(peak_pss, sum(_memory_mb(pid, "Pss:", "smaps_rollup") for pid in tree))
-        time.sleep(0.2)
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit code {process.returncode}")
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr)
+        peak_main = peak_worker = peak_tree = peak_pss = 0.0
+        while process.poll() is None:
+            tree = _descendants(process.pid)
+            sizes = {pid: _memory_mb(pid, "VmRSS:", "status") for pid in tree}
+            peak_main = max(peak_main, sizes.get(process.pid, 0))
+            peak_worker = max([peak_worker] + [v for k, v in sizes.items() if k != process.pid])
+            peak_tree = max(peak_tree, sum(sizes.values()))
+            # RSS counts the shared torch libraries once per process; PSS splits them among the sharers
+            peak_pss = max(peak_pss, sum(_memory_mb(pid, "Pss:", "smaps_rollup") for pid in tree))
+            time.sleep(0.2)
+        if process.returncode != 0:
+            stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - 3000))
+            said = stderr.read().decode(errors="replace")
+            raise SystemExit(
+                f"{' '.join(command)} failed with exit code {process.returncode}; its stderr ends:\n{said}"
+            )
     return {
         "seconds": time.perf_counter() - started,
         "peak_rss_main_mb": peak_main,
