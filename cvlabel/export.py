@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
 from .artifacts import (
     LHOTSE_CUSTOM_COLUMNS,
@@ -34,7 +33,7 @@ from .artifacts import (
     export_table,
     lhotse_manifest,
     write_augmented_tsv,
-    write_export_split,
+    write_export_splits,
 )
 from .config import ExportOptions
 from .corpus import RELEASE_TSVS, clips_dir, gender_vocabulary
@@ -147,13 +146,11 @@ def write_parquet(
     `AUG/*.parquet` reads as one table in polars, DuckDB, datasets."""
     # the release layout keeps every row, also of TSVs infer did not read (their blank rows say so)
     read = labelled.rows["source_tsv"].isin(labelled.plan["tsvs"]) | (options.layout == "release")
-    rows = labelled.rows[read].copy()
+    rows = labelled.rows[read]  # a copy already (a mask): the layout adds its columns to it alone
     layout = classifier_layout if options.layout == "classifier" else release_layout
     rows, files, counts = layout(rows, labelled, options)
-    table = export_table(rows)
-    for name in files:
-        write_export_split(table.filter(pa.array(rows["split"].to_numpy() == name)), ExportFolder(folder).split(name),
-                           labelled.metadata)  # fmt: skip
+    paths = {name: ExportFolder(folder).split(name) for name in files}
+    write_export_splits(export_table(rows), rows["split"].to_numpy(), paths, labelled.metadata)
     return rows, {"rows": {name: int((rows["split"] == name).sum()) for name in files}, **counts}
 
 
