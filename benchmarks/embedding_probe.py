@@ -95,7 +95,7 @@ def partial_mels(samples: np.ndarray, per_second: float) -> torch.Tensor:
     return torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
 
 
-def clip_embedding(encoder: SpeakerEncoder, path: Path, features: FeatureConfig, per_second: float) -> np.ndarray:
+def clip_embedding(encoder: torch.nn.Module, path: Path, features: FeatureConfig, per_second: float) -> np.ndarray:
     """The mean of a clip's partial embeddings, L2-normed (Resemblyzer's embed_utterance)."""
     samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
     samples = soxr.resample(samples.mean(axis=1), rate, RATE)
@@ -109,12 +109,14 @@ def clip_embedding(encoder: SpeakerEncoder, path: Path, features: FeatureConfig,
     return (partials / torch.linalg.vector_norm(partials)).numpy()
 
 
-def embed_corpus(corpus: Path, truth: pd.DataFrame, weights: Path, out: Path, per_second: float) -> np.ndarray:
+def embed_corpus(
+    corpus: Path, truth: pd.DataFrame, weights: Path, out: Path, per_second: float, int8: bool
+) -> np.ndarray:
     """Every truth row's clip embedding (cached in OUT/embeddings-RATE.npy); prints the time a clip took."""
-    cached = out / f"embeddings-{per_second}.npy"
+    cached = out / f"embeddings-{per_second}{'-int8' if int8 else ''}.npy"
     if cached.is_file():
         return np.load(cached)
-    encoder = load_encoder(weights)
+    encoder = load_encoder(weights, int8)
     torch.set_num_threads(1)
     features = FeatureConfig(sample_rate=RATE)
     start = time.perf_counter()
@@ -126,17 +128,22 @@ def embed_corpus(corpus: Path, truth: pd.DataFrame, weights: Path, out: Path, pe
     return embeddings
 
 
-def load_encoder(weights: Path) -> SpeakerEncoder:
+def load_encoder(weights: Path, int8: bool = False) -> torch.nn.Module:
+    """The encoder with Resemblyzer's weights; with int8, its LSTM and linear layer dynamically quantised
+    (weights int8, activations quantised on the fly: torch.ao.quantization.quantize_dynamic)."""
     encoder = SpeakerEncoder()
     encoder.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True)["model_state"], strict=False)
-    return encoder.eval()
+    encoder.eval()
+    if int8:
+        return torch.ao.quantization.quantize_dynamic(encoder, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+    return encoder
 
 
-def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int) -> None:
+def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int, int8: bool) -> None:
     """Milliseconds a clip on one thread, for `clips` random clips: decode to 16 kHz and trim; the mel
     partials; the encoder a clip at a time and 64 partials at a time, at 1.3 and 0.625 partials a second."""
     torch.set_num_threads(1)
-    encoder, features = load_encoder(weights), FeatureConfig(sample_rate=RATE)
+    encoder, features = load_encoder(weights, int8), FeatureConfig(sample_rate=RATE)
     paths = [corpus / "clips" / p for p in truth["path"].sample(clips, random_state=0)]
     start = time.perf_counter()
     speech = []
@@ -299,12 +306,13 @@ def main() -> None:
     parser.add_argument("--holdouts", default="speakers,locale")
     parser.add_argument("--partials-per-second", type=float, default=1.3, help="1.3 as Resemblyzer; at least 0.625")
     parser.add_argument("--speed", type=int, default=0, help="time the encoder on this many clips, then stop")
+    parser.add_argument("--int8", action="store_true", help="the encoder dynamically quantised to int8")
     parser.add_argument("--target-precision", type=float, default=0.0, help="also the release protocol's claims")
     args = parser.parse_args()
     truth = read_tsv(args.corpus / "truth.tsv")
     if args.speed:
-        return speed(args.corpus, truth, args.encoder, args.speed)
-    embeddings = embed_corpus(args.corpus, truth, args.encoder, args.out, args.partials_per_second)
+        return speed(args.corpus, truth, args.encoder, args.speed, args.int8)
+    embeddings = embed_corpus(args.corpus, truth, args.encoder, args.out, args.partials_per_second, args.int8)
     report: dict[str, Any] = {}
     for holdout in args.holdouts.split(","):
         seeds = [int(s) for s in args.seeds.split(",")]
