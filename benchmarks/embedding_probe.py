@@ -55,7 +55,7 @@ from cvlabel.scoring import clip_logits
 from cvlabel.speech import trim_silence
 
 RATE = 16_000  # Hz, the encoder's input rate
-PARTIAL_FRAMES = 160  # 10 ms frames a partial utterance (1.6 s)
+PARTIAL_FRAMES = 160  # 10 ms frames a partial utterance (1.6 s, as the encoder was trained; --partial-seconds)
 TARGET_DBFS = -30.0  # quiet clips are raised to this level, loud ones left alone (Resemblyzer's rule)
 COLUMNS = ["clips", "speakers", "balanced_accuracy", "roc_auc", "recall_female", "speaker_accuracy"]
 
@@ -82,13 +82,17 @@ MEL = torchaudio.transforms.MelSpectrogram(
 def partial_mels(samples: np.ndarray, per_second: float) -> torch.Tensor:
     """(partials, 160, 40) mel power frames of a 16 kHz clip, `per_second` partials a second (Resemblyzer's
     default 1.3; 0.625, the least, is one every 1.6 s), cut as Resemblyzer's compute_partial_slices cuts
-    them (the last partial kept if it is at least 75% covered, or if it is the only one)."""
+    them (the last partial kept if it is at least 75% covered, or if it is the only one). per_second 0:
+    one partial, the middle 1.6 s of the clip (the cheapest the encoder can be)."""
     hop = RATE // 100
-    step = int(round(RATE / per_second / hop))
     frames = int(np.ceil((len(samples) + 1) / hop))
-    starts = list(range(0, max(1, frames - PARTIAL_FRAMES + step + 1), step))
-    if len(starts) > 1 and (len(samples) - starts[-1] * hop) / (PARTIAL_FRAMES * hop) < 0.75:
-        starts.pop()
+    if per_second <= 0:
+        starts = [max(0, (frames - PARTIAL_FRAMES) // 2)]
+    else:
+        step = int(round(RATE / per_second / hop))
+        starts = list(range(0, max(1, frames - PARTIAL_FRAMES + step + 1), step))
+        if len(starts) > 1 and (len(samples) - starts[-1] * hop) / (PARTIAL_FRAMES * hop) < 0.75:
+            starts.pop()
     needed = (starts[-1] + PARTIAL_FRAMES) * hop
     padded = np.pad(samples, (0, max(0, needed - len(samples))))
     mel = MEL(torch.from_numpy(padded.astype(np.float32))).T  # (frames, 40)
@@ -113,7 +117,8 @@ def embed_corpus(
     corpus: Path, truth: pd.DataFrame, weights: Path, out: Path, per_second: float, int8: bool
 ) -> np.ndarray:
     """Every truth row's clip embedding (cached in OUT/embeddings-RATE.npy); prints the time a clip took."""
-    cached = out / f"embeddings-{per_second}{'-int8' if int8 else ''}.npy"
+    length = "" if PARTIAL_FRAMES == 160 else f"-{PARTIAL_FRAMES}f"  # the cache names of before: 1.6 s partials
+    cached = out / f"embeddings-{per_second}{length}{'-int8' if int8 else ''}.npy"
     if cached.is_file():
         return np.load(cached)
     encoder = load_encoder(weights, int8)
@@ -153,7 +158,7 @@ def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int, int8: bo
         trimmed = trim_silence(samples, features)
         speech.append(trimmed if trimmed.size else samples)
     rows = {"decode, 16 kHz, trim": {"ms a clip": 1000 * (time.perf_counter() - start) / clips}}
-    for per_second in (1.3, 0.625):
+    for per_second in (1.3, 0.625, 0.0):
         start = time.perf_counter()
         mels = [partial_mels(samples, per_second) for samples in speech]
         rows[f"mel partials ({per_second}/s)"] = {"ms a clip": 1000 * (time.perf_counter() - start) / clips}
@@ -304,11 +309,16 @@ def main() -> None:
     parser.add_argument("--l2", type=float, default=1e-3, help="the logistic regression's weight penalty")
     parser.add_argument("--runs", type=Path, help="heldout.py's --out: its committees are scored beside the probe")
     parser.add_argument("--holdouts", default="speakers,locale")
-    parser.add_argument("--partials-per-second", type=float, default=1.3, help="1.3 as Resemblyzer; at least 0.625")
+    parser.add_argument(
+        "--partials-per-second", type=float, default=1.3, help="1.3 as Resemblyzer; at least 0.625; 0: one partial"
+    )
+    parser.add_argument("--partial-seconds", type=float, default=1.6, help="a partial's length (1.6: as trained)")
     parser.add_argument("--speed", type=int, default=0, help="time the encoder on this many clips, then stop")
     parser.add_argument("--int8", action="store_true", help="the encoder dynamically quantised to int8")
     parser.add_argument("--target-precision", type=float, default=0.0, help="also the release protocol's claims")
     args = parser.parse_args()
+    global PARTIAL_FRAMES
+    PARTIAL_FRAMES = round(args.partial_seconds * 100)
     truth = read_tsv(args.corpus / "truth.tsv")
     if args.speed:
         return speed(args.corpus, truth, args.encoder, args.speed, args.int8)
