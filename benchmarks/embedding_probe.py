@@ -43,6 +43,7 @@ import torchaudio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from holdouts import held_out_speakers, scored_speakers, seed_folder, stable_rank  # noqa: E402
 
+from cvlabel.audio import AudioError
 from cvlabel.cache import AudioCache, cache_root
 from cvlabel.certify import certified_thresholds
 from cvlabel.checkpoint import load_checkpoint
@@ -52,7 +53,7 @@ from cvlabel.labels import label_index
 from cvlabel.metrics import classification_metrics, fit_temperature
 from cvlabel.pooling import reference_speakers, speaker_table
 from cvlabel.scoring import clip_logits
-from cvlabel.speech import trim_silence
+from cvlabel.speech import decode_speech, trim_silence
 
 RATE = 16_000  # Hz, the encoder's input rate
 PARTIAL_FRAMES = 160  # 10 ms frames a partial utterance (1.6 s, as the encoder was trained; --partial-seconds)
@@ -177,8 +178,30 @@ def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int, int8: bo
                 "ms a clip": 1000 * (time.perf_counter() - start) / clips
             }
         rows[f"encoder, 64 partials a batch ({per_second}/s)"]["partials a clip"] = len(stacked) / clips
+    # the whole path of a clip as infer would run it, one partial a clip, against the soundfile floor
+    start = time.perf_counter()
+    for path in paths:
+        soundfile.read(path, dtype="float32")
+    rows["the floor: soundfile decodes the clip"] = {"ms a clip": 1000 * (time.perf_counter() - start) / clips}
+    at_16k = FeatureConfig(sample_rate=RATE, min_decode_rate=RATE)  # cvlabel's decoder, 4 s past the onset
+    start = time.perf_counter()
+    heard = []
+    for path in paths:
+        try:
+            clip = decode_speech(path, at_16k)
+        except AudioError:
+            continue
+        heard.append(clip.samples if clip.rate == RATE else soxr.resample(clip.samples, clip.rate, RATE))
+    with torch.no_grad():
+        one = torch.cat([partial_mels(samples, 0.0) for samples in heard])
+        for first in range(0, len(one), 64):
+            encoder(one[first : first + 64])
+    path_ms = 1000 * (time.perf_counter() - start) / clips
+    rows["cvlabel decode (16 kHz or native / k, soxr), 1 partial, encoder"] = {"ms a clip": path_ms}
+    floor_ms = rows["the floor: soundfile decodes the clip"]["ms a clip"]
     print(f"{clips} clips, mean {np.mean([len(s) for s in speech]) / RATE:.2f} s of speech, one thread")
     print(pd.DataFrame(rows).T.to_string(float_format=lambda v: f"{v:.2f}"))
+    print(f"one partial a clip, decode to embedding: {floor_ms / path_ms:.2f}x the soundfile floor's speed")
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
