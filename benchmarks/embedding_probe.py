@@ -14,6 +14,7 @@ blanked speakers (holdouts.py), is a probe of what a much better-read voice give
         --encoder /tmp/resemblyzer/resemblyzer/pretrained.pt --out outputs/probe --runs outputs/heldout \\
         [--partials-per-second 0.625] [--holdouts speakers,locale]
     python benchmarks/embedding_probe.py --corpus ../shared/corpora/realcv --encoder ... --speed 300
+    PYTHONPATH=LIBROSA python benchmarks/embedding_probe.py --corpus ... --encoder ... --check-mel 20
 
 Only the weights file is used: the network (nn.LSTM 40 -> 256 x 3, a linear layer, ReLU, L2 norm) and
 its input (40 Slaney mel bands of the 16 kHz power spectrum, 25 ms window, 10 ms hop, 1.6 s partials
@@ -204,6 +205,22 @@ def speed(corpus: Path, truth: pd.DataFrame, weights: Path, clips: int, int8: bo
     print(f"one partial a clip, decode to embedding: {floor_ms / path_ms:.2f}x the soundfile floor's speed")
 
 
+def check_mel(corpus: Path, truth: pd.DataFrame, clips: int) -> None:
+    """The rebuilt mel front end (MEL) against librosa's melspectrogram called as Resemblyzer calls it,
+    on `clips` random clips: the largest difference relative to the clip's largest band power."""
+    import librosa  # only for this check (pip install --target DIR librosa; PYTHONPATH=DIR)
+
+    worst = []
+    for path in truth["path"].sample(clips, random_state=1):
+        samples, rate = soundfile.read(corpus / "clips" / path, dtype="float32", always_2d=True)
+        samples = soxr.resample(samples.mean(axis=1), rate, RATE)
+        theirs = librosa.feature.melspectrogram(y=samples, sr=RATE, n_fft=400, hop_length=160, n_mels=40).T
+        ours = MEL(torch.from_numpy(samples)).T.numpy()
+        frames = min(len(theirs), len(ours))
+        worst.append(float(np.abs(theirs[:frames] - ours[:frames]).max() / theirs[:frames].max()))
+    print(f"librosa {librosa.__version__}, {clips} clips: max |ours - librosa| / max power {max(worst):.1e}")
+
+
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
     """L2-regularised logistic regression, classes weighted to equal mass (as balanced accuracy counts)."""
     xs, ys = torch.from_numpy(x).double(), torch.from_numpy(y).double()
@@ -337,6 +354,7 @@ def main() -> None:
     )
     parser.add_argument("--partial-seconds", type=float, default=1.6, help="a partial's length (1.6: as trained)")
     parser.add_argument("--speed", type=int, default=0, help="time the encoder on this many clips, then stop")
+    parser.add_argument("--check-mel", type=int, default=0, help="compare the mel input with librosa's on N clips")
     parser.add_argument("--int8", action="store_true", help="the encoder dynamically quantised to int8")
     parser.add_argument("--target-precision", type=float, default=0.0, help="also the release protocol's claims")
     args = parser.parse_args()
@@ -345,6 +363,8 @@ def main() -> None:
     truth = read_tsv(args.corpus / "truth.tsv")
     if args.speed:
         return speed(args.corpus, truth, args.encoder, args.speed, args.int8)
+    if args.check_mel:
+        return check_mel(args.corpus, truth, args.check_mel)
     embeddings = embed_corpus(args.corpus, truth, args.encoder, args.out, args.partials_per_second, args.int8)
     report: dict[str, Any] = {}
     for holdout in args.holdouts.split(","):
