@@ -26,6 +26,7 @@ from .cli_options import (
     ModelOpt,
     SetOpt,
     on_sigterm,
+    quiet_resource_tracker,
     reports_errors,
 )
 from .config import DemoCorpusOptions, Engine, GenderStyle
@@ -335,6 +336,7 @@ GLOBAL_FLAGS = {"-v": "--verbose", "--verbose": "--verbose", "-q": "--quiet", "-
 
 def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, on_sigterm)  # the command line only: a library user keeps their own handler
+    quiet_resource_tracker()
     args = list(sys.argv[1:] if argv is None else argv)
     # -v and -q work after the subcommand too (`cvlabel train CORPUS --out RUN -v`), where people type them
     given = [GLOBAL_FLAGS[arg] for arg in args if arg in GLOBAL_FLAGS]

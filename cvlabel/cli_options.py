@@ -4,6 +4,7 @@ options several commands take (one definition each, Typer's `Annotated` form).""
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -47,6 +48,18 @@ class Terminated(KeyboardInterrupt):
 
 def on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
+
+
+# After Ctrl-C or SIGTERM, loky's resource tracker (a process of its own, started with this process's -W
+# options) may warn of "leaked semlock objects" that the stopped workers had unlinked already (its next
+# warning is that they are not found): noise after the command's last line, which a test holds last.
+QUIET_RESOURCE_TRACKER = "ignore::UserWarning:joblib.externals.loky.backend.resource_tracker"
+
+
+def quiet_resource_tracker() -> None:
+    """The command line only: the tracker's leak warnings off (a library user keeps their warnings)."""
+    if QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_RESOURCE_TRACKER)
 
 
 # Arguments and options that several commands share: one definition each.
