@@ -36,14 +36,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from embedding_probe import fit_logistic  # noqa: E402
+from embedding_probe import cross_fitted_heads  # noqa: E402
 from heldout import COLUMNS, evaluate, table  # noqa: E402
 from holdouts import (  # noqa: E402
     blanked_view,
     held_out_speakers,
     scored_speakers,
     seed_folder,
-    stable_rank,
     train_once,
 )
 
@@ -63,13 +62,7 @@ def contradicted_speakers(
     clients = truth["client_id"].to_numpy()
     train = truth["client_id"].isin(known.index).to_numpy() & ~np.isin(clients, list(held))
     labels = label_index(truth["true_gender"].where(train, "male"))
-    kept = sorted(set(clients[train]), key=lambda cid: stable_rank(seed, cid))
-    fold_of = {cid: k % FOLDS for k, cid in enumerate(kept)}
-    fold = np.array([fold_of.get(cid, -1) for cid in clients])
-    oof = np.full(len(truth), np.nan)
-    for k in range(FOLDS):
-        w, b = fit_logistic(embeddings[train & (fold != k)], labels[train & (fold != k)], l2)
-        oof[train & (fold == k)] = embeddings[train & (fold == k)] @ w + b
+    _, oof = cross_fitted_heads(embeddings, labels, clients, train, seed, l2, FOLDS)
     pooled = pd.DataFrame({"logit": oof[train], "label": labels[train]}).groupby(clients[train]).mean()
     sure = math.log(confidence / (1 - confidence))  # the logit of that confidence
     against = np.where(pooled["label"] == 1, -pooled["logit"], pooled["logit"])  # > 0: says the other gender

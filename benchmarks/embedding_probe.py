@@ -287,6 +287,21 @@ def probe(
     }
 
 
+def cross_fitted_heads(
+    embeddings: np.ndarray, labels: np.ndarray, clients: np.ndarray, train: np.ndarray, seed: int, l2: float, folds: int
+) -> tuple[list[tuple[np.ndarray, float]], np.ndarray]:
+    """`folds` logistic heads over the speakers of the `train` rows (dealt into folds in a seeded order), and
+    each train row's out-of-fold logit (from the head that never saw its speaker; NaN off `train`)."""
+    kept = sorted(set(clients[train]), key=lambda cid: stable_rank(seed, cid))
+    fold_of = {cid: k % folds for k, cid in enumerate(kept)}
+    fold = np.array([fold_of.get(cid, -1) for cid in clients])
+    heads = [fit_logistic(embeddings[train & (fold != k)], labels[train & (fold != k)], l2) for k in range(folds)]
+    oof = np.full(len(clients), np.nan)
+    for k, (w, b) in enumerate(heads):
+        oof[train & (fold == k)] = embeddings[train & (fold == k)] @ w + b
+    return heads, oof
+
+
 def claims(
     truth: pd.DataFrame, embeddings: np.ndarray, seed: int, l2: float, target: float, folds: int = 3
 ) -> dict[str, float]:
@@ -303,13 +318,7 @@ def claims(
     test = rows & np.isin(clients, list(held))
     train = rows & ~test
     labels = label_index(truth["true_gender"].where(rows, "male"))
-    kept = sorted(set(clients[train]))
-    fold_of = {cid: k % folds for k, cid in enumerate(sorted(kept, key=lambda c: stable_rank(seed, c)))}
-    fold = np.array([fold_of.get(c, -1) for c in clients])
-    heads = [fit_logistic(embeddings[train & (fold != k)], labels[train & (fold != k)], l2) for k in range(folds)]
-    oof = np.full(len(truth), np.nan)
-    for k, (w, b) in enumerate(heads):
-        oof[train & (fold == k)] = embeddings[train & (fold == k)] @ w + b
+    heads, oof = cross_fitted_heads(embeddings, labels, clients, train, seed, l2, folds)
     temperature = fit_temperature(labels[train], oof[train])
     blank = truth["true_gender"].fillna("").eq("").to_numpy() | test  # the rows a release would predict
     blank_clips = pd.Series(clients[blank]).value_counts().to_numpy()
