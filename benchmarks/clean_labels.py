@@ -97,7 +97,7 @@ def main() -> None:
         print(f"seed {seed}: {len(held)} speakers held out, {len(dropped)} kept speakers dropped from training")
         print(table({k: v for k, v in report[seed].items() if k != "dropped_speakers"}))
     if len(report) > 1:
-        name = "cnn, as recorded"
+        name = f"{load_config(None, args.overrides).model.kind}, as recorded"  # heldout.evaluate's row
         mean = {c: float(np.mean([r[name][c] for r in report.values()])) for c in COLUMNS}
         print(f"mean of seeds {args.seeds}, {name}: " + ", ".join(f"{c} {v:.4f}" for c, v in mean.items()))
     args.out.mkdir(parents=True, exist_ok=True)

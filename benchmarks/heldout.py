@@ -116,7 +116,8 @@ def evaluate(run: Path, rows: pd.DataFrame, cache_dir: str) -> dict[str, dict[st
         ("telephone", [Speech(telephone(a.samples, a.rate), a.rate) for a in audio]),
     ):
         logits = clip_logits(checkpoint.model, features, clips.__getitem__, len(clips)).mean(axis=1)
-        results[f"cnn, {condition}"] = classification_metrics(labels, logits, checkpoint.temperature, speakers)
+        model = f"{checkpoint.config.model.kind}, {condition}"  # cnn or encoder
+        results[model] = classification_metrics(labels, logits, checkpoint.temperature, speakers)
         f0 = np.array([median_f0(a.samples, a.rate) for a in clips])  # each clip at its decoded rate
         pitch_logits = np.nan_to_num(f0 - PITCH_THRESHOLD_HZ, nan=0.0) / 20.0
         results[f"pitch {PITCH_THRESHOLD_HZ:.0f} Hz, {condition}"] = classification_metrics(

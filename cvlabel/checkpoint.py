@@ -22,7 +22,10 @@ from .files import atomic_path, ordinary_permissions
 from .labels import LABELS
 
 if TYPE_CHECKING:
+    from .encoder import EncoderCommittee
     from .model import Committee
+
+    AnyCommittee = Committee | EncoderCommittee  # what a checkpoint holds, by config.model.kind
 
 CHECKPOINT_FORMAT = "cvlabel-checkpoint"
 CHECKPOINT_VERSION = "2"  # 1 was cvlabel 0.1's pickled model.pt
@@ -39,7 +42,7 @@ class CheckpointInfo:
 
 @dataclass
 class Checkpoint(CheckpointInfo):
-    model: Committee
+    model: AnyCommittee
 
 
 HEARD_BEFORE = "heard_before"  # info key: speaker_digest of every speaker the model's weights learned from before
@@ -59,7 +62,7 @@ def heard_before(info: dict[str, Any]) -> frozenset[str]:
 
 
 def save_checkpoint(
-    model: Committee, config: Config, temperature: float, path: str | Path, info: dict[str, Any] | None = None
+    model: AnyCommittee, config: Config, temperature: float, path: str | Path, info: dict[str, Any] | None = None
 ) -> None:
     """Write weights and header (atomically: temp name, then rename)."""
     from safetensors.torch import save_file
@@ -132,21 +135,30 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .model import Committee
-
     described = read_checkpoint_info(path)
     file = existing_model_file(path)
     try:
         state = load_file(str(file))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CvlabelError(f"{file}: not a readable checkpoint ({_first_line(exc)})") from None
-    model = Committee.empty(described.config.model, described.config.features.n_mels, described.info["members"])
+    model = empty_committee(described.config, described.info["members"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CvlabelError(f"{file}: weights do not fit the model config ({_first_line(exc)})") from None
     model.eval()
     return Checkpoint(described.config, described.temperature, described.info, model)
+
+
+def empty_committee(config: Config, members: int) -> AnyCommittee:
+    """A committee of `members` of config.model.kind, with random weights (for a checkpoint's to fill)."""
+    if config.model.kind == "encoder":
+        from .encoder import EncoderCommittee
+
+        return EncoderCommittee(members)
+    from .model import Committee
+
+    return Committee.empty(config.model, config.features.n_mels, members)
 
 
 def _upgraded(tree: dict[str, Any]) -> dict[str, Any]:

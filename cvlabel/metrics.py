@@ -96,19 +96,20 @@ def binary_nll(labels: np.ndarray, logits: np.ndarray) -> float:
 MAX_TEMPERATURE = 20.0  # a model this overconfident is broken, not miscalibrated
 
 
-def fit_temperature(labels: np.ndarray, logits: np.ndarray) -> float:
-    """The temperature T in [1, MAX_TEMPERATURE] that minimises the NLL of sigmoid(logits / T).
+def fit_temperature(labels: np.ndarray, logits: np.ndarray, lowest: float = 1.0) -> float:
+    """The temperature T in [lowest, MAX_TEMPERATURE] that minimises the NLL of sigmoid(logits / T).
 
-    Calibration may only soften the model, never sharpen it: on a perfectly separated dev set
-    (common with few dev speakers) unconstrained temperature scaling drives T towards 0 and makes
-    every later mistake "certain". The NLL is convex in 1/T, so clamping the search to T >= 1
-    gives the constrained optimum. A log grid, then a finer grid around the best.
+    Calibration may only soften a trained network, never sharpen it (lowest 1): on a perfectly separated
+    dev set (common with few dev speakers) unconstrained temperature scaling drives T towards 0 and makes
+    every later mistake "certain". The NLL is convex in 1/T, so clamping the search gives the constrained
+    optimum. (The encoder's heads are shrunk by their weight penalty, so they may be sharpened, to a
+    bound: encoder.MIN_TEMPERATURE.) A log grid, then a finer grid around the best.
     """
     labels = np.asarray(labels, dtype=float)
     logits = np.asarray(logits, dtype=float)
     if labels.size == 0 or labels.min() == labels.max():
         return 1.0  # one class only: nothing to calibrate against
-    grid = np.exp(np.linspace(0.0, np.log(MAX_TEMPERATURE), 61))
+    grid = np.exp(np.linspace(np.log(lowest), np.log(MAX_TEMPERATURE), 61))
     for _ in range(2):
         best = int(np.argmin([binary_nll(labels, logits / t) for t in grid]))
         low, high = grid[max(0, best - 1)], grid[min(len(grid) - 1, best + 1)]

@@ -6,15 +6,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .checkpoint import existing_model_file, load_checkpoint
 from .config import FeatureConfig
+from .encoder import EncoderCommittee
 from .features import frame_count, log_mel
-from .model import Committee, GenderCNN
+from .model import GenderCNN
 from .speech import Speech
+
+if TYPE_CHECKING:
+    from .checkpoint import AnyCommittee
 
 SORT_WINDOW = 256  # clips whose audio is held at once and batched by length: memory stays bounded
 
@@ -23,7 +28,7 @@ Clip = Speech | np.ndarray  # speech at its rate, or samples at the features' sa
 
 
 def clip_logits(
-    model: GenderCNN | Committee,
+    model: GenderCNN | AnyCommittee,
     config: FeatureConfig,
     load: Callable[[int], Clip],
     count: int,
@@ -45,13 +50,15 @@ def clip_logits(
 
 @torch.inference_mode()
 def batch_logits(
-    model: GenderCNN | Committee, clips: Sequence[Clip], config: FeatureConfig, batch_size: int
+    model: GenderCNN | AnyCommittee, clips: Sequence[Clip], config: FeatureConfig, batch_size: int
 ) -> np.ndarray:
     """Logits of speech clips of any lengths (each at its own rate, the features computed at it;
     a bare array is at config.sample_rate), batched shortest first; log-mels are computed one batch
     at a time, so only a batch's features are held. Returns (clips, members): one column per
-    committee member (one for a single GenderCNN)."""
+    committee member (one for a single GenderCNN). An encoder committee hears its own input."""
     speech = [clip if isinstance(clip, Speech) else Speech(clip, config.sample_rate) for clip in clips]
+    if isinstance(model, EncoderCommittee):
+        return model.speech_logits(speech, max(batch_size, ENCODER_BATCH))
     rated = [config.at_rate(clip.rate) for clip in speech]
     frames = np.array(
         [frame_count(clip.samples.shape[0], at) for clip, at in zip(speech, rated, strict=True)], dtype=np.int64
@@ -80,27 +87,31 @@ def batch_logits(
 # (52 at the defaults), all of which stay cached, and memory stays flat.
 BATCH_ROWS = 8
 TIME_FRAMES = 16
+ENCODER_BATCH = 64  # partials a batch of the speaker encoder at least (benchmarks/embedding_probe.py --speed)
 
 
 def _round_up(count: int, multiple: int) -> int:
     return -(-int(count) // multiple) * multiple
 
 
-def _members(model: GenderCNN | Committee) -> int:
-    return len(model.members) if isinstance(model, Committee) else 1
+def _members(model: GenderCNN | AnyCommittee) -> int:
+    return 1 if isinstance(model, GenderCNN) else len(model.members)
 
 
 @dataclass(frozen=True)
 class InferenceModel:
     """A checkpoint loaded once for inference: the fused committee, its features and its temperature."""
 
-    model: Committee
+    model: AnyCommittee
     features: FeatureConfig
     temperature: float  # p_female = sigmoid(logit / temperature)
 
     def member_logits(self, speech: Sequence[Clip], batch_size: int = 32, member: int | None = None) -> np.ndarray:
         """Raw logits (evidence for female) of speech, as speech.decode_speech gives it (or samples at
         features.sample_rate): (clips, members), or (clips, 1) from the one `member` given."""
+        if isinstance(self.model, EncoderCommittee):  # the encoder is the cost, not the heads: all of them
+            every = batch_logits(self.model, speech, self.features, batch_size)
+            return every if member is None else every[:, [member]]
         model = self.model if member is None else self.model.members[member]
         return batch_logits(model, speech, self.features, batch_size)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ from .cache import AudioCache, cache_root
 from .certify import MIN_DEV_BALANCED_ACCURACY
 from .checkpoint import HEARD_BEFORE, heard_before, load_checkpoint, save_checkpoint, speaker_digest
 from .config import Config, config_to_dict, save_config
+from .encoder import EMBEDDING, MIN_TEMPERATURE, EncoderCommittee, fit_logistic, pretrained_encoder_state
 from .errors import ConfigError, CvlabelError
 from .features import log_mel
 from .files import atomic_path, writable_folder, write_json
@@ -50,9 +51,12 @@ from .metrics import (
 from .model import Committee, GenderCNN, count_parameters
 from .progress import progress
 from .runners import resolve_jobs
-from .scoring import clip_logits
+from .scoring import SORT_WINDOW, clip_logits
 from .speech import Speech
 from .splits import SPLITS, assign_folds, labelled_rows, spread_over_speakers
+
+if TYPE_CHECKING:
+    from .checkpoint import AnyCommittee
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,34 +112,10 @@ def train(
             speakers,
         )
 
-    members: list[GenderCNN] = []
-    out_of_fold = np.full(len(data["train"]), np.nan)
-    history: list[dict[str, Any]] = []
-    early_stopping = spread_over_speakers(data["dev"], config.train.dev_clips, config.train.seed)
-    member_steps = [config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds)]
-    with progress(total=sum(member_steps), desc="training", unit="step") as bar:
-        resume = _resume_key(config, data, folds)
-        for fold in range(config.train.folds):
-            done = _finished_member(run, fold, resume, config)
-            if done is not None:  # a killed run's member: kept, not trained again
-                member, held_logits, rows = done
-                history.extend(rows)
-                bar.update(member_steps[fold])
-                log.warning("member %d of %d was trained before (%s): resuming after it", fold + 1,
-                            config.train.folds, run.member(fold).name)  # fmt: skip
-            else:
-                train_rows = data["train"][folds != fold].reset_index(drop=True)
-                trainer = _MemberTrainer(
-                    fold, train_rows, early_stopping, cache, config, bar, start, run.member_progress(fold), resume
-                )
-                before = len(history)
-                member = trainer.fit(history, run.train_log)
-                held_logits = _logits(member, data["train"][folds == fold], cache, config)[:, 0]
-                _save_member(run.member(fold), member, held_logits, history[before:], resume)
-            run.member_progress(fold).unlink(missing_ok=True)  # the finished member holds all of it
-            out_of_fold[folds == fold] = held_logits
-            members.append(member)
-    committee = Committee(members)
+    if config.model.kind == "encoder":
+        committee, out_of_fold, history = _fit_encoder_heads(data, folds, cache, config)
+    else:
+        committee, out_of_fold, history = _train_cnn_members(run, data, folds, cache, config, start)
     metrics = _write_run(run, committee, data, out_of_fold, folds, cache, config)
     metrics["best_epochs"] = [
         max((h for h in history if h["member"] == k), key=_score)["epoch"] for k in range(config.train.folds)
@@ -170,6 +150,92 @@ def train(
         run.member(fold).unlink(missing_ok=True)
         run.member_progress(fold).unlink(missing_ok=True)
     return metrics
+
+
+def _train_cnn_members(
+    run: RunFolder,
+    data: dict[str, pd.DataFrame],
+    folds: np.ndarray,
+    cache: AudioCache,
+    config: Config,
+    start: StartingWeights | None,
+) -> tuple[Committee, np.ndarray, list[dict[str, Any]]]:
+    """The CNN committee (model.kind cnn): one member trained per fold, resuming the members and epochs a killed
+    run saved. Returns it, each train row's out-of-fold logit, and the train_log rows."""
+    members: list[GenderCNN] = []
+    out_of_fold = np.full(len(data["train"]), np.nan)
+    history: list[dict[str, Any]] = []
+    early_stopping = spread_over_speakers(data["dev"], config.train.dev_clips, config.train.seed)
+    member_steps = [config.train.epochs * _steps(int((folds != k).sum()), config) for k in range(config.train.folds)]
+    with progress(total=sum(member_steps), desc="training", unit="step") as bar:
+        resume = _resume_key(config, data, folds)
+        for fold in range(config.train.folds):
+            done = _finished_member(run, fold, resume, config)
+            if done is not None:  # a killed run's member: kept, not trained again
+                member, held_logits, rows = done
+                history.extend(rows)
+                bar.update(member_steps[fold])
+                log.warning("member %d of %d was trained before (%s): resuming after it", fold + 1,
+                            config.train.folds, run.member(fold).name)  # fmt: skip
+            else:
+                train_rows = data["train"][folds != fold].reset_index(drop=True)
+                trainer = _MemberTrainer(
+                    fold, train_rows, early_stopping, cache, config, bar, start, run.member_progress(fold), resume
+                )
+                before = len(history)
+                member = trainer.fit(history, run.train_log)
+                held_logits = _logits(member, data["train"][folds == fold], cache, config)[:, 0]
+                _save_member(run.member(fold), member, held_logits, history[before:], resume)
+            run.member_progress(fold).unlink(missing_ok=True)  # the finished member holds all of it
+            out_of_fold[folds == fold] = held_logits
+            members.append(member)
+    return Committee(members), out_of_fold, history
+
+
+def _fit_encoder_heads(
+    data: dict[str, pd.DataFrame], folds: np.ndarray, cache: AudioCache, config: Config
+) -> tuple[EncoderCommittee, np.ndarray, list[dict[str, Any]]]:
+    """The encoder committee (model.kind encoder): the pretrained encoder's d-vector of every train and dev clip,
+    then one logistic head per fold, fitted on the other folds' train speakers in seconds (nothing to resume).
+    Returns it, each train row's out-of-fold logit, and one train_log row per head (epoch 1)."""
+    committee = EncoderCommittee(config.train.folds)
+    committee.encoder.load_state_dict(pretrained_encoder_state(cache_root(config.train.cache_dir) / ENCODERS))
+    embedded = {split: _embeddings(committee, data[split], cache, split) for split in ("train", "dev")}
+    labels = {split: data[split]["label"].to_numpy() for split in ("train", "dev")}
+    out_of_fold = np.full(len(data["train"]), np.nan)
+    history: list[dict[str, Any]] = []
+    for fold in range(config.train.folds):
+        started, fitting = time.time(), folds != fold
+        weight, bias = fit_logistic(embedded["train"][fitting], labels["train"][fitting], config.model.head_l2)
+        committee.set_head(fold, weight, bias)
+        out_of_fold[~fitting] = embedded["train"][~fitting] @ weight + bias
+        dev_logits = embedded["dev"] @ weight + bias
+        dev_predicted = decide_logits(dev_logits)
+        history.append({
+            "member": fold,
+            "epoch": 1,
+            "train_loss": binary_nll(labels["train"][fitting], embedded["train"][fitting] @ weight + bias),
+            "dev_loss": binary_nll(labels["dev"], dev_logits),
+            "dev_accuracy": float((dev_predicted == labels["dev"]).mean()),
+            "dev_balanced_accuracy": balanced_accuracy(labels["dev"], dev_predicted),
+            "learning_rate": math.nan,
+            "seconds": round(time.time() - started, 2),
+        })  # fmt: skip
+    return committee.eval(), out_of_fold, history
+
+
+ENCODERS = "encoders"  # the folder of the cache root (train.cache_dir) that holds the speaker encoder's weights
+
+
+def _embeddings(committee: EncoderCommittee, part: pd.DataFrame, cache: AudioCache, split: str) -> np.ndarray:
+    """(rows, 256) d-vectors of a split's clips, with a progress bar (the encoder is the cost of this kind)."""
+    load, out = cache.loader(part["clip"].tolist()), np.empty((len(part), EMBEDDING), dtype=np.float32)
+    with progress(total=len(part), desc=f"encoding {split} clips", unit="clip") as bar:
+        for first in range(0, len(part), SORT_WINDOW):
+            chosen = range(first, min(len(part), first + SORT_WINDOW))
+            out[first : chosen.stop] = committee.embeddings([load(i) for i in chosen])
+            bar.update(len(chosen))
+    return out
 
 
 OUT_OF_FOLD = "__out_of_fold__"  # the tensor of a saved member that holds its held-out fold's logits
@@ -522,7 +588,7 @@ def _score(row: dict[str, Any]) -> tuple[float, float]:
 
 def _write_run(
     run: RunFolder,
-    committee: Committee,
+    committee: AnyCommittee,
     data: dict[str, pd.DataFrame],
     out_of_fold: np.ndarray,
     folds: np.ndarray,
@@ -544,7 +610,8 @@ def _write_run(
     # speakers (each predicted by the member that never heard them), checked on the dev speakers (the
     # committee's), and kept only where it lowers their calibration error: fitted on data unlike the
     # speakers it is used on, temperature scaling can make it worse (issue 24: 2.6x on the synthetic corpus)
-    fitted = fit_temperature(train["label"].to_numpy(), out_of_fold)
+    lowest = MIN_TEMPERATURE if isinstance(committee, EncoderCommittee) else 1.0
+    fitted = fit_temperature(train["label"].to_numpy(), out_of_fold, lowest)
     dev_labels = dev["label"].to_numpy()
     dev_ece = {t: expected_calibration_error(dev_labels, calibrate(dev_logits, t)) for t in (1.0, fitted)}
     temperature = fitted if dev_ece[fitted] <= dev_ece[1.0] else 1.0
@@ -571,7 +638,9 @@ def _write_run(
         for split, part in data.items()
     }
     metrics["members"] = len(committee.members)
-    metrics["parameters"] = count_parameters(committee.members[0])
+    metrics["parameters"] = count_parameters(committee.members[0]) + (
+        count_parameters(committee.encoder) if isinstance(committee, EncoderCommittee) else 0
+    )  # a member's: the frozen encoder's and a head's, or a CNN's
 
     reference = pd.concat(
         [
@@ -621,7 +690,7 @@ def _epoch_order(labels: np.ndarray, balanced: bool, rng: np.random.Generator, s
     return rng.choice(len(labels), size=size, replace=True, p=weights / weights.sum())
 
 
-def _logits(model: GenderCNN | Committee, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:
+def _logits(model: GenderCNN | AnyCommittee, part: pd.DataFrame, cache: AudioCache, config: Config) -> np.ndarray:
     """(rows, members) logits of a split's clips."""
     return clip_logits(model, config.features, cache.loader(part["clip"].tolist()), len(part), config.train.batch_size)
 

@@ -21,7 +21,7 @@ LAYERS = [
     ["labels"],
     ["corpus", "audio"],
     ["splits", "speech"],
-    ["artifacts", "cache", "features", "model", "metrics", "certify", "plots", "synthesis"],
+    ["artifacts", "cache", "encoder", "features", "model", "metrics", "certify", "plots", "synthesis"],
     ["augment", "checkpoint", "runners", "pooling"],
     ["scoring", "html_report", "labelling"],
     ["training", "inference", "democorpus", "release_labels"],
