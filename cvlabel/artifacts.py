@@ -84,9 +84,17 @@ class RunFolder:
         """A committee member's last finished epoch, while it trains: what a killed `train` resumes inside it."""
         return self.path / f"member-{index}.epoch.safetensors"
 
+    def embeddings(self, split: str, block: int) -> Path:
+        """A block of a split's d-vectors (model.kind encoder), while it trains: what a killed `train` keeps."""
+        return self.path / f"embeddings-{split}-{block}.safetensors"
+
+    def embedding_blocks(self) -> list[Path]:
+        return sorted(self.path.glob("embeddings-*.safetensors"))
+
     # what an unfinished run leaves (a finished one is refused by its checkpoint): may be overwritten
     OWN = (
         "member-*.safetensors",
+        "embeddings-*.safetensors",
         "config.yaml",
         "metrics.json",
         "train_log.csv",

@@ -113,7 +113,7 @@ def train(
         )
 
     if config.model.kind == "encoder":
-        committee, out_of_fold, history = _fit_encoder_heads(data, folds, cache, config)
+        committee, out_of_fold, history = _fit_encoder_heads(run, data, folds, cache, config)
     else:
         committee, out_of_fold, history = _train_cnn_members(run, data, folds, cache, config, start)
     metrics = _write_run(run, committee, data, out_of_fold, folds, cache, config)
@@ -149,6 +149,8 @@ def train(
     for fold in range(config.train.folds):  # the run is finished: its members live in the checkpoint now
         run.member(fold).unlink(missing_ok=True)
         run.member_progress(fold).unlink(missing_ok=True)
+    for block in run.embedding_blocks():  # and the d-vectors the encoder's heads were fitted on
+        block.unlink()
     return metrics
 
 
@@ -193,14 +195,16 @@ def _train_cnn_members(
 
 
 def _fit_encoder_heads(
-    data: dict[str, pd.DataFrame], folds: np.ndarray, cache: AudioCache, config: Config
+    run: RunFolder, data: dict[str, pd.DataFrame], folds: np.ndarray, cache: AudioCache, config: Config
 ) -> tuple[EncoderCommittee, np.ndarray, list[dict[str, Any]]]:
-    """The encoder committee (model.kind encoder): the pretrained encoder's d-vector of every train and dev clip,
-    then one logistic head per fold, fitted on the other folds' train speakers in seconds (nothing to resume).
-    Returns it, each train row's out-of-fold logit, and one train_log row per head (epoch 1)."""
+    """The encoder committee (model.kind encoder): the pretrained encoder's d-vector of every train and dev clip
+    (kept in blocks, so a killed run resumes after its last), then one logistic head per fold, fitted on the
+    other folds' train speakers in seconds. Returns it, each train row's out-of-fold logit, and one train_log
+    row per head (epoch 1)."""
     committee = EncoderCommittee(config.train.folds)
     committee.encoder.load_state_dict(pretrained_encoder_state(cache_root(config.train.cache_dir) / ENCODERS))
-    embedded = {split: _embeddings(committee, data[split], cache, split) for split in ("train", "dev")}
+    resume = _resume_key(config, data, folds)
+    embedded = {split: _embeddings(committee, data[split], cache, split, run, resume) for split in ("train", "dev")}
     labels = {split: data[split]["label"].to_numpy() for split in ("train", "dev")}
     out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
@@ -227,15 +231,32 @@ def _fit_encoder_heads(
 ENCODERS = "encoders"  # the folder of the cache root (train.cache_dir) that holds the speaker encoder's weights
 
 
-def _embeddings(committee: EncoderCommittee, part: pd.DataFrame, cache: AudioCache, split: str) -> np.ndarray:
-    """(rows, 256) d-vectors of a split's clips, with a progress bar (the encoder is the cost of this kind)."""
+def _embeddings(
+    committee: EncoderCommittee, part: pd.DataFrame, cache: AudioCache, split: str, run: RunFolder, key: str
+) -> np.ndarray:
+    """(rows, 256) d-vectors of a split's clips, with a progress bar (the encoder is the cost of this kind). Each
+    EMBEDDING_BLOCK rows are saved in the run folder as they are done and read back by a resumed run."""
+    from safetensors.torch import save_file
+
     load, out = cache.loader(part["clip"].tolist()), np.empty((len(part), EMBEDDING), dtype=np.float32)
     with progress(total=len(part), desc=f"encoding {split} clips", unit="clip") as bar:
-        for first in range(0, len(part), SORT_WINDOW):
-            chosen = range(first, min(len(part), first + SORT_WINDOW))
-            out[first : chosen.stop] = committee.embeddings([load(i) for i in chosen])
-            bar.update(len(chosen))
+        for block, first in enumerate(range(0, len(part), EMBEDDING_BLOCK)):
+            rows = range(first, min(len(part), first + EMBEDDING_BLOCK))
+            saved = _read_resume_file(run.embeddings(split, block), key)
+            if saved is not None:
+                out[first : rows.stop] = saved[0]["embeddings"].numpy()
+                bar.update(len(rows))
+                continue
+            for start in range(first, rows.stop, SORT_WINDOW):
+                chosen = range(start, min(rows.stop, start + SORT_WINDOW))
+                out[start : chosen.stop] = committee.embeddings([load(i) for i in chosen])
+                bar.update(len(chosen))
+            with atomic_path(run.embeddings(split, block)) as tmp:
+                save_file({"embeddings": torch.from_numpy(out[first : rows.stop])}, str(tmp), {"resume_key": key})
     return out
+
+
+EMBEDDING_BLOCK = 8192  # d-vectors a saved block holds (~37 s of one thread's work): what a kill can lose
 
 
 OUT_OF_FOLD = "__out_of_fold__"  # the tensor of a saved member that holds its held-out fold's logits

@@ -199,3 +199,42 @@ def test_an_encoder_run_labels_every_blank_row_through_infer(encoder_run, synthe
     blank = blank[blank["gender"].isna()]
     assert set(predictions["path"]) >= set(blank["path"])
     assert predictions["p_female"].between(0, 1).all()
+
+
+def test_a_killed_encoder_training_resumes_after_its_last_saved_block_and_ends_as_if_never_killed(
+    encoder_run, synthetic_corpus, tmp_path, monkeypatch
+):
+    import cvlabel.training as training
+
+    cache = Path(load_checkpoint(encoder_run).config.train.cache_dir)
+    config = load_config(None, tiny_train_config(cache, "model.kind=encoder"))
+    monkeypatch.setattr(training, "EMBEDDING_BLOCK", 8)
+    real_embeddings, calls = EncoderCommittee.embeddings, []
+
+    def killed_on_the_third_batch(self, speech, *args, **kwargs):
+        calls.append(len(speech))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C, or the power going, while the encoder works
+        return real_embeddings(self, speech, *args, **kwargs)
+
+    monkeypatch.setattr(EncoderCommittee, "embeddings", killed_on_the_third_batch)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(synthetic_corpus, run, config)
+    assert [p.name for p in sorted(run.glob("embeddings-*"))] == ["embeddings-train-0.safetensors",
+                                                                   "embeddings-train-1.safetensors"]  # fmt: skip
+    calls.clear()
+    def counted(self, speech, *args, **kwargs):
+        calls.append(len(speech))
+        return real_embeddings(self, speech, *args, **kwargs)
+
+    monkeypatch.setattr(EncoderCommittee, "embeddings", counted)
+    train(synthetic_corpus, run, config)  # the same command again
+    train_clips = len(read_reference(run / "reference_predictions.parquet").query("member >= 0"))
+    assert calls[0] == train_clips - 2 * 8  # the rest of train first: the two saved blocks were not encoded again
+    assert not list(run.glob("embeddings-*")) and (run / "model.safetensors").is_file()
+    resumed, whole = (
+        read_reference(run / "reference_predictions.parquet"),
+        read_reference(encoder_run / "reference_predictions.parquet"),
+    )
+    np.testing.assert_allclose(resumed["logit"].to_numpy(), whole["logit"].to_numpy(), rtol=0, atol=1e-6)
