@@ -224,6 +224,7 @@ def test_a_killed_encoder_training_resumes_after_its_last_saved_block_and_ends_a
     assert [p.name for p in sorted(run.glob("embeddings-*"))] == ["embeddings-train-0.safetensors",
                                                                    "embeddings-train-1.safetensors"]  # fmt: skip
     calls.clear()
+
     def counted(self, speech, *args, **kwargs):
         calls.append(len(speech))
         return real_embeddings(self, speech, *args, **kwargs)
