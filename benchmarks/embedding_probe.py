@@ -50,6 +50,7 @@ from cvlabel.certify import certified_thresholds
 from cvlabel.checkpoint import load_checkpoint
 from cvlabel.config import FeatureConfig
 from cvlabel.corpus import read_tsv
+from cvlabel.encoder import SpeakerEncoder, fit_logistic
 from cvlabel.labels import label_index
 from cvlabel.metrics import classification_metrics, fit_temperature
 from cvlabel.pooling import reference_speakers, speaker_table
@@ -60,20 +61,6 @@ RATE = 16_000  # Hz, the encoder's input rate
 PARTIAL_FRAMES = 160  # 10 ms frames a partial utterance (1.6 s, as the encoder was trained; --partial-seconds)
 TARGET_DBFS = -30.0  # quiet clips are raised to this level, loud ones left alone (Resemblyzer's rule)
 COLUMNS = ["clips", "speakers", "balanced_accuracy", "roc_auc", "recall_female", "speaker_accuracy"]
-
-
-class SpeakerEncoder(torch.nn.Module):
-    """Resemblyzer's VoiceEncoder network: mel frames (batch, frames, 40) -> L2-normed 256-d embeddings."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
-        self.linear = torch.nn.Linear(256, 256)
-
-    def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        _, (hidden, _) = self.lstm(mels)
-        raw = torch.relu(self.linear(hidden[-1]))
-        return raw / torch.linalg.vector_norm(raw, dim=1, keepdim=True).clamp_min(1e-9)
 
 
 MEL = torchaudio.transforms.MelSpectrogram(
@@ -219,25 +206,6 @@ def check_mel(corpus: Path, truth: pd.DataFrame, clips: int) -> None:
         frames = min(len(theirs), len(ours))
         worst.append(float(np.abs(theirs[:frames] - ours[:frames]).max() / theirs[:frames].max()))
     print(f"librosa {librosa.__version__}, {clips} clips: max |ours - librosa| / max power {max(worst):.1e}")
-
-
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
-    """L2-regularised logistic regression, classes weighted to equal mass (as balanced accuracy counts)."""
-    xs, ys = torch.from_numpy(x).double(), torch.from_numpy(y).double()
-    weight = torch.where(ys == 1, 0.5 / ys.mean(), 0.5 / (1 - ys.mean()))
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-
-    def loss() -> torch.Tensor:
-        optimizer.zero_grad()
-        value = (weight * torch.nn.functional.binary_cross_entropy_with_logits(xs @ w + b, ys, reduction="none")).mean()
-        value = value + l2 * (w @ w)
-        value.backward()
-        return value
-
-    optimizer.step(loss)
-    return w.detach().numpy(), float(b.detach())
 
 
 def committee_logits(run: Path, clips: list[str]) -> np.ndarray:
