@@ -285,8 +285,7 @@ def train(
 ) -> None:
     """Train the gender classifier on the self-reported rows, calibrate it on dev, measure it on test.
 
-    The model is a committee of CNNs (model.kind cnn); --set model.kind=encoder fits its members as heads on a
-    pretrained speaker encoder instead: more accurate on real voices, about 4x slower to infer (README)."""
+    --set model.kind=encoder: heads on a pretrained speaker encoder, not CNNs: more accurate, 3.5x slower (README)."""
     from .artifacts import RunFolder
     from .config import load_config
     from .evaluate import METRIC_KEYS, format_metrics
