@@ -26,6 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import soxr
 import torch
 import torchaudio
 from torch import nn
@@ -117,8 +118,6 @@ def encoder_window(samples: np.ndarray, rate: float) -> np.ndarray:
     quieter, the middle partial with the half-window of context each of its frames reads on either side
     (zeros beyond the clip, as a centred, zero-padded STFT has them). (PARTIAL_SAMPLES,) float32."""
     if rate != ENCODER_RATE:
-        import soxr
-
         samples = soxr.resample(samples, rate, ENCODER_RATE)
     samples = np.asarray(samples, dtype=np.float32)
     level = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-12)

@@ -197,15 +197,20 @@ def _train_cnn_members(
 def _fit_encoder_heads(
     run: RunFolder, data: dict[str, pd.DataFrame], folds: np.ndarray, cache: AudioCache, config: Config
 ) -> tuple[EncoderCommittee, np.ndarray, list[dict[str, Any]]]:
-    """The encoder committee (model.kind encoder): the pretrained encoder's d-vector of every train and dev clip
-    (kept in blocks, so a killed run resumes after its last), then one logistic head per fold, fitted on the
-    other folds' train speakers in seconds. Returns it, each train row's out-of-fold logit, and one train_log
-    row per head (epoch 1)."""
+    """The encoder committee (model.kind encoder): the pretrained encoder's d-vector of every train clip and of
+    the dev clips the CNN's early-stopping check scores (train.dev_clips: _write_run scores every dev clip once
+    more), kept in blocks, so a killed run resumes after its last; then one logistic head per fold, fitted on
+    the other folds' train speakers in seconds. Returns it, each train row's out-of-fold logit, and one
+    train_log row per head (epoch 1)."""
     committee = EncoderCommittee(config.train.folds)
     committee.encoder.load_state_dict(pretrained_encoder_state(cache_root(config.train.cache_dir) / ENCODERS))
     resume = _resume_key(config, data, folds)
-    embedded = {split: _embeddings(committee, data[split], cache, split, run, resume) for split in ("train", "dev")}
-    labels = {split: data[split]["label"].to_numpy() for split in ("train", "dev")}
+    parts = {
+        "train": data["train"],
+        "dev": spread_over_speakers(data["dev"], config.train.dev_clips, config.train.seed),
+    }
+    embedded = {split: _embeddings(committee, part, cache, split, run, resume) for split, part in parts.items()}
+    labels = {split: part["label"].to_numpy() for split, part in parts.items()}
     out_of_fold = np.full(len(data["train"]), np.nan)
     history: list[dict[str, Any]] = []
     for fold in range(config.train.folds):
